@@ -1,0 +1,40 @@
+"""What every stage's command line shares: logging, thread count, and failing with one clear line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Callable
+
+
+class StageError(Exception):
+    """A problem the user can fix; reported as one line, without a traceback."""
+
+
+def stage_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
+                        help="CPU threads for torch (default: torch's own choice)")
+    return parser
+
+
+def run_stage(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser,
+              argv: list[str] | None = None) -> None:
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    # Offline by default: a stage reaches the hub only when a config names a hub id, and then the
+    # user opts in by unsetting these (see config/README.md).
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        main(args)
+    except (StageError, ValueError, FileNotFoundError) as error:
+        logging.getLogger(parser.prog).error("%s", error)
+        sys.exit(f"error: {error}")
