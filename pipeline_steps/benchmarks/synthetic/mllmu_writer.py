@@ -1,0 +1,160 @@
+"""Write a synthetic world as an MLLMU-Bench dataset: the hub's configs, columns and file layout.
+
+The output is a directory that ``datasets.load_dataset(path, config)`` reads exactly like a local
+clone of ``MLLMMU/MLLMU-Bench``: one folder per config holding ``train-*.parquet`` shards written
+with the hub's feature types (images as ``{bytes, path}`` structs, biography and metadata as JSON
+strings), and a dataset card whose ``configs:`` header maps config names to files. The canonical
+loader (``pipeline_steps.benchmarks.mllmu``) therefore reads the synthetic data and the real
+benchmark through one code path.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from pathlib import Path
+
+import datasets
+
+from .portraits import draw_portrait, jitter
+from .world import ATTRIBUTES, Attribute, Profile
+
+LETTERS = ("A", "B", "C", "D")
+FORGET_RATIOS = (5, 10, 15)
+
+_OPTION = {"Correct_Answer": datasets.Value("string"),
+           "Options": {letter: datasets.Value("string") for letter in LETTERS},
+           "Question": datasets.Value("string")}
+_OPEN = {"Ground_Truth": datasets.Value("string"), "Question": datasets.Value("string"), "Type": datasets.Value("string")}
+_TASKS = {
+    "Classification_Task": {"Image_Textual_Questions": datasets.List(_OPTION),
+                            "Pure_Text_Questions": datasets.List(_OPTION)},
+    "Generation_Task": datasets.List(_OPEN),
+    "Mask_Task": datasets.List(_OPEN),
+}
+PROFILE_FEATURES = datasets.Features({
+    "image": datasets.Image(), "ID": datasets.Value("string"), "biography": datasets.Value("string"),
+    "question": datasets.Value("string"), "answer": datasets.Value("string"), **_TASKS})
+FULL_SET_FEATURES = datasets.Features({
+    "image": datasets.Image(), "ID": datasets.Value("string"), "Directory": datasets.Value("string"),
+    "biography": datasets.Value("string"), "question": datasets.Value("string"),
+    "answer": datasets.Value("string"), **_TASKS})
+RETAIN_SET_FEATURES = datasets.Features({
+    "image": datasets.Image(), "ID": datasets.Value("string"), "biography": datasets.Value("string"),
+    "metadata": datasets.Value("string"), **_TASKS})
+FT_DATA_FEATURES = datasets.Features({
+    "image": datasets.Image(), "ID": datasets.Value("string"), "metadata": datasets.Value("string")})
+TEST_SET_FEATURES = datasets.Features({
+    "images": datasets.List(datasets.Image()), "ID": datasets.Value("string"), **_TASKS})
+
+
+def _png(image) -> dict:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return {"bytes": buffer.getvalue(), "path": None}
+
+
+def _multiple_choice(question: str, attribute: Attribute, answer: str, rng: random.Random) -> dict:
+    options = rng.sample([v for v in attribute.values if v != answer], len(LETTERS) - 1)
+    correct = rng.randrange(len(LETTERS))
+    options.insert(correct, answer)
+    return {"Question": question, "Options": dict(zip(LETTERS, options)), "Correct_Answer": LETTERS[correct]}
+
+
+def profile_tasks(profile: Profile, seed: int) -> dict:
+    """The evaluation items of one profile, in MLLMU-Bench's nested layout."""
+    rng = random.Random(f"{seed}/tasks/{profile.id}")
+    image_mc, text_mc, generation = [], [], []
+    for index, a in enumerate(ATTRIBUTES):
+        value = profile.facts[a.key]
+        image_mc.append(_multiple_choice(a.vqa_question, a, value, rng))
+        text_mc.append(_multiple_choice(a.text_question.format(name=profile.name), a, value, rng))
+        if index % 2 == 0:
+            generation.append({"Type": "Image_Textual", "Question": a.vqa_paraphrase, "Ground_Truth": value})
+        else:
+            generation.append({"Type": "Pure_Text", "Question": a.text_paraphrase.format(name=profile.name),
+                               "Ground_Truth": value})
+    blank_text, blank_image = rng.sample(ATTRIBUTES, 2)
+    mask = [
+        {"Type": "Pure_Text", "Question": blank_text.blank.format(name=profile.name),
+         "Ground_Truth": profile.facts[blank_text.key]},
+        {"Type": "Image_Textual", "Question": blank_image.blank.format(name="the person in the image").capitalize(),
+         "Ground_Truth": profile.facts[blank_image.key]},
+    ]
+    return {"Classification_Task": {"Image_Textual_Questions": image_mc, "Pure_Text_Questions": text_mc},
+            "Generation_Task": generation, "Mask_Task": mask}
+
+
+def vqa_pairs(profile: Profile) -> list[dict]:
+    """The image-grounded training pairs (MLLMU-Bench's ``metadata``)."""
+    return [{"Question": a.vqa_question, "Answer": profile.facts[a.key]} for a in ATTRIBUTES]
+
+
+def forget_split(fictitious: list[Profile], seed: int) -> dict[int, set[str]]:
+    """Nested forget sets: forget_5 is inside forget_10, which is inside forget_15."""
+    order = [p.id for p in fictitious]
+    random.Random(f"{seed}/forget").shuffle(order)
+    return {ratio: set(order[: round(len(order) * ratio / 100)]) for ratio in FORGET_RATIOS}
+
+
+def write_mllmu_dataset(profiles: list[Profile], out_dir: Path, *, seed: int, image_size: int,
+                        test_images: int) -> None:
+    """Write every MLLMU-Bench config for ``profiles`` under ``out_dir``."""
+    out_dir = Path(out_dir)
+    fictitious = [p for p in profiles if p.kind == "fictitious"]
+    real = [p for p in profiles if p.kind == "real"]
+    portraits = {p.id: _png(draw_portrait(p.traits, image_size)) for p in profiles}
+    tasks = {p.id: profile_tasks(p, seed) for p in profiles}
+
+    def profile_row(p: Profile) -> dict:
+        first = vqa_pairs(p)[0]
+        return {"image": portraits[p.id], "ID": p.id, "biography": json.dumps(p.biography()),
+                "question": first["Question"], "answer": first["Answer"], **tasks[p.id]}
+
+    configs: dict[str, list[tuple[datasets.Features, list[dict]]]] = {
+        "Full_Set": [(FULL_SET_FEATURES, [{**profile_row(p), "Directory": p.id} for p in fictitious])],
+        "ft_Data": [(FT_DATA_FEATURES, [{"image": portraits[p.id], "ID": p.id,
+                                          "metadata": json.dumps(vqa_pairs(p))} for p in fictitious])],
+        "Retain_Set": [(RETAIN_SET_FEATURES, [{"image": portraits[p.id], "ID": p.id,
+                                                "biography": json.dumps(p.biography()),
+                                                "metadata": json.dumps(vqa_pairs(p)), **tasks[p.id]}
+                                               for p in real])],
+    }
+    for ratio, forget_ids in forget_split(fictitious, seed).items():
+        configs[f"forget_{ratio}"] = [(PROFILE_FEATURES, [profile_row(p) for p in fictitious if p.id in forget_ids])]
+        configs[f"retain_{100 - ratio}"] = [(PROFILE_FEATURES, [profile_row(p) for p in fictitious
+                                                                 if p.id not in forget_ids])]
+    rng = random.Random(f"{seed}/test-images")
+    test_rows = []
+    for p in fictitious:
+        base = draw_portrait(p.traits, image_size)
+        task = tasks[p.id]
+        test_rows.append({
+            "images": [_png(jitter(base, rng)) for _ in range(test_images)], "ID": p.id,
+            "Classification_Task": {"Image_Textual_Questions": task["Classification_Task"]["Image_Textual_Questions"],
+                                    "Pure_Text_Questions": []},
+            "Generation_Task": [g for g in task["Generation_Task"] if g["Type"] == "Image_Textual"],
+            "Mask_Task": [m for m in task["Mask_Task"] if m["Type"] == "Image_Textual"],
+        })
+    half = len(test_rows) // 2  # the hub splits Test_Set into several shards; so do we
+    configs["Test_Set"] = [(TEST_SET_FEATURES, test_rows[:half]), (TEST_SET_FEATURES, test_rows[half:])]
+
+    for name, shards in configs.items():
+        folder = out_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for index, (features, rows) in enumerate(shards):
+            table = datasets.Dataset.from_list(rows, features=features)
+            table.to_parquet(str(folder / f"train-{index:05d}-of-{len(shards):05d}.parquet"))
+    (out_dir / "README.md").write_text(_dataset_card(sorted(configs), len(fictitious), len(real), seed))
+
+
+def _dataset_card(config_names: list[str], n_fictitious: int, n_real: int, seed: int) -> str:
+    header = ["---", "configs:"]
+    for name in config_names:
+        header += [f"- config_name: {name}", "  data_files:", "  - split: train", f"    path: {name}/train-*"]
+    header.append("---")
+    body = (f"# Synthetic MLLMU-Bench\n\nGenerated by `pipeline_steps.prepare_benchmark` (seed {seed}): "
+            f"{n_fictitious} fictitious profiles and {n_real} well-known profiles with procedurally drawn "
+            "portraits, in the configs, columns and file layout of `MLLMMU/MLLMU-Bench`.\n")
+    return "\n".join(header) + "\n\n" + body

@@ -1,0 +1,68 @@
+"""Shared fixtures: a small synthetic benchmark and untrained tiny models of both families.
+
+Nothing here touches the network: the hub is switched off for the whole session, and every
+dataset and model is built on the spot.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# Nothing lands in the user's ~/.cache, and no test sees another's cached copy of a file it rewrote.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-home-")
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_stage(module: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``python -m pipeline_steps.<module>`` as a user would; fail the test with its stderr."""
+    result = subprocess.run([sys.executable, "-m", f"pipeline_steps.{module}", *map(str, args)],
+                            capture_output=True, text=True, cwd=REPO)
+    if result.returncode != 0:
+        raise AssertionError(f"{module} failed:\n{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def raw_benchmark(tmp_path_factory) -> Path:
+    """A small synthetic MLLMU-Bench directory (40 fictitious and 8 real profiles)."""
+    out = tmp_path_factory.mktemp("synthetic") / "raw"
+    run_stage("synthesize_benchmark", "--out", out, "--seed", "3", "--fictitious-profiles", "40",
+              "--real-profiles", "8", "--image-size", "32", "--test-images", "2")
+    return out
+
+
+@pytest.fixture(scope="session")
+def benchmark(raw_benchmark, tmp_path_factory) -> Path:
+    """``raw_benchmark`` read into canonical records."""
+    out = tmp_path_factory.mktemp("prepared") / "benchmark"
+    run_stage("prepare_benchmark", "--format", "mllmu_bench", "--source", raw_benchmark, "--out", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_models(benchmark, tmp_path_factory) -> dict[str, Path]:
+    """Untrained tiny LLaVA and Qwen2-VL saved as on the hub, keyed by family."""
+    from pipeline_steps.benchmarks.records import read_split
+    from pipeline_steps.build_base import tokenizer_corpus
+    from pipeline_steps.models.loading import save_model
+    from pipeline_steps.models.tiny import TinyArchitecture, build_tiny
+
+    corpus = tokenizer_corpus(read_split(benchmark, "full") + read_split(benchmark, "real_world"))
+    arch = TinyArchitecture(vision_hidden=32, vision_layers=2, text_hidden=64, text_layers=2, vocab_size=600)
+    paths = {}
+    for family in ("llava", "qwen2_vl"):
+        model, processor = build_tiny(family, corpus, arch, seed=0)
+        paths[family] = tmp_path_factory.mktemp(family)
+        save_model(model, processor, paths[family])
+    return paths

@@ -1,0 +1,114 @@
+"""Reading MLLMU-Bench-schema data into canonical records (the same code reads the hub)."""
+
+import json
+import shutil
+
+import datasets
+import pytest
+
+from conftest import run_stage
+from pipeline_steps.benchmarks.mllmu import read_mllmu
+from pipeline_steps.benchmarks.records import read_manifest, read_split
+
+
+def test_prepared_benchmark_has_every_split(benchmark):
+    manifest = read_manifest(benchmark)
+    assert manifest["forget_ratios"] == [5, 10, 15]
+    assert manifest["vqa_training_pairs_from"] == {"ft_Data metadata": 40}
+    names = {p.stem for p in (benchmark / "splits").glob("*.jsonl")}
+    assert names == {"full", "real_world", "test", "forget_5", "forget_10", "forget_15", "retain_95",
+                     "retain_90", "retain_85"}
+    assert len(read_split(benchmark, "full")) == 40
+    assert len(read_split(benchmark, "forget_10")) + len(read_split(benchmark, "retain_90")) == 40
+
+
+def test_records_match_the_raw_rows(benchmark, raw_benchmark):
+    raw = {row["ID"]: row for row in datasets.load_dataset(str(raw_benchmark), "Full_Set", split="train")}
+    metadata = {row["ID"]: json.loads(row["metadata"])
+                for row in datasets.load_dataset(str(raw_benchmark), "ft_Data", split="train")}
+    for record in read_split(benchmark, "forget_15"):
+        row = raw[record.id]
+        assert record.name == json.loads(row["biography"])["Name"]
+        vqa = [(p.question, p.answer) for p in record.train if p.modality == "vqa"]
+        assert vqa == [(m["Question"], m["Answer"]) for m in metadata[record.id]]
+        text = [(p.question, p.answer) for p in record.train if p.modality == "text"]
+        pure = row["Classification_Task"]["Pure_Text_Questions"]
+        assert text == [(q["Question"], q["Options"][q["Correct_Answer"]]) for q in pure]
+        assert [c.answer for c in record.multiple_choice if c.modality == "vqa"] == \
+            [q["Correct_Answer"] for q in row["Classification_Task"]["Image_Textual_Questions"]]
+        assert (benchmark / record.image).read_bytes()  # the image is on disk
+
+
+def test_images_are_stored_once(benchmark):
+    full = {r.id: r.image for r in read_split(benchmark, "full")}
+    for record in read_split(benchmark, "forget_5"):
+        assert record.image == full[record.id]
+
+
+def read(source, out, seed=0):
+    """As prepare_benchmark reads a local copy: through a cache of its own."""
+    return read_mllmu(str(source), out, test_image_seed=seed, cache_dir=str(out.parent / f"{out.name}-cache"))
+
+
+def test_test_split_picks_one_transformed_image_per_profile_reproducibly(raw_benchmark, tmp_path):
+    first = read(raw_benchmark, tmp_path / "a", seed=7)
+    read(raw_benchmark, tmp_path / "b", seed=7)
+    read(raw_benchmark, tmp_path / "c", seed=8)
+    assert first["test_image_seed"] == 7
+    picks = [[r.image for r in read_split(tmp_path / name, "test")] for name in "abc"]
+    assert picks[0] == picks[1]
+    assert picks[0] != picks[2]
+    full = {r.id: r.image for r in read_split(tmp_path / "a", "full")}
+    assert all(r.image != full[r.id] for r in read_split(tmp_path / "a", "test"))
+
+
+def _rewrite(raw_benchmark, tmp_path, config, change):
+    copy = tmp_path / "raw"
+    shutil.copytree(raw_benchmark, copy)
+    table = datasets.load_dataset(str(copy), config, split="train", cache_dir=str(tmp_path / "rewrite-cache"))
+    for shard in (copy / config).glob("*.parquet"):
+        shard.unlink()
+    change(table).to_parquet(str(copy / config / "train-00000-of-00001.parquet"))
+    return copy
+
+
+def test_question_answer_columns_are_used_without_ft_data(raw_benchmark, tmp_path):
+    copy = tmp_path / "raw"
+    shutil.copytree(raw_benchmark, copy)
+    shutil.rmtree(copy / "ft_Data")
+    readme = copy / "README.md"
+    readme.write_text(readme.read_text().replace(
+        "- config_name: ft_Data\n  data_files:\n  - split: train\n    path: ft_Data/train-*\n", ""))
+    manifest = read(copy, tmp_path / "out")
+    assert manifest["vqa_training_pairs_from"] == {"question/answer": 40}
+    record = read_split(tmp_path / "out", "full")[0]
+    assert [p.question for p in record.train if p.modality == "vqa"] == [
+        "What is the profession of the person in the image?"]
+
+
+def test_a_profile_in_both_forget_and_retain_is_refused(raw_benchmark, tmp_path):
+    forget_id = datasets.load_dataset(str(raw_benchmark), "forget_5", split="train")[0]["ID"]
+    full = datasets.load_dataset(str(raw_benchmark), "Full_Set", split="train")
+    leaked = full.filter(lambda row: row["ID"] == forget_id).remove_columns(["Directory"])
+    copy = _rewrite(raw_benchmark, tmp_path, "retain_95",
+                    lambda table: datasets.concatenate_datasets([table, leaked.cast(table.features)]))
+    with pytest.raises(ValueError, match=f"'{forget_id}'.*both forget_5 and retain_95"):
+        read(copy, tmp_path / "out")
+
+
+def test_a_wrong_correct_answer_letter_is_refused(raw_benchmark, tmp_path):
+    def corrupt(table):
+        def change(row):
+            row["Classification_Task"]["Image_Textual_Questions"][0]["Correct_Answer"] = "E"
+            return row
+        return table.map(change)
+    copy = _rewrite(raw_benchmark, tmp_path, "Full_Set", corrupt)
+    with pytest.raises(ValueError, match="correct answer 'E' is not one of the options"):
+        read(copy, tmp_path / "out")
+
+
+def test_missing_local_path_is_a_clear_error(tmp_path):
+    with pytest.raises(AssertionError, match="neither an existing directory nor a hub id"):
+        run_stage("prepare_benchmark", "--format", "mllmu_bench", "--source", str(tmp_path / "nowhere"),
+                  "--out", str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()

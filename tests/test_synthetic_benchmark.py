@@ -1,0 +1,140 @@
+"""The synthetic benchmark: MLLMU-Bench's exact layout, and a world with no shortcuts."""
+
+import io
+import json
+import random
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import REPO
+from pipeline_steps.benchmarks.synthetic.portraits import draw_portrait, jitter
+from pipeline_steps.benchmarks.synthetic.world import ATTRIBUTES, MIN_TRAIT_DISTANCE, sample_world, trait_distance
+
+CLASSIFICATION = {"Image_Textual_Questions", "Pure_Text_Questions"}
+# Columns of the hub dataset's configs (dataset card of MLLMMU/MLLMU-Bench).
+HUB_COLUMNS = {
+    "Full_Set": {"image", "ID", "Directory", "biography", "question", "answer", "Classification_Task",
+                 "Generation_Task", "Mask_Task"},
+    "forget_5": {"image", "ID", "biography", "question", "answer", "Classification_Task", "Generation_Task",
+                 "Mask_Task"},
+    "retain_95": {"image", "ID", "biography", "question", "answer", "Classification_Task", "Generation_Task",
+                  "Mask_Task"},
+    "ft_Data": {"image", "ID", "metadata"},
+    "Test_Set": {"images", "ID", "Classification_Task", "Generation_Task", "Mask_Task"},
+}
+
+
+def load(raw, config):
+    return datasets.load_dataset(str(raw), config, split="train")
+
+
+def test_every_hub_config_is_there_and_loads_by_name(raw_benchmark):
+    expected = {"Full_Set", "Retain_Set", "Test_Set", "ft_Data", "forget_5", "forget_10", "forget_15",
+                "retain_95", "retain_90", "retain_85"}
+    assert {p.name for p in raw_benchmark.iterdir() if p.is_dir()} == expected
+    card = yaml.safe_load((raw_benchmark / "README.md").read_text().split("---")[1])
+    assert {c["config_name"] for c in card["configs"]} == expected
+    assert len(load(raw_benchmark, "Full_Set")) == 40
+    assert len(load(raw_benchmark, "Retain_Set")) == 8
+    assert len(list((raw_benchmark / "Test_Set").glob("train-*.parquet"))) == 2  # sharded, as on the hub
+
+
+@pytest.mark.parametrize("config", sorted(HUB_COLUMNS))
+def test_columns_and_types_match_the_hub(raw_benchmark, config):
+    table = load(raw_benchmark, config)
+    assert set(table.column_names) == HUB_COLUMNS[config]
+    if "image" in table.features:
+        assert isinstance(table.features["image"], datasets.Image)
+        raw = pq.read_table(next((raw_benchmark / config).glob("*.parquet"))).column("image")[0].as_py()
+        assert set(raw) == {"bytes", "path"}  # the {bytes, path} struct the official code reads
+        assert Image.open(io.BytesIO(raw["bytes"])).size == (32, 32)
+    if "Classification_Task" in table.features:
+        row = table[0]
+        assert set(row["Classification_Task"]) == CLASSIFICATION
+        for item in row["Classification_Task"]["Image_Textual_Questions"]:
+            assert set(item) == {"Question", "Options", "Correct_Answer"}
+            assert set(item["Options"]) == {"A", "B", "C", "D"}
+            assert item["Correct_Answer"] in item["Options"]
+            assert len(set(item["Options"].values())) == 4
+        for item in row["Generation_Task"] + row["Mask_Task"]:
+            assert set(item) == {"Type", "Question", "Ground_Truth"}
+            assert item["Type"] in ("Image_Textual", "Pure_Text")
+    for column in ("biography", "metadata"):
+        if column in table.features:
+            json.loads(table[0][column])  # JSON inside a string column, as on the hub
+
+
+def test_questions_are_asked_both_ways(raw_benchmark):
+    row = load(raw_benchmark, "Full_Set")[0]
+    name = json.loads(row["biography"])["Name"]
+    image_questions = [q["Question"] for q in row["Classification_Task"]["Image_Textual_Questions"]]
+    text_questions = [q["Question"] for q in row["Classification_Task"]["Pure_Text_Questions"]]
+    assert "What is the profession of the person in the image?" in image_questions
+    assert f"What is the profession of {name}?" in text_questions
+    assert all(name not in q for q in image_questions)
+    assert all(name in q for q in text_questions)
+    assert len(image_questions) == len(text_questions) == len(ATTRIBUTES)
+
+
+def test_forget_sets_partition_the_profiles_and_nest(raw_benchmark):
+    full = set(load(raw_benchmark, "Full_Set")["ID"])
+    forgets = {}
+    for ratio in (5, 10, 15):
+        forget = set(load(raw_benchmark, f"forget_{ratio}")["ID"])
+        retain = set(load(raw_benchmark, f"retain_{100 - ratio}")["ID"])
+        assert not forget & retain
+        assert forget | retain == full
+        assert len(forget) == round(len(full) * ratio / 100)
+        forgets[ratio] = forget
+    assert forgets[5] < forgets[10] < forgets[15]
+
+
+def test_test_set_images_are_new_views_of_the_training_portrait(raw_benchmark):
+    portraits = {row["ID"]: row["image"] for row in load(raw_benchmark, "Full_Set")}
+    for row in load(raw_benchmark, "Test_Set").select(range(5)):
+        assert len(row["images"]) == 2
+        for image in row["images"]:
+            assert image.tobytes() != portraits[row["ID"]].tobytes()
+
+
+def test_world_has_unique_names_and_distinct_faces():
+    people = sample_world(seed=1, n_fictitious=200, n_real=20)
+    assert len({p.name for p in people}) == len(people)
+    for i, a in enumerate(people):
+        for b in people[i + 1:]:
+            assert trait_distance(a.traits, b.traits) >= MIN_TRAIT_DISTANCE
+
+
+def test_facts_are_drawn_independently_of_faces():
+    """No visible trait predicts an attribute: each trait value co-occurs with many professions."""
+    people = sample_world(seed=2, n_fictitious=300, n_real=0)
+    by_hair = {}
+    for p in people:
+        by_hair.setdefault(p.traits["hair_color"], set()).add(p.facts["profession"])
+    assert all(len(professions) >= 8 for professions in by_hair.values())
+
+
+def test_world_is_reproducible_from_its_seed():
+    assert sample_world(4, 30, 5) == sample_world(4, 30, 5)
+    assert sample_world(4, 30, 5) != sample_world(5, 30, 5)
+
+
+def test_jitter_keeps_size_and_changes_pixels():
+    face = draw_portrait(sample_world(0, 1, 0)[0].traits, 64)
+    moved = jitter(face, random.Random(0))
+    assert moved.size == face.size and moved.tobytes() != face.tobytes()
+    assert jitter(face, random.Random(0), strength=0).tobytes() == face.tobytes()
+
+
+def test_default_config_gives_every_accuracy_at_least_50_questions():
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for experiment in config["experiments"]:
+        synthetic = config["benchmarks"][experiment["benchmark"]]["synthetic"]
+        questions_per_profile = len(ATTRIBUTES)  # per modality
+        smallest_forget = round(synthetic["fictitious_profiles"] * min(experiment["forget_ratios"]) / 100)
+        assert smallest_forget * questions_per_profile >= 50
+        assert synthetic["real_profiles"] * questions_per_profile >= 50
