@@ -1,0 +1,57 @@
+"""What differs between the model families we support, in one place.
+
+Everything else (loading, prompting, training, Fisher, masks) is written once against the
+``Family`` interface. Parameter names are those of transformers 5.x, where both families keep the
+vision tower, the connector and the language model under ``model.`` and the output head at
+``lm_head``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MODULE_GROUPS = ("language", "vision", "all")
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    model_type: str  # ``config.model_type`` of the checkpoints of this family
+    vision_prefixes: tuple[str, ...]
+    connector_prefixes: tuple[str, ...]
+    language_prefixes: tuple[str, ...]
+
+    def module_of(self, parameter_name: str) -> str:
+        """``vision``, ``connector`` or ``language``: where a parameter sits in the model."""
+        # The connector is tested first: Qwen2-VL nests its merger inside the vision tower.
+        for part, prefixes in (("connector", self.connector_prefixes), ("vision", self.vision_prefixes),
+                               ("language", self.language_prefixes)):
+            if parameter_name.startswith(prefixes):
+                return part
+        raise ValueError(f"parameter '{parameter_name}' belongs to no known part of a {self.name} model")
+
+    def in_group(self, parameter_name: str, group: str) -> bool:
+        """Module groups of the paper's Table 2: LM + connector, vision encoder, or all."""
+        part = self.module_of(parameter_name)
+        if group == "all":
+            return True
+        if group == "language":
+            return part in ("language", "connector")
+        if group == "vision":
+            return part == "vision"
+        raise ValueError(f"unknown module group '{group}' (known: {', '.join(MODULE_GROUPS)})")
+
+
+FAMILIES = {
+    "llava": Family("llava", "llava", ("model.vision_tower.",), ("model.multi_modal_projector.",),
+                    ("model.language_model.", "lm_head.")),
+    "qwen2_vl": Family("qwen2_vl", "qwen2_vl", ("model.visual.",), ("model.visual.merger.",),
+                       ("model.language_model.", "lm_head.")),
+}
+
+
+def family_of(model_type: str) -> Family:
+    for family in FAMILIES.values():
+        if family.model_type == model_type:
+            return family
+    raise ValueError(f"model type '{model_type}' is not supported (supported: {', '.join(FAMILIES)})")

@@ -1,0 +1,105 @@
+"""The supervised training loop shared by base pretraining, vanilla and reference fine-tuning.
+
+It minimises the per-example mean answer NLL (paper Eq. 13-14) with AdamW, a warm-up then cosine
+learning-rate schedule and gradient clipping, on whatever device ``accelerate`` chose. Examples
+are produced per epoch by a callable, so a stage can show a model new views of an image every
+epoch; shuffling is seeded, so a run is reproducible.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import torch
+from accelerate import Accelerator
+from tqdm import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from ..models.encoding import Example, PromptEncoder
+from .losses import answer_logits, answer_nll
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    log_every: int = 25
+
+
+def batches(examples: Sequence[Example], batch_size: int, rng: random.Random) -> list[list[Example]]:
+    """Shuffled batches.
+
+    Deliberately not grouped by length: in these benchmarks a length group is mostly one question
+    template, and batches of one attribute at a time slowed fact learning severalfold (measured:
+    60 faces' visual facts 0.61 vs 0.87 accuracy after 30 epochs).
+    """
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    return [[examples[i] for i in order[start:start + batch_size]] for start in range(0, len(order), batch_size)]
+
+
+def fit(model: torch.nn.Module, encoder: PromptEncoder,
+        examples: Sequence[Example] | Callable[[int], Sequence[Example]], settings: TrainSettings,
+        accelerator: Accelerator, description: str = "train") -> list[dict]:
+    """Train ``model`` in place; return the logged history (one dict per ``log_every`` steps).
+
+    ``examples`` is either a fixed sequence, encoded once up front, or a callable returning each
+    epoch's examples (encoded as they are drawn), for data that changes between epochs.
+    """
+    if callable(examples):
+        epoch_examples, encode = examples, encoder.encode
+    else:
+        fixed = list(examples)
+        cache = {id(example): encoder.encode(example) for example in fixed}
+        epoch_examples, encode = (lambda epoch: fixed), (lambda example: cache[id(example)])
+    steps_per_epoch = math.ceil(len(epoch_examples(0)) / settings.batch_size)
+    total_steps = steps_per_epoch * settings.epochs
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model.train()
+    rng = random.Random(settings.seed)
+    torch.manual_seed(settings.seed)
+    history, window = [], []
+    progress = tqdm(total=total_steps, desc=description, mininterval=5, disable=not accelerator.is_main_process)
+    step = 0
+    for epoch in range(settings.epochs):
+        for batch_examples in batches(epoch_examples(epoch), settings.batch_size, rng):
+            batch = encoder.collate([encode(example) for example in batch_examples])
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            loss = answer_nll(*answer_logits(model, batch)).mean()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{description}: loss is {loss.item()} at step {step}; "
+                                         "lower the learning rate or check the data")
+            accelerator.backward(loss)
+            grad_norm = accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            window.append(loss.item())
+            progress.update()
+            if step % settings.log_every == 0 or step == total_steps:
+                entry = {"step": step, "epoch": epoch, "loss": sum(window) / len(window),
+                         "grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0]}
+                history.append(entry)
+                log.info("%s step %d/%d loss %.4f", description, step, total_steps, entry["loss"])
+                window = []
+    progress.close()
+    return history
+
+
+def settings_dict(settings: TrainSettings) -> dict:
+    return asdict(settings)
