@@ -1,0 +1,149 @@
+"""Stage: score one model on one forget ratio of a prepared benchmark.
+
+    python -m pipeline_steps.evaluate --model results/synthetic/tiny_llava/vanilla \\
+        --benchmark results/synthetic/benchmark --forget-ratio 5 --out results/.../eval/vanilla
+
+Writes ``metrics.json`` (the paper's six Table 1 columns plus the Test split, for every scoring
+mode, with counts) and ``predictions.jsonl`` (every item, what the model answered, and whether it
+was right).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from .benchmarks.records import ProfileRecord, forget_split, forget_ratios, read_split, retain_split
+from .cli import StageError, run_stage, stage_parser
+from .evaluation.scoring import (Asked, accuracy, fills_blank, generate_answers, option_loglikelihoods,
+                                 parse_choice, rouge_l)
+from .models.encoding import Example, PromptEncoder, multiple_choice_question
+from .models.loading import DTYPES, load_model
+from .storage import atomic_directory, write_json
+
+log = logging.getLogger("evaluate")
+SCORING_MODES = ("likelihood", "generate")
+# Table 1's six columns (paper order) and the Test split: column -> (split, modality).
+COLUMNS = ("forget_vqa", "forget_qa", "retain_vqa", "retain_qa", "real_vqa", "real_qa", "test_vqa")
+
+
+def build_parser():
+    parser = stage_parser(__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="model directory or hub id")
+    parser.add_argument("--benchmark", type=Path, required=True)
+    parser.add_argument("--forget-ratio", type=int, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--scoring", nargs="+", choices=SCORING_MODES, default=list(SCORING_MODES))
+    parser.add_argument("--primary", choices=SCORING_MODES, default="likelihood",
+                        help="scoring mode reported in the table")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    return parser
+
+
+def column_records(benchmark: Path, ratio: int) -> dict[str, tuple[list[ProfileRecord], str]]:
+    """The profiles behind each column and the modality it asks in."""
+    forget = read_split(benchmark, forget_split(ratio))
+    retain = read_split(benchmark, retain_split(ratio))
+    real = read_split(benchmark, "real_world")
+    forget_ids = {r.id for r in forget}
+    test = [r for r in read_split(benchmark, "test") if r.id in forget_ids]
+    return {"forget_vqa": (forget, "vqa"), "forget_qa": (forget, "text"), "retain_vqa": (retain, "vqa"),
+            "retain_qa": (retain, "text"), "real_vqa": (real, "vqa"), "real_qa": (real, "text"),
+            "test_vqa": (test, "vqa")}
+
+
+def asked_items(records: list[ProfileRecord], modality: str, kind: str, benchmark: Path) -> list[Asked]:
+    asked = []
+    for record in records:
+        image = None
+        for item in getattr(record, kind):
+            if item.modality != modality:
+                continue
+            if modality == "vqa" and image is None:
+                image = Image.open(benchmark / record.image).convert("RGB")
+            asked.append(Asked(item, image if modality == "vqa" else None, record.id))
+    return asked
+
+
+def main(args) -> None:
+    if args.primary not in args.scoring:
+        raise StageError(f"primary scoring '{args.primary}' is not among the computed modes {args.scoring}")
+    if args.forget_ratio not in forget_ratios(args.benchmark):
+        raise StageError(f"benchmark {args.benchmark} has no forget ratio {args.forget_ratio} "
+                         f"(it has {forget_ratios(args.benchmark)})")
+    torch.manual_seed(args.seed)
+    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    model = loaded.model.eval()
+    encoder = PromptEncoder(loaded.processor)
+    predictions: list[dict] = []
+    choice: dict[str, dict] = {mode: {} for mode in args.scoring}
+    generation, blanks, parse_rules = {}, {}, Counter()
+
+    for column, (records, modality) in column_records(args.benchmark, args.forget_ratio).items():
+        asked = asked_items(records, modality, "multiple_choice", args.benchmark)
+        rows = [{"column": column, "kind": "multiple_choice", "profile": a.profile, "question": a.item.question,
+                 "options": a.item.options, "answer": a.item.answer} for a in asked]
+        if "likelihood" in args.scoring:
+            scores = option_loglikelihoods(model, encoder, asked, args.batch_size, desc=f"{column} likelihood")
+            for row, a, option_scores in zip(rows, asked, scores):
+                letters = list(a.item.options)
+                picked = letters[max(range(len(letters)), key=option_scores.__getitem__)]
+                row["likelihood"] = {"scores": dict(zip(letters, option_scores)), "prediction": picked,
+                                     "correct": picked == a.item.answer}
+            choice["likelihood"][column] = accuracy(row["likelihood"]["correct"] for row in rows)
+        if "generate" in args.scoring:
+            prompts = [Example(multiple_choice_question(a.item.question, a.item.options), None, a.image) for a in asked]
+            outputs = generate_answers(model, encoder, prompts, args.batch_size, args.max_new_tokens,
+                                       desc=f"{column} generate")
+            for row, a, output in zip(rows, asked, outputs):
+                picked, rule = parse_choice(output, a.item.options)
+                parse_rules[rule] += 1
+                row["generate"] = {"output": output, "prediction": picked, "parse": rule,
+                                   "correct": picked == a.item.answer}
+            choice["generate"][column] = accuracy(row["generate"]["correct"] for row in rows)
+        predictions += rows
+
+        for kind, store in (("generation", generation), ("fill_blank", blanks)):
+            asked = asked_items(records, modality, kind, args.benchmark)
+            if not asked:
+                continue
+            outputs = generate_answers(model, encoder, [Example(a.item.question, None, a.image) for a in asked],
+                                       args.batch_size, args.max_new_tokens, desc=f"{column} {kind}")
+            scored = []
+            for a, output in zip(asked, outputs):
+                row = {"column": column, "kind": kind, "profile": a.profile, "question": a.item.question,
+                       "answer": a.item.answer, "output": output}
+                if kind == "generation":
+                    row["rouge_l"] = rouge_l(output, a.item.answer)
+                else:
+                    row["correct"] = fills_blank(output, a.item.answer)
+                scored.append(row)
+            predictions += scored
+            store[column] = ({"rouge_l": sum(r["rouge_l"] for r in scored) / len(scored), "n": len(scored)}
+                             if kind == "generation" else accuracy(r["correct"] for r in scored))
+        log.info("%s: %s", column, {mode: choice[mode][column]["accuracy"] for mode in args.scoring})
+
+    metrics = {
+        "model": args.model, "benchmark": str(args.benchmark), "forget_ratio": args.forget_ratio,
+        "seed": args.seed, "primary_scoring": args.primary, "scoring_modes": args.scoring,
+        "table": {column: choice[args.primary][column]["accuracy"] for column in COLUMNS},
+        "multiple_choice": choice, "generate_parse_rules": dict(parse_rules),
+        "generation_rouge_l": generation, "fill_blank": blanks,
+    }
+    with atomic_directory(args.out) as scratch:
+        write_json(scratch / "metrics.json", metrics)
+        with open(scratch / "predictions.jsonl", "w") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in predictions)
+
+
+if __name__ == "__main__":
+    run_stage(main, build_parser())
