@@ -16,12 +16,24 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _usual_mode(path: Path, directory: bool) -> None:
+    """mkstemp/mkdtemp create private files; give results the permissions of any other new file."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_directory(final: Path | str) -> Iterator[Path]:
     """Yield an empty scratch directory that becomes ``final`` when the block ends without error."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    _usual_mode(scratch, directory=True)
     try:
         yield scratch
         if final.exists():
@@ -38,6 +50,7 @@ def atomic_file(final: Path | str, mode: str = "w") -> Iterator:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     descriptor, scratch = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+    _usual_mode(Path(scratch), directory=False)
     try:
         with os.fdopen(descriptor, mode) as handle:
             yield handle

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -42,3 +43,21 @@ def save_model(model: torch.nn.Module, processor, out_dir) -> None:
     """Save weights (safetensors) and processor side by side, as on the hub."""
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
+
+
+def model_fingerprint(model_dir) -> str:
+    """A content hash of a saved model (config and weights), to tell which model an artifact
+    (a Fisher file, a mask) was computed from. Hashes every weight byte: seconds for a 7B model."""
+    from pathlib import Path
+
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ValueError(f"'{model_dir}' is not a saved model directory; Fisher files are computed on local models")
+    digest = hashlib.blake2b(digest_size=16)
+    for path in sorted(model_dir.glob("config.json")) + sorted(model_dir.glob("*.safetensors")):
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()
+

@@ -1,0 +1,128 @@
+"""Stage: the MMUnlearner saliency mask for one forget ratio, beta and module group.
+
+    python -m pipeline_steps.build_mask --target fisher/forget_vqa \\
+        --preserve fisher/forget_text fisher/retain_vqa fisher/retain_text --beta 1 --modules all \\
+        --out results/.../masks/beta~1/modules~all
+
+S_T is the Fisher of ``--target``; S_P the Fisher of the union of ``--preserve`` (paper Eq. 6 by
+default), or of ``--preserve-vision`` for the vision encoder's tensors when given. The mask is
+m = 1[S_T >= beta * S_P] (see ``saliency/masks.py`` for zeros, ties and infinities); module
+groups are the paper's Table 2: ``language`` (LM + connector), ``vision`` (vision encoder),
+``all``. Writes ``mask.safetensors`` (bool, every trainable tensor, False outside the group) and
+``mask_stats.json``. Inputs are checked before any work (same model, same tensors and shapes);
+tensors are then read, compared and written in chunks of ``CHUNK`` elements, so memory stays
+the same whatever the size of the model or of its largest tensor.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+
+from .cli import StageError, run_stage, stage_parser
+from .models.families import MODULE_GROUPS, family_of
+from .saliency.masks import MaskStats, select
+from .saliency.tensor_files import TensorFile, index_path, write_tensors
+from .storage import write_json
+
+log = logging.getLogger("build_mask")
+CHUNK = 1 << 22  # elements compared at a time
+
+
+def build_parser():
+    parser = stage_parser(__doc__.splitlines()[0])
+    parser.add_argument("--target", type=Path, required=True, help="Fisher file (stem or index) of the targeted set")
+    parser.add_argument("--preserve", type=Path, nargs="+", required=True, help="Fisher files of the preserved set")
+    parser.add_argument("--preserve-vision", type=Path, nargs="+", default=None,
+                        help="preserved set for the vision encoder's tensors (default: --preserve)")
+    parser.add_argument("--beta", type=float, default=1.0)
+    parser.add_argument("--modules", choices=MODULE_GROUPS, default="all")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--max-shard-gb", type=float, default=4.0)
+    return parser
+
+
+def open_fisher(path: Path) -> TensorFile:
+    try:
+        fisher = TensorFile(path)
+    except FileNotFoundError:
+        raise StageError(f"no Fisher file at {path} (expected {index_path(path)})") from None
+    if fisher.metadata.get("kind") != "fisher_diagonal_sum":
+        raise StageError(f"{fisher.index_path} is not a Fisher file written by compute_fisher")
+    return fisher
+
+
+def check_compatible(target: TensorFile, others: list[TensorFile]) -> None:
+    """Same model, estimator, tensors and shapes everywhere; names the first difference."""
+    for other in others:
+        for key in ("model_fingerprint", "model_type", "estimator"):
+            if other.metadata.get(key) != target.metadata.get(key):
+                raise StageError(f"{other.index_path} has {key} '{other.metadata.get(key)}' but {target.index_path} "
+                                 f"has '{target.metadata.get(key)}': Fisher files of different models or estimators")
+        names, expected = set(other.names()), set(target.names())
+        if names != expected:
+            missing = sorted(expected - names) or sorted(names - expected)
+            where = other.index_path if expected - names else target.index_path
+            raise StageError(f"tensor '{missing[0]}' is missing from {where}")
+        for name in target.names():
+            if other.spec(name)[1] != target.spec(name)[1]:
+                raise StageError(f"tensor '{name}' has shape {list(other.spec(name)[1])} in {other.index_path} "
+                                 f"but {list(target.spec(name)[1])} in {target.index_path}")
+
+
+def finite(fisher: TensorFile, name: str, start: int, count: int) -> torch.Tensor:
+    chunk = fisher.read_flat(name, start, count)
+    if torch.isnan(chunk).any():
+        raise StageError(f"tensor '{name}' of {fisher.index_path} contains NaN")
+    return chunk
+
+
+def main(args) -> None:
+    target = open_fisher(args.target)
+    preserve = [open_fisher(p) for p in args.preserve]
+    preserve_vision = [open_fisher(p) for p in args.preserve_vision] if args.preserve_vision else preserve
+    check_compatible(target, preserve + preserve_vision)
+    family = family_of(target.metadata["model_type"])
+    target_count = int(target.metadata["sample_count"])
+    stats = MaskStats()
+
+    def mask_of(name: str):
+        """The mask of one tensor, chunk by chunk (a generator: ``write_tensors`` consumes it)."""
+        part = family.module_of(name)
+        total = math.prod(target.spec(name)[1])
+        sources = preserve_vision if part == "vision" else preserve
+        preserve_count = sum(int(f.metadata["sample_count"]) for f in sources)
+        selected = 0
+        for start in range(0, total, CHUNK):
+            count = min(CHUNK, total - start)
+            if family.in_group(name, args.modules):
+                preserve_sum = finite(sources[0], name, start, count).double()
+                for other in sources[1:]:
+                    preserve_sum += finite(other, name, start, count)
+                chunk = select(finite(target, name, start, count), target_count, preserve_sum, preserve_count,
+                               args.beta)
+            else:
+                chunk = torch.zeros(count, dtype=torch.bool)
+            selected += int(chunk.sum())
+            yield chunk
+        stats.add(name, part, selected, total)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    specs = {name: (torch.bool, target.spec(name)[1]) for name in target.names()}
+    metadata = {"kind": "saliency_mask", "beta": repr(args.beta), "modules": args.modules,
+                "target": str(target.index_path), "preserve": " ".join(str(f.index_path) for f in preserve),
+                "preserve_vision": " ".join(str(f.index_path) for f in preserve_vision),
+                "model_type": target.metadata["model_type"], "model_fingerprint": target.metadata["model_fingerprint"],
+                "estimator": target.metadata["estimator"]}
+    write_tensors(args.out / "mask", specs, mask_of, metadata, max_shard_bytes=int(args.max_shard_gb * 2**30))
+    summary = stats.summary()
+    write_json(args.out / "mask_stats.json", {**{k: metadata[k] for k in ("beta", "modules", "model_fingerprint")},
+                                              **summary})
+    log.info("selected %.4f of %d entries", summary["overall"]["fraction"], summary["overall"]["total"])
+
+
+if __name__ == "__main__":
+    run_stage(main, build_parser())

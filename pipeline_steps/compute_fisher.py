@@ -1,0 +1,84 @@
+"""Stage: the diagonal Fisher of the vanilla model on one split of one forget ratio.
+
+    python -m pipeline_steps.compute_fisher --model results/.../vanilla --benchmark results/.../benchmark \\
+        --forget-ratio 5 --split forget_vqa --out results/.../forget~5/fisher/forget_vqa
+
+Splits are ``{forget,retain,real}_{vqa,text}``: the image-grounded or text-only training pairs of
+the forget profiles, the retain profiles or the real-world profiles. Writes
+``<out>.safetensors`` (sharded behind ``<out>.safetensors.index.json`` past ``--max-shard-gb``):
+for every trainable tensor, under the model's own parameter name, the fp32 sum of squared
+gradients; the metadata holds the sample count, estimator, loss definition, dtypes and the
+model's fingerprint.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from .benchmarks.records import forget_split, read_split, retain_split
+from .cli import StageError, run_stage, stage_parser
+from .models.encoding import Example, PromptEncoder
+from .models.loading import DTYPES, load_model, model_fingerprint
+from .saliency.fisher import ESTIMATORS, LOSS_DEFINITION, estimate_fisher
+from .saliency.tensor_files import write_tensors
+
+log = logging.getLogger("compute_fisher")
+GROUPS = ("forget", "retain", "real")
+MODALITY = {"vqa": "vqa", "text": "text"}
+SPLITS = tuple(f"{group}_{modality}" for group in GROUPS for modality in MODALITY)
+
+
+def build_parser():
+    parser = stage_parser(__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="the (local) vanilla model directory")
+    parser.add_argument("--benchmark", type=Path, required=True)
+    parser.add_argument("--forget-ratio", type=int, required=True)
+    parser.add_argument("--split", choices=SPLITS, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="output stem (without .safetensors)")
+    parser.add_argument("--estimator", choices=ESTIMATORS, default="per_sample")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-shard-gb", type=float, default=4.0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    return parser
+
+
+def split_examples(benchmark: Path, ratio: int, split: str) -> list[Example]:
+    """The training pairs of a Fisher split, each with its profile's image if image-grounded."""
+    group, modality = split.rsplit("_", 1)
+    canonical = {"forget": forget_split(ratio), "retain": retain_split(ratio), "real": "real_world"}[group]
+    examples = []
+    for record in read_split(benchmark, canonical):
+        pairs = [p for p in record.train if p.modality == MODALITY[modality]]
+        image = Image.open(benchmark / record.image).convert("RGB") if pairs and modality == "vqa" else None
+        examples += [Example(p.question, p.answer, image) for p in pairs]
+    if not examples:
+        raise StageError(f"split '{split}' ({canonical}, {modality}) of {benchmark} has no training pairs")
+    return examples
+
+
+def main(args) -> None:
+    examples = split_examples(args.benchmark, args.forget_ratio, args.split)
+    fingerprint = model_fingerprint(args.model)
+    loaded = load_model(str(args.model), dtype=args.dtype, device=args.device)
+    log.info("%s: %d examples, estimator %s", args.split, len(examples), args.estimator)
+    result = estimate_fisher(loaded.model, PromptEncoder(loaded.processor), examples, batch_size=args.batch_size,
+                             estimator=args.estimator, description=f"fisher {args.split}")
+    metadata = {
+        "kind": "fisher_diagonal_sum", "split": args.split, "forget_ratio": str(args.forget_ratio),
+        "sample_count": str(result.count), "count_unit": "examples" if args.estimator == "per_sample" else "batches",
+        "examples": str(len(examples)), "estimator": args.estimator, "batch_size": str(args.batch_size),
+        "loss": LOSS_DEFINITION, "accumulation_dtype": "float32", "model_dtype": args.dtype,
+        "model_type": loaded.model.config.model_type, "model_fingerprint": fingerprint,
+        "benchmark": str(args.benchmark),
+    }
+    specs = {name: (torch.float32, tuple(t.shape)) for name, t in result.sums.items()}
+    write_tensors(args.out, specs, result.sums.__getitem__, metadata, max_shard_bytes=int(args.max_shard_gb * 2**30))
+
+
+if __name__ == "__main__":
+    run_stage(main, build_parser())

@@ -1,0 +1,211 @@
+"""Fisher diagonals against independent oracles, the union rule, masks, and their files."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from conftest import run_stage
+from pipeline_steps.models.encoding import Example, PromptEncoder
+from pipeline_steps.models.loading import load_model
+from pipeline_steps.saliency.fisher import estimate_fisher
+from pipeline_steps.saliency.masks import MaskStats, select
+from pipeline_steps.saliency.tensor_files import TensorFile, write_tensors
+from pipeline_steps.training.losses import answer_logits, answer_nll
+
+COLOURS = ("red", "blue", "green", "white", "black")
+ANSWERS = ("chef", "a pilot", "nurse", "baker of bread", "ox")
+
+
+def vqa_examples():
+    return [Example("What is the profession of the person in the image?", answer, Image.new("RGB", (40, 40), colour))
+            for answer, colour in zip(ANSWERS, COLOURS)]
+
+
+def text_examples():
+    return [Example(f"What pet does Person {i} keep?", answer) for i, answer in enumerate(ANSWERS)]
+
+
+def oracle(model, encoder, examples, groups):
+    """sum over groups of the squared gradient of the group's mean loss, one backward per group, fp64."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    sums = {n: torch.zeros(p.shape, dtype=torch.float64) for n, p in params.items()}
+    for group in groups:
+        model.zero_grad()
+        batch = encoder.collate([encoder.encode(examples[i]) for i in group])
+        answer_nll(*answer_logits(model, batch)).mean().backward()
+        for name, p in params.items():
+            if p.grad is not None:
+                sums[name] += p.grad.double() ** 2
+    model.zero_grad()
+    return sums
+
+
+def assert_close_per_tensor(actual, expected, rtol=1e-5):
+    scale = max(float(t.abs().max()) for t in expected.values())
+    for name, reference in expected.items():
+        # Tensors whose true gradient is zero (attention key biases: softmax ignores a constant
+        # added to every key) are compared against a floor instead of their own rounding noise.
+        floor = max(float(reference.abs().max()), 1e-9 * scale)
+        error = float((actual[name].double() - reference).abs().max())
+        assert error <= rtol * floor, f"{name}: relative error {error / floor:.2e}"
+
+
+@pytest.fixture(scope="module", params=["llava", "qwen2_vl"])
+def model(request, tiny_models):
+    loaded = load_model(str(tiny_models[request.param]))
+    return loaded.model, PromptEncoder(loaded.processor)
+
+
+@pytest.mark.parametrize("make", [vqa_examples, text_examples], ids=["vqa", "text"])
+def test_per_sample_fisher_matches_one_backward_per_example(model, make):
+    model, encoder = model
+    examples = make()
+    result = estimate_fisher(model, encoder, examples, batch_size=2, estimator="per_sample")
+    assert result.count == len(examples)
+    assert_close_per_tensor(result.sums, oracle(model, encoder, examples, [[i] for i in range(len(examples))]))
+
+
+@pytest.mark.parametrize("make", [vqa_examples, text_examples], ids=["vqa", "text"])
+def test_batch_estimator_is_the_squared_minibatch_gradient(model, make):
+    model, encoder = model
+    examples = make()
+    result = estimate_fisher(model, encoder, examples, batch_size=2, estimator="batch")
+    assert result.count == 3
+    assert_close_per_tensor(result.sums, oracle(model, encoder, examples, [[0, 1], [2, 3], [4]]))
+
+
+def test_fisher_of_a_union_is_the_sum_of_sums(model):
+    model, encoder = model
+    examples = text_examples()
+    a = estimate_fisher(model, encoder, examples[:2], batch_size=4)
+    b = estimate_fisher(model, encoder, examples[2:], batch_size=4)
+    both = estimate_fisher(model, encoder, examples, batch_size=4)
+    assert a.count + b.count == both.count
+    assert_close_per_tensor({n: a.sums[n] + b.sums[n] for n in both.sums}, {n: t.double() for n, t in both.sums.items()})
+
+
+def test_every_module_needs_a_per_sample_rule():
+    odd = torch.nn.Sequential(torch.nn.Conv1d(2, 2, 3))
+    with pytest.raises(ValueError, match="no per-sample gradient rule.*Conv1d.*'batch' estimator"):
+        estimate_fisher(odd, None, [Example("q", "a")], batch_size=1)
+
+
+def test_mask_rule_on_zeros_ties_and_infinities():
+    inf = float("inf")
+    target = torch.tensor([0.0, 0.0, 2.0, 2.0, 1.0, 3.0, inf, inf, 1.0])
+    preserve = torch.tensor([0.0, 1.0, 0.0, 2.0, 2.0, 1.0, 5.0, inf, inf])
+    # 0vs0, 0vsx, x/0, tie, below, above, inf vs x, inf vs inf (tie), x vs inf
+    expected = [False, False, True, True, False, True, True, True, False]
+    assert select(target, 1, preserve, 1, beta=1.0).tolist() == expected
+    # Means, not sums: a target of 2 examples against a preserved set of 4 compares 2/2 with 4/4.
+    assert select(torch.tensor([2.0]), 2, torch.tensor([4.0]), 4, beta=1.0).tolist() == [True]
+    assert select(torch.tensor([2.0]), 2, torch.tensor([4.1]), 4, beta=1.0).tolist() == [False]
+    with pytest.raises(ValueError, match="beta must be positive"):
+        select(target, 1, preserve, 1, beta=0)
+
+
+def test_larger_beta_never_selects_more():
+    generator = torch.Generator().manual_seed(0)
+    target = torch.rand(10_000, generator=generator) ** 4
+    preserve = torch.rand(10_000, generator=generator) ** 4
+    target[::7] = 0
+    preserve[::5] = 0
+    previous = None
+    for beta in (0.1, 0.5, 1.0, 1.0001, 2.0, 10.0, 1e6):
+        mask = select(target, 3, preserve, 7, beta)
+        if previous is not None:
+            assert not (mask & ~previous).any()
+        previous = mask
+
+
+def test_stats_add_up_to_the_mask():
+    stats = MaskStats()
+    masks = {"model.language_model.layers.0.self_attn.q_proj.weight": torch.tensor([[True, False], [True, True]]),
+             "model.language_model.layers.1.mlp.down_proj.weight": torch.tensor([False, False, True]),
+             "model.vision_tower.encoder.layers.0.mlp.fc1.bias": torch.tensor([True]),
+             "lm_head.weight": torch.tensor([[False, True]])}
+    for name, mask in masks.items():
+        stats.add(name, "vision" if "vision" in name else "language", int(mask.sum()), mask.numel())
+    summary = stats.summary()
+    assert summary["overall"]["selected"] == sum(int(m.sum()) for m in masks.values()) == 6
+    assert summary["overall"]["total"] == sum(m.numel() for m in masks.values()) == 10
+    for kind in ("per_part", "per_layer", "per_module_type", "per_tensor"):
+        assert sum(e["selected"] for e in summary[kind].values()) == 6
+        assert sum(e["total"] for e in summary[kind].values()) == 10
+    assert summary["per_layer"]["language.1"] == {"selected": 1, "total": 3, "fraction": 1 / 3}
+    assert summary["per_module_type"]["language.q_proj"]["selected"] == 3
+    assert summary["per_module_type"]["language.lm_head"]["selected"] == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bool, torch.bfloat16])
+def test_tensor_files_round_trip_with_shards(tmp_path, dtype):
+    generator = torch.Generator().manual_seed(1)
+    tensors = {f"t{i}": (torch.rand(5, 3 + i, generator=generator) * 4).to(dtype) for i in range(5)}
+    specs = {name: (t.dtype, tuple(t.shape)) for name, t in tensors.items()}
+    write_tensors(tmp_path / "x", specs, tensors.__getitem__, {"kind": "test"}, max_shard_bytes=60)
+    index = json.loads((tmp_path / "x.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1  # sharded
+    loaded = TensorFile(tmp_path / "x")
+    assert loaded.metadata == {"kind": "test"} and loaded.names() == list(tensors)
+    for name, tensor in tensors.items():
+        assert torch.equal(loaded.get(name), tensor)
+        with safe_open(str(tmp_path / index["weight_map"][name]), "pt") as handle:  # readable by safetensors
+            assert torch.equal(handle.get_tensor(name), tensor)
+
+
+def test_tensor_file_refuses_a_tensor_unlike_its_declaration(tmp_path):
+    with pytest.raises(ValueError, match="tensor 'a' is"):
+        write_tensors(tmp_path / "y", {"a": (torch.float32, (2,))}, lambda name: torch.zeros(3), {})
+    assert not list(tmp_path.iterdir())
+
+
+def fisher_file(path, tensors, count=4, fingerprint="abc", model_type="llava"):
+    metadata = {"kind": "fisher_diagonal_sum", "sample_count": str(count), "model_fingerprint": fingerprint,
+                "model_type": model_type, "estimator": "per_sample"}
+    write_tensors(path, {n: (t.dtype, tuple(t.shape)) for n, t in tensors.items()}, tensors.__getitem__, metadata)
+    return path
+
+
+LANG = "model.language_model.layers.0.mlp.up_proj.weight"
+VISION = "model.vision_tower.encoder.layers.0.mlp.fc1.weight"
+
+
+def test_build_mask_stage_selects_within_the_module_group(tmp_path):
+    target = fisher_file(tmp_path / "t", {LANG: torch.tensor([4.0, 1.0, 0.0]), VISION: torch.tensor([5.0, 5.0])})
+    preserve_a = fisher_file(tmp_path / "a", {LANG: torch.tensor([2.0, 4.0, 1.0]), VISION: torch.tensor([1.0, 9.0])})
+    preserve_b = fisher_file(tmp_path / "b", {LANG: torch.tensor([2.0, 4.0, 1.0]), VISION: torch.tensor([3.0, 11.0])})
+    for modules, expected in (("all", {LANG: [True, False, False], VISION: [True, False]}),
+                              ("language", {LANG: [True, False, False], VISION: [False, False]}),
+                              ("vision", {LANG: [False, False, False], VISION: [True, False]})):
+        out = tmp_path / modules
+        run_stage("build_mask", "--target", target, "--preserve", preserve_a, preserve_b, "--beta", "1",
+                  "--modules", modules, "--out", out)
+        mask = TensorFile(out / "mask")
+        assert {name: mask.get(name).tolist() for name in mask.names()} == expected
+        stats = json.loads((out / "mask_stats.json").read_text())
+        assert stats["overall"]["selected"] == sum(sum(v) for v in expected.values())
+
+
+@pytest.mark.parametrize("problem,message", [
+    ("fingerprint", "has model_fingerprint 'other'"),
+    ("missing", f"tensor '{VISION}' is missing"),
+    ("shape", f"tensor '{LANG}' has shape \\[2\\]"),
+    ("nan", f"tensor '{VISION}' of .* contains NaN"),
+])
+def test_build_mask_refuses_mismatched_or_corrupt_inputs(tmp_path, problem, message):
+    good = {LANG: torch.tensor([1.0, 2.0, 3.0]), VISION: torch.tensor([1.0, 1.0])}
+    bad = dict(good)
+    if problem == "missing":
+        del bad[VISION]
+    elif problem == "shape":
+        bad[LANG] = torch.tensor([1.0, 2.0])
+    elif problem == "nan":
+        bad[VISION] = torch.tensor([1.0, float("nan")])
+    target = fisher_file(tmp_path / "t", good)
+    preserve = fisher_file(tmp_path / "p", bad, fingerprint="other" if problem == "fingerprint" else "abc")
+    with pytest.raises(AssertionError, match=message):
+        run_stage("build_mask", "--target", target, "--preserve", preserve, "--out", tmp_path / "out")
+    assert not list((tmp_path / "out").glob("mask*")) if (tmp_path / "out").exists() else True

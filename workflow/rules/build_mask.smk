@@ -1,0 +1,28 @@
+"""Stage 6: saliency masks, one job per forget ratio, beta and module group."""
+
+
+rule build_mask:
+    input:
+        target=lambda wc: fisher_file(wc, config["saliency"]["target"]),
+        preserve=lambda wc: [fisher_file(wc, s) for s in config["saliency"]["preserve"]],
+        preserve_vision=lambda wc: [fisher_file(wc, s) for s in config["saliency"].get("preserve_vision", [])],
+        code=stage_sources("pipeline_steps.build_mask"),
+    output:
+        mask="results/{benchmark}/{model}/forget~{ratio}/masks/beta~{beta}/modules~{modules}/mask.safetensors.index.json",
+        stats="results/{benchmark}/{model}/forget~{ratio}/masks/beta~{beta}/modules~{modules}/mask_stats.json",
+    params:
+        out=subpath(output.stats, parent=True),
+        preserve_vision=lambda wc, input: (
+            f"--preserve-vision {' '.join(input.preserve_vision)}" if input.preserve_vision else ""
+        ),
+        max_shard_gb=config["saliency"]["max_shard_gb"],
+    conda:
+        "../../environment.yml"
+    log:
+        "logs/build_mask/{benchmark}/{model}/forget~{ratio}/beta~{beta}/{modules}.log",
+    benchmark:
+        "logs/timings/build_mask/{benchmark}/{model}/forget~{ratio}/beta~{beta}/{modules}.tsv"
+    shell:
+        "python -m pipeline_steps.build_mask --target {input.target} --preserve {input.preserve}"
+        " {params.preserve_vision} --beta {wildcards.beta} --modules {wildcards.modules}"
+        " --max-shard-gb {params.max_shard_gb} --out {params.out} > {log} 2>&1"

@@ -1,0 +1,31 @@
+"""Stage 5: Fisher diagonals of the vanilla model, one job per forget ratio and split."""
+
+
+rule compute_fisher:
+    input:
+        model="results/{benchmark}/{model}/vanilla",
+        benchmark="results/{benchmark}/benchmark",
+        code=stage_sources("pipeline_steps.compute_fisher"),
+    output:
+        "results/{benchmark}/{model}/forget~{ratio}/fisher/{split}.safetensors.index.json",
+    params:
+        stem=lambda wc: f"results/{wc.benchmark}/{wc.model}/forget~{wc.ratio}/fisher/{wc.split}",
+        estimator=config["saliency"]["estimator"],
+        batch_size=config["saliency"]["batch_size"],
+        max_shard_gb=config["saliency"]["max_shard_gb"],
+        device=lambda wc: model_settings(wc.model)["device"],
+        dtype=lambda wc: model_settings(wc.model)["dtype"],
+    threads: lambda wc: model_settings(wc.model)["threads"]
+    resources:
+        gpu=lambda wc: gpus(wc.model),
+    conda:
+        "../../environment.yml"
+    log:
+        "logs/compute_fisher/{benchmark}/{model}/forget~{ratio}/{split}.log",
+    benchmark:
+        "logs/timings/compute_fisher/{benchmark}/{model}/forget~{ratio}/{split}.tsv"
+    shell:
+        "python -m pipeline_steps.compute_fisher --model {input.model} --benchmark {input.benchmark}"
+        " --forget-ratio {wildcards.ratio} --split {wildcards.split} --out {params.stem}"
+        " --estimator {params.estimator} --batch-size {params.batch_size} --max-shard-gb {params.max_shard_gb}"
+        " --device {params.device} --dtype {params.dtype} --threads {threads} > {log} 2>&1"
