@@ -23,8 +23,9 @@ from .cli import StageError, run_stage, stage_parser
 from .evaluation.scoring import (Asked, accuracy, fills_blank, generate_answers, option_loglikelihoods,
                                  parse_choice, rouge_l)
 from .models.encoding import Example, PromptEncoder, multiple_choice_question
-from .models.loading import DTYPES, load_model
+from .models.loading import DTYPES, load_model, model_fingerprint
 from .storage import atomic_directory, write_json
+from .unlearning.weights import apply_changes
 
 log = logging.getLogger("evaluate")
 SCORING_MODES = ("likelihood", "generate")
@@ -35,6 +36,8 @@ COLUMNS = ("forget_vqa", "forget_qa", "retain_vqa", "retain_qa", "real_vqa", "re
 def build_parser():
     parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model directory or hub id")
+    parser.add_argument("--changes", type=Path, help="unlearned weights (unlearn's weights.safetensors stem) to "
+                        "apply to --model first")
     parser.add_argument("--benchmark", type=Path, required=True)
     parser.add_argument("--forget-ratio", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
@@ -82,6 +85,8 @@ def main(args) -> None:
                          f"(it has {forget_ratios(args.benchmark)})")
     torch.manual_seed(args.seed)
     loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    if args.changes:
+        apply_changes(loaded.model, args.changes, model_fingerprint(args.model))
     model = loaded.model.eval()
     encoder = PromptEncoder(loaded.processor)
     predictions: list[dict] = []
@@ -133,7 +138,7 @@ def main(args) -> None:
         log.info("%s: %s", column, {mode: choice[mode][column]["accuracy"] for mode in args.scoring})
 
     metrics = {
-        "model": args.model, "benchmark": str(args.benchmark), "forget_ratio": args.forget_ratio,
+        "model": args.model, "changes": str(args.changes or ""), "benchmark": str(args.benchmark), "forget_ratio": args.forget_ratio,
         "seed": args.seed, "primary_scoring": args.primary, "scoring_modes": args.scoring,
         "table": {column: choice[args.primary][column]["accuracy"] for column in COLUMNS},
         "multiple_choice": choice, "generate_parse_rules": dict(parse_rules),

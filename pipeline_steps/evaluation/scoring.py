@@ -21,7 +21,7 @@ from rouge_score import rouge_scorer
 from tqdm import tqdm
 
 from ..benchmarks.records import ChoiceItem, OpenItem
-from ..models.encoding import Example, PromptEncoder, multiple_choice_question
+from ..models.encoding import Example, PromptEncoder
 from ..training.losses import answer_logits, answer_token_logprobs
 
 _rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)

@@ -1,0 +1,141 @@
+"""Stage: unlearn the forget profiles' images from the vanilla model with one method.
+
+    python -m pipeline_steps.unlearn --vanilla results/.../vanilla --benchmark results/.../benchmark \\
+        --forget-ratio 5 --method mmunlearner --mask results/.../masks/beta~1.0/modules~all \\
+        --out results/.../unlearn/mmunlearner/beta~1.0/modules~all
+
+Only image-grounded (VQA) pairs are unlearned from and retained, as in the paper: forget VQA of
+the forget profiles, retain VQA of the retain profiles. Methods are in
+``unlearning/methods.py``; ``npo`` needs ``--reference`` (the base fine-tuned on the retain set),
+``mmunlearner`` a ``--mask`` (whose module group also fixes which tensors train; the other
+methods train every parameter, as the paper's baselines). Writes ``weights.safetensors`` (only
+the tensors that changed, applied to the vanilla model by ``evaluate --changes``),
+``train_log.jsonl`` (per step: losses, gradient norm, fraction of parameters changed) and
+``manifest.json`` (the exact settings). A mask that does not fit the model is refused before
+training; a non-finite loss stops the job and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from accelerate import Accelerator
+from PIL import Image
+
+from .benchmarks.records import forget_split, read_split, retain_split
+from .cli import StageError, run_stage, stage_parser
+from .models.encoding import Example, PromptEncoder
+from .models.loading import DTYPES, load_model, model_fingerprint, resolve_device
+from .saliency.tensor_files import TensorFile
+from .storage import atomic_directory, write_json
+from .unlearning.loop import UnlearnSettings, settings_dict, unlearn
+from .unlearning.methods import REGISTRY, Settings, get_method
+from .unlearning.weights import save_changes
+
+log = logging.getLogger("unlearn")
+
+
+def build_parser():
+    parser = stage_parser(__doc__.splitlines()[0])
+    parser.add_argument("--vanilla", type=Path, required=True)
+    parser.add_argument("--benchmark", type=Path, required=True)
+    parser.add_argument("--forget-ratio", type=int, required=True)
+    parser.add_argument("--method", choices=sorted(REGISTRY), required=True)
+    parser.add_argument("--mask", type=Path, help="mask directory (build_mask output), for masked methods")
+    parser.add_argument("--reference", type=Path, help="reference model directory, for npo")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--learning-rate", type=float, default=2e-5)
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--max-grad-norm", type=float, default=1.0)
+    parser.add_argument("--retain-weight", type=float, default=1.0)
+    parser.add_argument("--npo-beta", type=float, default=0.4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--log-every", type=int, default=1)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    return parser
+
+
+def vqa_examples(benchmark: Path, split: str) -> list[Example]:
+    examples = []
+    for record in read_split(benchmark, split):
+        pairs = [p for p in record.train if p.modality == "vqa"]
+        if pairs:
+            image = Image.open(benchmark / record.image).convert("RGB")
+            examples += [Example(p.question, p.answer, image) for p in pairs]
+    if not examples:
+        raise StageError(f"split '{split}' of {benchmark} has no image-grounded training pairs")
+    return examples
+
+
+def load_mask(mask_dir: Path, model, fingerprint: str) -> tuple[dict, str]:
+    """The mask as {parameter name: bool tensor} and its module group; refused unless it fits."""
+    try:
+        stored = TensorFile(mask_dir / "mask")
+    except FileNotFoundError:
+        raise StageError(f"no mask at {mask_dir} (expected {mask_dir / 'mask.safetensors.index.json'})") from None
+    if stored.metadata.get("model_fingerprint") != fingerprint:
+        raise StageError(f"the mask {stored.index_path} was built from the model with fingerprint "
+                         f"{stored.metadata.get('model_fingerprint')}, not this vanilla model ({fingerprint})")
+    parameters = dict(model.named_parameters())
+    names = set(stored.names())
+    for name in sorted(set(parameters) ^ names):
+        where = "the mask" if name in parameters else "the model"
+        raise StageError(f"tensor '{name}' is missing from {where}: the mask does not match the model")
+    for name, parameter in parameters.items():
+        if tuple(parameter.shape) != stored.spec(name)[1]:
+            raise StageError(f"mask tensor '{name}' has shape {list(stored.spec(name)[1])}, the model's "
+                             f"{list(parameter.shape)}")
+    return {name: stored.get(name) for name in parameters}, stored.metadata["modules"]
+
+
+def main(args) -> None:
+    method = get_method(args.method)
+    if method.masked and args.mask is None:
+        raise StageError(f"method '{args.method}' needs --mask")
+    if method.reference == "reference" and args.reference is None:
+        raise StageError(f"method '{args.method}' needs --reference (the base model fine-tuned on the retain set)")
+    forget = vqa_examples(args.benchmark, forget_split(args.forget_ratio))
+    retain = vqa_examples(args.benchmark, retain_split(args.forget_ratio)) if method.uses_retain else []
+    device = resolve_device(args.device)
+    fingerprint = model_fingerprint(args.vanilla)
+    loaded = load_model(str(args.vanilla), dtype=args.dtype, device=str(device))
+    model = loaded.model
+    mask, modules = load_mask(args.mask, model, fingerprint) if method.masked else (None, "all")
+    trainable = {name for name, _ in model.named_parameters() if loaded.family.in_group(name, modules)}
+    reference = None
+    if method.reference:
+        source = args.vanilla if method.reference == "vanilla" else args.reference
+        reference = load_model(str(source), dtype=args.dtype, device=str(device)).model.eval()
+        for parameter in reference.parameters():
+            parameter.requires_grad_(False)
+    settings = UnlearnSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                               weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed,
+                               log_every=args.log_every)
+    loss_settings = Settings(retain_weight=args.retain_weight, npo_beta=args.npo_beta)
+    start_values = {name: p.detach().clone() for name, p in model.named_parameters()}
+    log.info("%s: %d forget and %d retain examples, %d trainable tensors (module group %s)", args.method,
+             len(forget), len(retain), len(trainable), modules)
+    accelerator = Accelerator(cpu=device.type == "cpu")
+    history = unlearn(model, method, PromptEncoder(loaded.processor), forget, retain, settings, loss_settings,
+                      accelerator, trainable=trainable, mask=mask, reference_model=reference)
+    model = accelerator.unwrap_model(model)
+    manifest = {"method": args.method, "vanilla": str(args.vanilla), "vanilla_fingerprint": fingerprint,
+                "benchmark": str(args.benchmark), "forget_ratio": args.forget_ratio, "mask": str(args.mask or ""),
+                "module_group": modules, "reference": str(args.reference or ""), "forget_examples": len(forget),
+                "retain_examples": len(retain), "training": settings_dict(settings),
+                "loss": {"retain_weight": args.retain_weight, "npo_beta": args.npo_beta}, "dtype": args.dtype}
+    with atomic_directory(args.out) as scratch:
+        counts = save_changes(model, start_values, scratch / "weights",
+                              {"kind": "unlearned_changes", "method": args.method, "vanilla_fingerprint": fingerprint})
+        write_json(scratch / "manifest.json", {**manifest, **counts})
+        with open(scratch / "train_log.jsonl", "w") as handle:
+            handle.writelines(json.dumps(entry) + "\n" for entry in history)
+
+
+if __name__ == "__main__":
+    run_stage(main, build_parser())

@@ -1,0 +1,246 @@
+"""Unlearning: the masking invariants, each method's loss by hand, stored changes, refusals."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.optim.optimizer as optimizer_hooks
+from accelerate import Accelerator
+from PIL import Image
+
+from conftest import run_stage
+from pipeline_steps.models.encoding import IGNORE_INDEX, Example, PromptEncoder
+from pipeline_steps.models.families import FAMILIES
+from pipeline_steps.models.loading import load_model, model_fingerprint, save_model
+from pipeline_steps.saliency.tensor_files import write_tensors
+from pipeline_steps.unlearning.loop import UnlearnSettings, unlearn
+from pipeline_steps.unlearning.methods import Settings, get_method
+from pipeline_steps.unlearning.weights import apply_changes, save_changes
+
+COLOURS = ("red", "blue", "green", "white", "black", "purple")
+
+
+def forget_examples():
+    return [Example("What is the profession of the person in the image?", answer, Image.new("RGB", (32, 32), colour))
+            for answer, colour in zip(("chef", "pilot", "nurse", "baker", "a judge", "ox"), COLOURS)]
+
+
+def retain_examples():
+    return [Example("Which city is the person in the image from?", answer, Image.new("RGB", (32, 32), colour))
+            for answer, colour in zip(("Oslo", "Lima", "Riga", "Porto", "Perth", "Kyoto"), reversed(COLOURS))]
+
+
+def random_mask(model, fraction=0.3, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return {name: torch.rand(p.shape, generator=generator) < fraction for name, p in model.named_parameters()}
+
+
+@pytest.fixture(params=["llava", "qwen2_vl"])
+def loaded(request, tiny_models):
+    return request.param, load_model(str(tiny_models[request.param]))
+
+
+def run(loaded_model, method, *, mask=None, trainable=None, retain_weight=1.0, steps_epochs=3, weight_decay=0.1,
+        reference=None):
+    model = loaded_model.model
+    settings = UnlearnSettings(epochs=steps_epochs, batch_size=2, learning_rate=1e-2, weight_decay=weight_decay,
+                               max_grad_norm=0.5, seed=0)
+    trainable = trainable or {name for name, _ in model.named_parameters()}
+    return unlearn(model, get_method(method), PromptEncoder(loaded_model.processor), forget_examples(),
+                   retain_examples(), settings, Settings(retain_weight=retain_weight), Accelerator(cpu=True),
+                   trainable=trainable, mask=mask, reference_model=reference)
+
+
+def test_without_retain_term_entries_outside_the_mask_never_move(loaded):
+    _, model = loaded
+    before = {n: p.detach().clone() for n, p in model.model.named_parameters()}
+    mask = random_mask(model.model)
+    history = run(model, "mmunlearner", mask=mask, retain_weight=0.0)  # Adam, clipping and weight decay on
+    assert len(history) == 9 and history[-1]["forget_loss"] < history[0]["forget_loss"]
+    moved_inside = 0
+    for name, parameter in model.model.named_parameters():
+        outside = ~mask[name]
+        assert torch.equal(parameter.detach()[outside], before[name][outside]), name
+        moved_inside += int((parameter.detach() != before[name])[mask[name]].sum())
+    assert moved_inside > 0
+
+
+def test_forget_gradient_never_reaches_outside_the_mask_optimizer_state_included(loaded):
+    """With the retain term on, Adam's first moment outside the mask is built from retain gradients
+    alone: at every step it equals beta1 * previous + (1 - beta1) * clip * retain gradient."""
+    _, model = loaded
+    mask = random_mask(model.model, seed=1)
+    contributions: dict[str, list[torch.Tensor]] = {n: [] for n, _ in model.model.named_parameters()}
+    handles = [p.register_hook(lambda g, n=n: contributions[n].append(g.detach().clone()))
+               for n, p in model.model.named_parameters()]
+    states, grads = [], []
+
+    def before_step(optimizer, args, kwargs):
+        grads.append({id(p): p.grad.detach().clone() for group in optimizer.param_groups for p in group["params"]
+                      if p.grad is not None})
+
+    def after_step(optimizer, args, kwargs):
+        states.append({id(p): optimizer.state[p]["exp_avg"].clone() for group in optimizer.param_groups
+                       for p in group["params"] if p in optimizer.state})
+
+    pre = optimizer_hooks.register_optimizer_step_pre_hook(before_step)
+    post = optimizer_hooks.register_optimizer_step_post_hook(after_step)
+    try:
+        history = run(model, "mmunlearner", mask=mask, retain_weight=1.0, weight_decay=0.0)
+    finally:
+        pre.remove(), post.remove()
+        for handle in handles:
+            handle.remove()
+    beta1 = 0.9
+    for name, parameter in model.model.named_parameters():
+        pieces = contributions[name]  # forget gradient, then retain gradient, at every step
+        if len(pieces) < 2 * len(history):
+            continue  # a tensor the batches never reach
+        previous = torch.zeros_like(parameter)
+        outside = ~mask[name]
+        for step, entry in enumerate(history):
+            forget_grad, retain_grad = pieces[2 * step], pieces[2 * step + 1]
+            clip = min(1.0, 0.5 / (entry["grad_norm"] + 1e-6))
+            fed = grads[step][id(parameter)]
+            torch.testing.assert_close(fed[outside], clip * retain_grad[outside], rtol=1e-5, atol=1e-9)
+            torch.testing.assert_close(fed[mask[name]], clip * (forget_grad + retain_grad)[mask[name]],
+                                       rtol=1e-5, atol=1e-9)
+            expected = beta1 * previous + (1 - beta1) * clip * retain_grad
+            torch.testing.assert_close(states[step][id(parameter)][outside], expected[outside], rtol=1e-5, atol=1e-9)
+            previous = states[step][id(parameter)]
+
+
+@pytest.mark.parametrize("group", ["language", "vision"])
+def test_tensors_outside_the_module_group_stay_frozen(loaded, group):
+    family, model = loaded
+    before = {n: p.detach().clone() for n, p in model.model.named_parameters()}
+    trainable = {n for n, _ in model.model.named_parameters() if FAMILIES[family].in_group(n, group)}
+    run(model, "mmunlearner", mask=random_mask(model.model, fraction=1.0), trainable=trainable)
+    for name, parameter in model.model.named_parameters():
+        if name not in trainable:
+            assert torch.equal(parameter.detach(), before[name]), name
+    assert any(not torch.equal(p.detach(), before[n]) for n, p in model.model.named_parameters() if n in trainable)
+
+
+def full_logprobs(model, encoder, examples):
+    """Per-example answer log-probabilities from full logits, one example at a time."""
+    result = []
+    for example in examples:
+        encoded = encoder.encode(example)
+        inputs = {k: (v.unsqueeze(0) if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v)
+                  for k, v in encoded.items() if k != "labels"}
+        logits = model(**inputs).logits[0, :-1].float()
+        targets = encoded["labels"][1:]
+        keep = targets != IGNORE_INDEX
+        result.append((torch.log_softmax(logits[keep], -1), targets[keep]))
+    return result
+
+
+def test_each_baseline_loss_by_hand(loaded):
+    _, model = loaded
+    encoder = PromptEncoder(model.processor)
+    reference = load_model(model.source).model
+    with torch.no_grad():  # a reference that differs from the model
+        for parameter in reference.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    forget, retain = forget_examples()[:3], retain_examples()[:3]
+    batches = {"forget": encoder.collate([encoder.encode(e) for e in forget]),
+               "retain": encoder.collate([encoder.encode(e) for e in retain])}
+    settings = Settings(retain_weight=0.7, npo_beta=0.4)
+    with torch.no_grad():
+        nll = lambda m, ex: torch.stack([-lp.gather(1, t[:, None]).mean() for lp, t in full_logprobs(m, encoder, ex)])
+        seq = lambda m, ex: torch.stack([lp.gather(1, t[:, None]).sum() for lp, t in full_logprobs(m, encoder, ex)])
+        forget_nll, retain_nll = nll(model.model, forget).mean(), nll(model.model, retain).mean()
+        kl = torch.stack([(cur.exp() * (cur - ref)).sum(-1).mean() for (cur, _), (ref, _) in
+                          zip(full_logprobs(model.model, encoder, retain), full_logprobs(reference, encoder, retain))]).mean()
+        ratio = (seq(model.model, forget) - seq(reference, forget)).exp()
+        npo = (2 / 0.4 * torch.log1p(ratio ** 0.4)).mean()
+        expected = {"ga": (-forget_nll, None), "ga_diff": (-forget_nll, 0.7 * retain_nll),
+                    "kl_min": (-forget_nll, 0.7 * kl), "npo": (npo, None), "mmunlearner": (-forget_nll, 0.7 * retain_nll)}
+        for name, (forget_term, retain_term) in expected.items():
+            terms = get_method(name).terms(model.model, batches, settings, reference)
+            torch.testing.assert_close(terms.forget, forget_term, rtol=1e-4, atol=1e-5)
+            if retain_term is None:
+                assert terms.retain is None
+            else:
+                torch.testing.assert_close(terms.retain, retain_term, rtol=1e-4, atol=1e-5)
+
+
+def test_kl_term_is_zero_against_an_identical_model(loaded):
+    _, model = loaded
+    encoder = PromptEncoder(model.processor)
+    batches = {"forget": encoder.collate([encoder.encode(e) for e in forget_examples()[:2]]),
+               "retain": encoder.collate([encoder.encode(e) for e in retain_examples()[:2]])}
+    with torch.no_grad():
+        terms = get_method("kl_min").terms(model.model, batches, Settings(), reference_model=model.model)
+    assert abs(terms.retain.item()) < 1e-6
+
+
+def test_a_non_finite_loss_stops_unlearning(loaded):
+    _, model = loaded
+    with torch.no_grad():
+        model.model.lm_head.weight[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="the forget loss is nan at step 0"):
+        run(model, "ga")
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.9])
+def test_stored_changes_rebuild_the_unlearned_model(loaded, tmp_path, fraction):
+    """Sparse (few entries moved) and dense storage both reproduce the weights bit for bit."""
+    _, model = loaded
+    save_model(model.model, model.processor, tmp_path / "vanilla")
+    start = {n: p.detach().clone() for n, p in model.model.named_parameters()}
+    run(model, "mmunlearner", mask=random_mask(model.model, fraction=fraction), retain_weight=0.0)
+    counts = save_changes(model.model, start, tmp_path / "weights",
+                          {"vanilla_fingerprint": model_fingerprint(tmp_path / "vanilla")})
+    assert (counts["sparse_tensors"] > 0) == (fraction < 1 / 3)
+    rebuilt = load_model(str(tmp_path / "vanilla")).model
+    apply_changes(rebuilt, tmp_path / "weights", model_fingerprint(tmp_path / "vanilla"))
+    for (name, expected), (_, actual) in zip(model.model.named_parameters(), rebuilt.named_parameters()):
+        assert torch.equal(expected, actual), name
+    with pytest.raises(ValueError, match="fingerprint"):
+        apply_changes(rebuilt, tmp_path / "weights", "another-model")
+
+
+def mask_file(out, model, fingerprint, change=None):
+    tensors = {name: torch.ones(p.shape, dtype=torch.bool) for name, p in model.named_parameters()}
+    if change:
+        change(tensors)
+    out.mkdir(parents=True)
+    write_tensors(out / "mask", {n: (t.dtype, tuple(t.shape)) for n, t in tensors.items()}, tensors.__getitem__,
+                  {"kind": "saliency_mask", "modules": "all", "model_fingerprint": fingerprint})
+    return out
+
+
+@pytest.mark.parametrize("problem,message", [
+    ("fingerprint", "built from the model with fingerprint"),
+    ("missing", "tensor 'lm_head.weight' is missing from the mask"),
+    ("extra", "tensor 'model.extra.weight' is missing from the model"),
+    ("shape", "mask tensor 'lm_head.weight' has shape"),
+])
+def test_a_mask_that_does_not_fit_is_refused_before_training(benchmark, tiny_models, tmp_path, problem, message):
+    model_dir = tiny_models["llava"]
+    model = load_model(str(model_dir)).model
+    fingerprint = "not-this-one" if problem == "fingerprint" else model_fingerprint(model_dir)
+    changes = {"missing": lambda t: t.pop("lm_head.weight"),
+               "extra": lambda t: t.update({"model.extra.weight": torch.ones(2, dtype=torch.bool)}),
+               "shape": lambda t: t.update({"lm_head.weight": torch.ones(3, dtype=torch.bool)})}
+    mask = mask_file(tmp_path / "mask", model, fingerprint, changes.get(problem))
+    with pytest.raises(AssertionError, match=message):
+        run_stage("unlearn", "--vanilla", model_dir, "--benchmark", benchmark, "--forget-ratio", "10",
+                  "--method", "mmunlearner", "--mask", mask, "--out", tmp_path / "out", "--device", "cpu")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unlearn_stage_writes_changes_log_and_manifest(benchmark, tiny_models, tmp_path):
+    model_dir = tiny_models["qwen2_vl"]
+    run_stage("unlearn", "--vanilla", model_dir, "--benchmark", benchmark, "--forget-ratio", "10", "--method",
+              "ga_diff", "--out", tmp_path / "out", "--epochs", "1", "--batch-size", "4", "--learning-rate", "1e-3",
+              "--device", "cpu")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    log = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
+    assert manifest["method"] == "ga_diff" and manifest["forget_examples"] == 4 * 10
+    assert len(log) == math.ceil(40 / 4) and {"forget_loss", "retain_loss", "grad_norm", "changed_fraction"} <= set(log[0])
+    assert 0 < log[-1]["changed_fraction"] <= 1
+    assert (tmp_path / "out" / "weights.safetensors.index.json").exists()
