@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 
@@ -38,3 +39,17 @@ def run_stage(main: Callable[[argparse.Namespace], None], parser: argparse.Argum
     except (StageError, ValueError, FileNotFoundError) as error:
         logging.getLogger(parser.prog).error("%s", error)
         sys.exit(f"error: {error}")
+
+
+def labelled_paths(specs: list[str], form: str) -> list[tuple[str, Path]]:
+    """``["GA=results/x.json", ...]`` -> ``[("GA", Path("results/x.json")), ...]``; each file must
+    exist (the report stages read only what earlier stages wrote)."""
+    pairs = []
+    for spec in specs:
+        label, _, path = spec.partition("=")
+        if not label or not path:
+            raise StageError(f"'{spec}' is not of the form {form}")
+        if not Path(path).exists():
+            raise StageError(f"'{path}' (from '{spec}') does not exist; run the stage that writes it first")
+        pairs.append((label, Path(path)))
+    return pairs

@@ -1,0 +1,191 @@
+"""Report stages: tables against hand-made metrics, heatmap counts against a top-n oracle,
+figures that are byte-for-byte reproducible, case studies."""
+
+import csv
+import json
+import random
+
+import pytest
+import torch
+
+from conftest import run_stage
+from pipeline_steps.locate_changes import streamed_deltas
+from pipeline_steps.models.families import FAMILIES
+from pipeline_steps.reporting.labels import COLUMNS
+from pipeline_steps.reporting.parameter_changes import count_top_changes, nth_largest
+from pipeline_steps.saliency.tensor_files import TensorFile
+from pipeline_steps.unlearning.weights import save_changes
+
+# forget_vqa (lower is better), forget_qa, retain_vqa, retain_qa, real_vqa, real_qa
+ROWS = {
+    "vanilla": (0.90, 0.90, 0.90, 0.90, 0.90, 0.90),
+    "ga": (0.30, 0.50, 0.40, 0.60, 0.70, 0.80),
+    "npo": (0.20, 0.70, 0.40, 0.50, 0.80, 0.80),
+    "mmunlearner/beta~1.0/modules~all": (0.60, 0.95, 0.85, 0.50, 0.60, 0.80),
+}
+
+
+def write_metrics(root, benchmark, variant, values):
+    path = root / benchmark / variant / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"table": dict(zip(COLUMNS, values)) | {"test_vqa": 0.5}}))
+    return path
+
+
+def test_table1_numbers_marks_and_arrows(tmp_path):
+    cells = []
+    for benchmark in ("mllmu", "clear"):
+        for variant, values in ROWS.items():
+            cells += ["--cell", f"llava|{variant}|{benchmark}={write_metrics(tmp_path, benchmark, variant, values)}"]
+    run_stage("render_tables", "--title", "Table 1 test", *cells, "--out", tmp_path / "table1")
+
+    rows = list(csv.DictReader((tmp_path / "table1.csv").open()))
+    assert [r["row"] for r in rows] == ["Vanilla", "GA", "NPO", "MMUnlearner"]
+    assert float(rows[2]["clear:forget_vqa"]) == 0.20 and float(rows[3]["mllmu:forget_qa"]) == 0.95
+
+    markdown = (tmp_path / "table1.md").read_text()
+    header = next(line for line in markdown.splitlines() if line.startswith("| Method"))
+    assert "mllmu: Forget VQA Acc (↓)" in header and "mllmu: Retain QA Acc (↑)" in header
+    lines = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in markdown.splitlines()
+             if line.startswith("| ") and not line.startswith("| Method")}
+    # Forget VQA: NPO lowest (bold), GA runner-up; vanilla (0.90) is never ranked.
+    assert lines["NPO"][0] == "**20.0%**" and lines["GA"][0] == "<u>30.0%</u>" and lines["Vanilla"][0] == "90.0%"
+    # Retain VQA: GA and NPO tie for runner-up behind MMUnlearner.
+    assert lines["MMUnlearner"][2] == "**85.0%**"
+    assert lines["GA"][2] == lines["NPO"][2] == "<u>40.0%</u>"
+    # Real QA: three-way tie for best, no runner-up.
+    assert [lines[m][5].rstrip(" |") for m in ("GA", "NPO", "MMUnlearner")] == ["**80.0%**"] * 3
+
+    latex = (tmp_path / "table1.tex").read_text()
+    assert r"\textbf{20.0\%}" in latex and r"\underline{30.0\%}" in latex
+    assert latex.count(r"$\downarrow$") == 2 and latex.count(r"$\uparrow$") == 10
+    assert r"\multicolumn{6}{c}{mllmu}" in latex and r"\textit{llava}" in latex
+
+
+def test_sweep_table_labels_rows_by_what_varies(tmp_path):
+    cells = []
+    for beta, value in (("0.5", 0.2), ("2.0", 0.7)):
+        variant = f"mmunlearner/beta~{beta}/modules~all"
+        path = write_metrics(tmp_path, "b", variant, (value, 1, 1, 1, 1, 1))
+        cells += ["--cell", f"m|{variant}|b={path}"]
+    run_stage("render_tables", "--title", "sweep", "--vary", "beta", *cells, "--out", tmp_path / "sweep")
+    assert [r["row"] for r in csv.DictReader((tmp_path / "sweep.csv").open())] == ["β = 0.5", "β = 2.0"]
+    assert r"$\beta$ = 0.5" in (tmp_path / "sweep.tex").read_text()
+
+
+def test_missing_metrics_is_a_clear_error(tmp_path):
+    with pytest.raises(AssertionError, match="does not exist; run the stage that writes it first"):
+        run_stage("render_tables", "--title", "t", "--cell", f"m|ga|b={tmp_path / 'none.json'}", "--out", tmp_path / "t")
+
+
+def test_nth_largest_matches_sorting():
+    generator = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(n, generator=generator).abs() for n in (1000, 1, 3000)]
+    tensors[0][:100] = 0.0  # zeros are never counted
+    tensors[2][:50] = tensors[1][0]  # ties
+    tensors.append(torch.tensor([float("inf"), 1e-30, 3e38]))
+    flat = torch.cat(tensors)
+    positive = flat[flat > 0].sort(descending=True).values
+    for n in (1, 2, 3, 17, 500, 3500, len(positive), len(positive) + 10):
+        assert nth_largest(lambda: iter(tensors), n) == positive[min(n, len(positive)) - 1].item()
+    assert nth_largest(lambda: iter([torch.zeros(5)]), 3) is None
+
+
+def fake_model_tensors(generator):
+    names = [f"model.language_model.layers.{i}.{kind}.weight" for i in range(3)
+             for kind in ("self_attn.q_proj", "self_attn.v_proj", "mlp.down_proj")]
+    names += ["model.vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight", "model.multi_modal_projector.linear_1.weight",
+              "lm_head.weight"]
+    return {name: torch.randn(8, 6, generator=generator) for name in names}
+
+
+def test_heatmap_counts_equal_the_top_n_selection(tmp_path):
+    generator = torch.Generator().manual_seed(1)
+    vanilla = fake_model_tensors(generator)
+    unlearned = {name: value.clone() for name, value in vanilla.items()}
+    for name in list(unlearned)[::2]:  # dense changes
+        unlearned[name] += torch.randn(unlearned[name].shape, generator=generator) * 0.1
+    sparse = list(unlearned)[1]
+    unlearned[sparse].view(-1)[:5] += torch.tensor([3.0, -2.0, 1.5, 0.0, 4.0])  # sparse changes
+
+    model = torch.nn.Module()
+    for index, (name, value) in enumerate(unlearned.items()):
+        model.register_parameter(f"p{index}", torch.nn.Parameter(value))
+    rename = {f"p{index}": name for index, name in enumerate(unlearned)}
+    model.named_parameters = lambda: ((rename[n], p) for n, p in torch.nn.Module.named_parameters(model))
+    save_changes(model, vanilla, tmp_path / "weights", {"vanilla_fingerprint": "x"})
+    changes = TensorFile(tmp_path / "weights")
+    assert f"{sparse}::indices" in changes
+
+    family = FAMILIES["llava"]
+    deltas = streamed_deltas(vanilla, changes)
+    oracle = {name: (unlearned[name] - vanilla[name]).abs().reshape(-1) for name in vanilla}
+    everything = torch.cat(list(oracle.values()))
+    for n in (1, 4, 37, 200):
+        counts = count_top_changes(deltas, n, family.module_of)
+        top = set(everything.topk(n).indices.tolist())
+        offsets, expected = 0, {}
+        for name, values in oracle.items():
+            chosen = sum(1 for i in range(len(values)) if offsets + i in top)
+            if chosen:
+                expected[name] = chosen
+            offsets += len(values)
+        assert counts["per_tensor"] == expected and counts["selected"] == n
+        q0 = [c for c in counts["cells"] if c["layer"] == 0 and c["module_type"] == "q_proj"]
+        assert sum(c["count"] for c in q0) == expected.get("model.language_model.layers.0.self_attn.q_proj.weight", 0)
+        assert sum(c["count"] for c in counts["cells"]) == n
+        assert {c["part"] for c in counts["cells"]} <= {"language", "vision", "connector"}
+
+
+def heatmap_input(path, seed):
+    rng = random.Random(seed)
+    layout = [{"part": part, "layer": layer, "module_type": kind, "count": 100}
+              for part, kinds, layers in (("language", ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                         "down_proj"), 4), ("vision", ("q_proj", "out_proj", "fc1", "fc2"), 3))
+              for layer in range(layers) for kind in kinds]
+    cells = [dict(cell, count=rng.randint(0, 50)) for cell in layout]
+    cells.append({"part": "language", "layer": None, "module_type": "embed_tokens", "count": 40})
+    path.write_text(json.dumps({"selected": sum(c["count"] for c in cells), "cells": cells, "layout": layout}))
+    return path
+
+
+def test_figures_are_byte_identical_across_runs(tmp_path):
+    panels = ["--panel", f"mask={heatmap_input(tmp_path / 'mask.json', 0)}",
+              "--panel", f"ga={heatmap_input(tmp_path / 'ga.json', 1)}"]
+    for out in ("one", "two"):
+        run_stage("render_heatmaps", "--title", "t", *panels, "--out", tmp_path / out)
+    for suffix in ("png", "pdf"):
+        first, second = (tmp_path / f"one.{suffix}").read_bytes(), (tmp_path / f"two.{suffix}").read_bytes()
+        assert len(first) > 1000 and first == second
+
+    points = []
+    for ratio in (5, 10):
+        for variant, values in ROWS.items():
+            path = write_metrics(tmp_path / f"r{ratio}", "b", variant, [v * ratio / 10 for v in values])
+            points += ["--point", f"{ratio}|{variant}={path}"]
+    for out in ("t1", "t2"):
+        run_stage("render_tradeoffs", "--title", "t", *points, "--out", tmp_path / out)
+    assert (tmp_path / "t1.png").read_bytes() == (tmp_path / "t2.png").read_bytes()
+    with pytest.raises(AssertionError, match="forget ratio 10 has no vanilla point"):
+        run_stage("render_tradeoffs", "--title", "t", *points[:8], *points[10:], "--out", tmp_path / "t3")
+
+
+def test_case_studies_show_every_variant_on_the_same_items(tmp_path):
+    items = [{"column": column, "kind": "generation", "profile": str(p), "question": f"Q{p}?", "answer": f"gold {p}"}
+             for column in ("forget_vqa", "forget_qa", "retain_vqa", "real_vqa") for p in range(5)]
+    choices = [{"column": column, "kind": "multiple_choice", "profile": str(p), "question": f"M{p}?",
+                "options": {"A": "Oslo", "B": "Lima"}, "answer": "A"} for column in ("forget_vqa", "retain_vqa")
+               for p in range(5)]
+    args = []
+    for variant, pick in (("vanilla", "A"), ("ga", "B")):
+        path = tmp_path / f"{variant}.jsonl"
+        rows = [dict(item, output=f"{variant} says {item['profile']}", rouge_l=0.5) for item in items]
+        rows += [dict(item, likelihood={"prediction": pick}) for item in choices]
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        args += ["--variant", f"{variant}={path}"]
+    run_stage("render_case_studies", "--title", "Cases", *args, "--per-column", "2", "--out", tmp_path / "cases.md")
+    text = (tmp_path / "cases.md").read_text()
+    opened, chosen = text.split("## Multiple choice")
+    assert opened.count("### Forget VQA") == 2 and opened.count("### Retain VQA") == 2 and "Realworld" not in text
+    assert opened.count("| Vanilla | vanilla says") == 6 and opened.count("| GA | ga says") == 6
+    assert chosen.count("| Vanilla | A) Oslo | yes |") == 4 and chosen.count("| GA | B) Lima | no |") == 4
