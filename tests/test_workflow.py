@@ -28,7 +28,14 @@ SMALL = {
         "device": "cpu", "dtype": "float32", "threads": 1}},
     "experiments": [{"benchmark": "mini", "model": "mini_llava", "forget_ratios": [10],
                      "finetune": {"epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "lora_r": 4,
-                                  "lora_alpha": 8, "lora_dropout": 0.0, "modalities": ["vqa", "text"]}}],
+                                  "lora_alpha": 8, "lora_dropout": 0.0, "modalities": ["vqa", "text"]},
+                     "unlearn": {"methods": ["ga", "ga_diff", "kl_min", "npo", "mmunlearner"], "epochs": 1,
+                                 "batch_size": 8, "learning_rate": 1e-3, "weight_decay": 0.0,
+                                 "max_grad_norm": 1.0, "retain_weight": 1.0, "npo_beta": 0.4, "seed": 0}}],
+    "saliency": {"estimator": "per_sample", "batch_size": 8,
+                 "fisher_splits": ["forget_vqa", "forget_text", "retain_vqa", "retain_text"],
+                 "target": "forget_vqa", "preserve": ["forget_text", "retain_vqa", "retain_text"],
+                 "betas": [1.0], "module_groups": ["all"], "max_shard_gb": 1},
     "evaluation": {"scoring": ["likelihood", "generate"], "primary": "likelihood", "batch_size": 32,
                    "max_new_tokens": 3, "seed": 0},
 }
@@ -88,6 +95,9 @@ def broken(change) -> dict:
     (broken(lambda c: c["models"]["mini_llava"]["tiny"].update(family="llama")), "'llama' is not one of"),
     (broken(lambda c: c["evaluation"].update(primary="generate", scoring=["likelihood"])),
      "evaluation.primary 'generate' is not one of evaluation.scoring"),
+    (broken(lambda c: c["saliency"].update(preserve=["real_text"])),
+     "saliency.preserve uses Fisher split 'real_text', which is not in saliency.fisher_splits"),
+    (broken(lambda c: c["saliency"].update(module_groups=["decoder"])), "'decoder' is not one of"),
 ])
 def test_bad_config_stops_before_any_job(tmp_path, config, message):
     workspace(tmp_path, config)
@@ -116,18 +126,62 @@ def test_end_to_end_small_config(tmp_path):
     assert json.loads((base / "vanilla" / "finetune_manifest.json").read_text())["lora"]["r"] == 4
     assert (tmp_path / "logs" / "timings" / "evaluate" / "mini" / "mini_llava" / "forget~10" / "vanilla.tsv").exists()
 
+    ratio = base / "forget~10"
+    fisher = json.loads((ratio / "fisher" / "retain_vqa.safetensors.index.json").read_text())
+    assert fisher["metadata"]["sample_count"] == str(18 * len(ATTRIBUTES))
+    stats = json.loads((ratio / "masks" / "beta~1.0" / "modules~all" / "mask_stats.json").read_text())
+    assert 0 < stats["overall"]["fraction"] < 1
+    unlearned = ("ga", "ga_diff", "kl_min", "npo", "mmunlearner/beta~1.0/modules~all")
+    for variant in unlearned:
+        manifest = json.loads((ratio / "unlearn" / variant / "manifest.json").read_text())
+        assert manifest["method"] == variant.split("/")[0]
+        metrics = json.loads((ratio / "eval" / variant / "metrics.json").read_text())
+        assert set(metrics["table"]) >= {"forget_vqa", "retain_qa"}
+    assert (ratio / "reference" / "model.safetensors").exists()
+
+    tables, figures = tmp_path / "results" / "tables", tmp_path / "results" / "figures" / "mini" / "mini_llava"
+    table1 = (tables / "table1_forget~10.md").read_text()
+    for row in ("Vanilla", "GA", "GA_Diff", "KL_Min", "NPO", "MMUnlearner"):
+        assert f"| {row} |" in table1
+    assert (tables / "table1_forget~10.tex").exists() and (tables / "table1_forget~10.csv").exists()
+    assert (tables / "mini" / "mini_llava" / "case_studies_forget~10.md").exists()
+    for figure in ("layer_heatmap_forget~10", "tradeoff"):
+        assert (figures / f"{figure}.png").stat().st_size > 10_000 and (figures / f"{figure}.pdf").exists()
+    heatmap = json.loads((ratio / "changes" / "ga.json").read_text())
+    assert heatmap["requested"] == stats["overall"]["selected"]
+
     assert "Nothing to be done" in snakemake(tmp_path, "-n").stdout
+    # Deleting one figure rebuilds that figure's job and nothing else.
+    (figures / "layer_heatmap_forget~10.png").unlink()
+    assert planned_jobs(snakemake(tmp_path, "-n")) == {"render_heatmaps": 1, "all": 1}
+    assert snakemake(tmp_path, "--cores", "2").returncode == 0
+    report = snakemake(tmp_path, "--report", "report.html")
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert (tmp_path / "report.html").stat().st_size > 100_000
+
+    sweep = copy.deepcopy(SMALL)
+    sweep["saliency"]["betas"] = [1.0, 2.0]
+    write_config(tmp_path, sweep)
+    # A beta sweep adds masks and what uses them; no Fisher, fine-tuning or baseline job.
+    assert planned_jobs(snakemake(tmp_path, "-n")) == {"build_mask": 1, "unlearn": 1, "evaluate": 1,
+                                                       "render_sweep_table": 1, "all": 1}
 
     changed = copy.deepcopy(SMALL)
     changed["evaluation"]["max_new_tokens"] = 5
     write_config(tmp_path, changed)
-    assert planned_jobs(snakemake(tmp_path, "-n")) == {"evaluate": 2, "all": 1}
+    evaluations = 2 + len(unlearned)
+    renders = {"render_table1": 1, "render_case_studies": 1, "render_tradeoffs": 1}
+    assert planned_jobs(snakemake(tmp_path, "-n")) == {"evaluate": evaluations, **renders, "all": 1}
     write_config(tmp_path, SMALL)
 
     # Editing a stage's code reruns that stage and what depends on it, nothing upstream.
     scoring = tmp_path / "pipeline_steps" / "evaluation" / "scoring.py"
     scoring.write_text(scoring.read_text() + "\n# edited\n")
-    assert planned_jobs(snakemake(tmp_path, "-n")) == {"evaluate": 2, "all": 1}
+    assert planned_jobs(snakemake(tmp_path, "-n")) == {"evaluate": evaluations, **renders, "all": 1}
+    # (The base model's evaluation is still pending from the scoring edit, a dry run changes nothing.)
     finetune = tmp_path / "pipeline_steps" / "finetune.py"
     finetune.write_text(finetune.read_text() + "\n# edited\n")
-    assert planned_jobs(snakemake(tmp_path, "-n")) == {"finetune_vanilla": 1, "evaluate": 2, "all": 1}
+    assert planned_jobs(snakemake(tmp_path, "-n")) == {
+        "finetune_vanilla": 1, "finetune_reference": 1, "compute_fisher": 4, "build_mask": 1,
+        "unlearn": len(unlearned), "evaluate": evaluations, "locate_changes": len(unlearned) + 1, **renders,
+        "render_heatmaps": 1, "all": 1}

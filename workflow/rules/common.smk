@@ -7,6 +7,8 @@ stops the run here with a message naming the key to fix.
 
 import ast
 import os
+import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -16,6 +18,7 @@ validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
 REPO = Path(workflow.basedir).parent
 FORGET_RATIOS = {"mllmu_bench": (5, 10, 15)}
+FISHER_SPLITS = ("forget_vqa", "forget_text", "retain_vqa", "retain_text", "real_vqa", "real_text")
 GPU_DEVICES = ("auto", "cuda")
 
 
@@ -47,6 +50,12 @@ def _check_config():
             if "path" in entry and not Path(entry["path"]).expanduser().is_dir():
                 raise ConfigError(f"{kind}.{name}.path: '{entry['path']}' is not a directory; point it at a "
                                   f"local copy or use 'hub:' instead")
+    saliency = config["saliency"]
+    for key in ("target", "preserve", "preserve_vision"):
+        for split in [saliency[key]] if key == "target" else saliency.get(key, []):
+            if split not in saliency["fisher_splits"]:
+                raise ConfigError(f"saliency.{key} uses Fisher split '{split}', which is not in saliency.fisher_splits "
+                                  f"{saliency['fisher_splits']}; add it there")
     if config["evaluation"]["primary"] not in config["evaluation"]["scoring"]:
         raise ConfigError(f"evaluation.primary '{config['evaluation']['primary']}' is not one of "
                           f"evaluation.scoring {config['evaluation']['scoring']}")
@@ -106,16 +115,21 @@ def tiny_flags(model):
 
 
 def evaluated_model(wildcards):
-    """The checkpoint directory of a variant, or [] for a hub base model."""
+    """The files a variant's evaluation reads: the base model ([] for a hub model), the vanilla
+    model, or the vanilla model and an unlearned variant's changes."""
     if wildcards.variant == "base":
         return base_model(wildcards)
-    return f"results/{wildcards.benchmark}/{wildcards.model}/{wildcards.variant}"
+    vanilla = f"results/{wildcards.benchmark}/{wildcards.model}/vanilla"
+    if wildcards.variant == "vanilla":
+        return vanilla
+    return [vanilla, f"results/{wildcards.benchmark}/{wildcards.model}/forget~{wildcards.ratio}/unlearn/"
+                     f"{wildcards.variant}/weights.safetensors.index.json"]
 
 
 def evaluated_model_source(wildcards):
     if wildcards.variant == "base":
         return base_model_source(wildcards.model, wildcards.benchmark)
-    return f"results/{wildcards.benchmark}/{wildcards.model}/{wildcards.variant}"
+    return f"results/{wildcards.benchmark}/{wildcards.model}/vanilla"
 
 
 def cli_flags(settings):
@@ -160,8 +174,135 @@ def stage_sources(module):
     return sorted(str(p) for p in seen)
 
 
+def fisher_file(wildcards, split):
+    return (f"results/{wildcards.benchmark}/{wildcards.model}/forget~{wildcards.ratio}/fisher/"
+            f"{split}.safetensors.index.json")
+
+
+def beta_label(beta):
+    """The directory label of a beta: the config's number as written (1.0 -> "1.0")."""
+    return repr(float(beta))
+
+
+MASKED_METHODS = ("mmunlearner",)
+VARIANT = re.compile(r"^(?P<method>[a-z_]+)(/beta~(?P<beta>[^/]+)/modules~(?P<modules>[a-z]+))?$")
+
+
+def variant_method(variant):
+    return VARIANT.match(variant).group("method")
+
+
+def unlearned_variants(benchmark, model):
+    """Every unlearned variant an experiment asks for: baselines by name, masked methods per
+    beta and module group (``mmunlearner/beta~1.0/modules~all``)."""
+    for method in experiment(benchmark, model)["unlearn"]["methods"]:
+        if method in MASKED_METHODS:
+            for beta in config["saliency"]["betas"]:
+                for modules in config["saliency"]["module_groups"]:
+                    yield f"{method}/beta~{beta_label(beta)}/modules~{modules}"
+        else:
+            yield method
+
+
+def unlearn_mask(wildcards):
+    match = VARIANT.match(wildcards.variant)
+    if match.group("method") not in MASKED_METHODS:
+        return []
+    return [f"results/{wildcards.benchmark}/{wildcards.model}/forget~{wildcards.ratio}/masks/"
+            f"beta~{match.group('beta')}/modules~{match.group('modules')}/mask.safetensors.index.json"]
+
+
+def unlearn_reference(wildcards):
+    if variant_method(wildcards.variant) != "npo":
+        return []
+    return [f"results/{wildcards.benchmark}/{wildcards.model}/forget~{wildcards.ratio}/reference"]
+
+
+def unlearn_settings(wildcards):
+    """The experiment's unlearning hyper-parameters, shared by every method (paper Table 5)."""
+    settings = dict(experiment(wildcards.benchmark, wildcards.model)["unlearn"])
+    settings.pop("methods")
+    return settings
+
+
 def forget_ratio_dirs():
     """Every (benchmark, model, ratio) the config asks for."""
     for entry in config["experiments"]:
         for ratio in entry["forget_ratios"]:
             yield entry["benchmark"], entry["model"], ratio
+
+
+# --- What the report stages compare -------------------------------------------------------------
+
+
+def reference_mask():
+    """The (beta, module group) at which MMUnlearner enters Table 1 and the figures, and whose
+    mask size sets n in the heatmaps: the first configured beta, module group ``all`` if
+    configured (the paper's main setting), else the first one."""
+    groups = config["saliency"]["module_groups"]
+    return beta_label(config["saliency"]["betas"][0]), "all" if "all" in groups else groups[0]
+
+
+def compared_variants(benchmark, model):
+    """Table 1's unlearned rows: every baseline, and masked methods at the reference mask."""
+    beta, modules = reference_mask()
+    return [v for v in unlearned_variants(benchmark, model)
+            if VARIANT.match(v).group("beta") in (None, beta) and VARIANT.match(v).group("modules") in (None, modules)]
+
+
+def sweep_variants(benchmark, model, sweep):
+    """MMUnlearner variants of a sweep table: over module groups at the reference beta, or over
+    betas at the reference module group."""
+    beta, modules = reference_mask()
+    if "mmunlearner" not in experiment(benchmark, model)["unlearn"]["methods"]:
+        return []
+    if sweep == "modules":
+        return [f"mmunlearner/beta~{beta}/modules~{g}" for g in config["saliency"]["module_groups"]]
+    return [f"mmunlearner/beta~{beta_label(b)}/modules~{modules}" for b in config["saliency"]["betas"]]
+
+
+def sweeps():
+    """Sweep tables worth drawing: those whose sweep list has more than one entry."""
+    return [s for s, key in (("modules", "module_groups"), ("beta", "betas")) if len(config["saliency"][key]) > 1]
+
+
+def table1_cells(wildcards):
+    """Table 1 at one forget ratio: models as row groups, benchmarks as column groups."""
+    cells = {}
+    for benchmark, model, ratio in forget_ratio_dirs():
+        if str(ratio) == wildcards.ratio:
+            for variant in ("vanilla", *compared_variants(benchmark, model)):
+                cells[f"{model}|{variant}|{benchmark}"] = eval_path(benchmark, model, ratio, variant)
+    return cells
+
+
+def sweep_cells(wildcards):
+    return {f"{wildcards.model}|{variant}|{wildcards.benchmark}": eval_path(wildcards.benchmark, wildcards.model,
+                                                                             wildcards.ratio, variant)
+            for variant in ("vanilla", *sweep_variants(wildcards.benchmark, wildcards.model, wildcards.sweep))}
+
+
+def eval_path(benchmark, model, ratio, variant, name="metrics.json"):
+    return f"results/{benchmark}/{model}/forget~{ratio}/eval/{variant}/{name}"
+
+
+def all_ratios():
+    return sorted({ratio for _, _, ratio in forget_ratio_dirs()})
+
+
+def report_outputs():
+    """Every table and figure of the report stages, for ``rule all``."""
+    outputs = [f"results/tables/table1_forget~{ratio}.{suffix}" for ratio in all_ratios() for suffix in ("csv", "md", "tex")]
+    for benchmark, model, ratio in forget_ratio_dirs():
+        outputs += [f"results/figures/{benchmark}/{model}/layer_heatmap_forget~{ratio}.{s}" for s in ("png", "pdf")]
+        outputs.append(f"results/tables/{benchmark}/{model}/case_studies_forget~{ratio}.md")
+        outputs += [f"results/tables/{benchmark}/{model}/{sweep}_sweep_forget~{ratio}.{suffix}"
+                    for sweep in sweeps() if sweep_variants(benchmark, model, sweep) for suffix in ("csv", "md", "tex")]
+    for entry in config["experiments"]:
+        outputs += [f"results/figures/{entry['benchmark']}/{entry['model']}/tradeoff.{s}" for s in ("png", "pdf")]
+    return outputs
+
+
+def labelled_flags(flag, pairs):
+    """``--cell 'label=path' ...`` for the report stages, quoted for the shell."""
+    return " ".join(f"{flag} {shlex.quote(f'{label}={path}')}" for label, path in pairs)

@@ -1,4 +1,5 @@
-"""Stage 4: every model variant scored on the six columns of the paper's Table 1."""
+"""Stage 8: every model variant (base, vanilla, each unlearned one) scored on the six columns of
+the paper's Table 1."""
 
 
 rule evaluate:
@@ -11,6 +12,11 @@ rule evaluate:
         predictions="results/{benchmark}/{model}/forget~{ratio}/eval/{variant}/predictions.jsonl",
     params:
         model=evaluated_model_source,
+        changes=lambda wc: (
+            f"--changes results/{wc.benchmark}/{wc.model}/forget~{wc.ratio}/unlearn/{wc.variant}/weights"
+            if wc.variant not in ("base", "vanilla")
+            else ""
+        ),
         out=subpath(output.metrics, parent=True),
         flags=lambda wc: cli_flags(config["evaluation"]),
         device=lambda wc: model_settings(wc.model)["device"],
@@ -26,5 +32,6 @@ rule evaluate:
         "logs/timings/evaluate/{benchmark}/{model}/forget~{ratio}/{variant}.tsv"
     shell:
         "python -m pipeline_steps.evaluate --model {params.model:q} --benchmark {input.benchmark}"
-        " --forget-ratio {wildcards.ratio} --out {params.out} --device {params.device} --dtype {params.dtype}"
+        " {params.changes} --forget-ratio {wildcards.ratio} --out {params.out} --device {params.device}"
+        " --dtype {params.dtype}"
         " --threads {threads} {params.flags} > {log} 2>&1"

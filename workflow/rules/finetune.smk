@@ -1,4 +1,5 @@
-"""Stage 3: the vanilla model, the base fine-tuned with LoRA on every fictitious profile."""
+"""Stage 3: fine-tuning: the vanilla model (every fictitious profile) and NPO's reference model
+(the retain profiles of one forget ratio only)."""
 
 
 rule finetune_vanilla:
@@ -26,3 +27,31 @@ rule finetune_vanilla:
         "python -m pipeline_steps.finetune --base {params.base:q} --benchmark {input.benchmark} --split full"
         " --out {output} --device {params.device} --dtype {params.dtype} --threads {threads}"
         " {params.flags} > {log} 2>&1"
+
+
+rule finetune_reference:
+    input:
+        base=base_model,
+        benchmark="results/{benchmark}/benchmark",
+        code=stage_sources("pipeline_steps.finetune"),
+    output:
+        directory("results/{benchmark}/{model}/forget~{ratio}/reference"),
+    params:
+        base=lambda wc: base_model_source(wc.model, wc.benchmark),
+        split=lambda wc: f"retain_{100 - int(wc.ratio)}",
+        flags=lambda wc: cli_flags(experiment(wc.benchmark, wc.model)["finetune"]),
+        device=lambda wc: model_settings(wc.model)["device"],
+        dtype=lambda wc: model_settings(wc.model)["dtype"],
+    threads: lambda wc: model_settings(wc.model)["threads"]
+    resources:
+        gpu=lambda wc: gpus(wc.model),
+    conda:
+        "../../environment.yml"
+    log:
+        "logs/finetune_reference/{benchmark}/{model}/forget~{ratio}.log",
+    benchmark:
+        "logs/timings/finetune_reference/{benchmark}/{model}/forget~{ratio}.tsv"
+    shell:
+        "python -m pipeline_steps.finetune --base {params.base:q} --benchmark {input.benchmark}"
+        " --split {params.split} --out {output} --device {params.device} --dtype {params.dtype}"
+        " --threads {threads} {params.flags} > {log} 2>&1"
