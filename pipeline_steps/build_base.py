@@ -35,6 +35,7 @@ from .models.loading import resolve_device, save_model
 from .models.tiny import TinyArchitecture, build_tiny
 from .storage import atomic_directory, write_json
 from .training.loop import TrainSettings, fit, settings_dict
+from .training.progress import add_progress_arguments, examples_digest, job_progress
 
 log = logging.getLogger("build_base")
 CORPUS_SPLITS = ("full", "real_world", "test")
@@ -54,6 +55,7 @@ def build_parser():
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--views", type=int, default=4, help="portrait views per known person (1 = portrait only)")
     parser.add_argument("--perception-faces", type=int, default=300, help="random faces for generic visual questions")
+    add_progress_arguments(parser)
     return parser
 
 
@@ -100,7 +102,9 @@ def main(args) -> None:
                              seed=args.seed)
     accelerator = Accelerator(cpu=resolve_device(args.device).type == "cpu")
     examples = pretraining_examples(real_world, portraits, args)
-    history = fit(model, PromptEncoder(processor), examples, settings, accelerator, description="pretrain")
+    progress = job_progress(args, examples_digest(examples))
+    history = fit(model, PromptEncoder(processor), examples, settings, accelerator, description="pretrain",
+                  progress=progress)
     with atomic_directory(args.out) as scratch:
         save_model(accelerator.unwrap_model(model), processor, scratch)
         write_json(scratch / "build_manifest.json", {
@@ -109,6 +113,7 @@ def main(args) -> None:
             "parameters": sum(p.numel() for p in model.parameters())})
         with open(scratch / "train_log.jsonl", "w") as handle:
             handle.writelines(json.dumps(entry) + "\n" for entry in history)
+    progress.clear()
 
 
 if __name__ == "__main__":

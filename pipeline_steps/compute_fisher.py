@@ -25,6 +25,7 @@ from .models.encoding import Example, PromptEncoder
 from .models.loading import DTYPES, load_model, model_fingerprint
 from .saliency.fisher import ESTIMATORS, LOSS_DEFINITION, estimate_fisher
 from .saliency.tensor_files import write_tensors
+from .training.progress import add_progress_arguments, examples_digest, job_progress
 
 log = logging.getLogger("compute_fisher")
 GROUPS = ("forget", "retain", "real")
@@ -44,6 +45,7 @@ def build_parser():
     parser.add_argument("--max-shard-gb", type=float, default=4.0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    add_progress_arguments(parser)
     return parser
 
 
@@ -66,8 +68,9 @@ def main(args) -> None:
     fingerprint = model_fingerprint(args.model)
     loaded = load_model(str(args.model), dtype=args.dtype, device=args.device)
     log.info("%s: %d examples, estimator %s", args.split, len(examples), args.estimator)
+    progress = job_progress(args, fingerprint, examples_digest(examples))
     result = estimate_fisher(loaded.model, PromptEncoder(loaded.processor), examples, batch_size=args.batch_size,
-                             estimator=args.estimator, description=f"fisher {args.split}")
+                             estimator=args.estimator, description=f"fisher {args.split}", progress=progress)
     metadata = {
         "kind": "fisher_diagonal_sum", "split": args.split, "forget_ratio": str(args.forget_ratio),
         "sample_count": str(result.count), "count_unit": "examples" if args.estimator == "per_sample" else "batches",
@@ -78,6 +81,7 @@ def main(args) -> None:
     }
     specs = {name: (torch.float32, tuple(t.shape)) for name, t in result.sums.items()}
     write_tensors(args.out, specs, result.sums.__getitem__, metadata, max_shard_bytes=int(args.max_shard_gb * 2**30))
+    progress.clear()
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import json
 import logging
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
 from peft import LoraConfig, get_peft_model
 from PIL import Image
@@ -34,9 +35,10 @@ from PIL import Image
 from .benchmarks.records import MODALITIES, read_split
 from .cli import run_stage, stage_parser
 from .models.encoding import Example, PromptEncoder
-from .models.loading import DTYPES, load_model, resolve_device, save_model
+from .models.loading import DTYPES, load_model, model_fingerprint, resolve_device, save_model
 from .storage import atomic_directory, write_json
 from .training.loop import TrainSettings, fit, settings_dict
+from .training.progress import add_progress_arguments, examples_digest, job_progress
 
 log = logging.getLogger("finetune")
 
@@ -59,6 +61,7 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    add_progress_arguments(parser)
     return parser
 
 
@@ -80,6 +83,7 @@ def main(args) -> None:
     loaded = load_model(args.base, dtype=args.dtype, device=str(device))
     model = loaded.model
     if args.lora_r:
+        torch.manual_seed(args.seed)  # LoRA's initial A matrices are random: seed them, or runs differ
         model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha,
                                                  lora_dropout=args.lora_dropout, target_modules="all-linear",
                                                  bias="none"))
@@ -88,8 +92,10 @@ def main(args) -> None:
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                              seed=args.seed)
     accelerator = Accelerator(cpu=device.type == "cpu")
+    base_identity = model_fingerprint(args.base) if Path(args.base).is_dir() else args.base
+    progress = job_progress(args, base_identity, examples_digest(examples))
     history = fit(model, PromptEncoder(loaded.processor), examples, settings, accelerator,
-                  description=f"finetune {args.split}")
+                  description=f"finetune {args.split}", progress=progress)
     model = accelerator.unwrap_model(model)
     merged = model.merge_and_unload() if args.lora_r else model
     with atomic_directory(args.out) as scratch:
@@ -102,6 +108,7 @@ def main(args) -> None:
             "trainable_parameters": trainable})
         with open(scratch / "train_log.jsonl", "w") as handle:
             handle.writelines(json.dumps(entry) + "\n" for entry in history)
+    progress.clear()
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from .models.encoding import Example, PromptEncoder
 from .models.loading import DTYPES, load_model, model_fingerprint, resolve_device
 from .saliency.tensor_files import TensorFile
 from .storage import atomic_directory, write_json
+from .training.progress import add_progress_arguments, examples_digest, job_progress
 from .unlearning.loop import UnlearnSettings, settings_dict, unlearn
 from .unlearning.methods import REGISTRY, Settings, get_method
 from .unlearning.weights import save_changes
@@ -57,6 +58,7 @@ def build_parser():
     parser.add_argument("--log-every", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    add_progress_arguments(parser)
     return parser
 
 
@@ -121,8 +123,10 @@ def main(args) -> None:
     log.info("%s: %d forget and %d retain examples, %d trainable tensors (module group %s)", args.method,
              len(forget), len(retain), len(trainable), modules)
     accelerator = Accelerator(cpu=device.type == "cpu")
+    progress = job_progress(args, fingerprint, examples_digest(forget + retain),
+                            model_fingerprint(args.reference) if args.reference else "")
     history = unlearn(model, method, PromptEncoder(loaded.processor), forget, retain, settings, loss_settings,
-                      accelerator, trainable=trainable, mask=mask, reference_model=reference)
+                      accelerator, trainable=trainable, mask=mask, reference_model=reference, progress=progress)
     model = accelerator.unwrap_model(model)
     manifest = {"method": args.method, "vanilla": str(args.vanilla), "vanilla_fingerprint": fingerprint,
                 "benchmark": str(args.benchmark), "forget_ratio": args.forget_ratio, "mask": str(args.mask or ""),
@@ -135,6 +139,7 @@ def main(args) -> None:
         write_json(scratch / "manifest.json", {**manifest, **counts})
         with open(scratch / "train_log.jsonl", "w") as handle:
             handle.writelines(json.dumps(entry) + "\n" for entry in history)
+    progress.clear()
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from ..models.encoding import Example, PromptEncoder
 from ..training.losses import answer_logits, answer_nll
+from ..training.progress import Progress
 
 log = logging.getLogger(__name__)
 ESTIMATORS = ("per_sample", "batch")
@@ -215,8 +216,11 @@ def _clip_embeddings(module, pixels, g, engine) -> dict[str, torch.Tensor]:
 
 def estimate_fisher(model: nn.Module, encoder: PromptEncoder, examples: Sequence[Example], *, batch_size: int,
                     estimator: str = "per_sample", device: torch.device | None = None,
-                    description: str = "fisher") -> FisherResult:
-    """Diagonal Fisher of ``model`` on ``examples`` (all with an image, or all without)."""
+                    description: str = "fisher", progress: Progress | None = None) -> FisherResult:
+    """Diagonal Fisher of ``model`` on ``examples`` (all with an image, or all without).
+
+    With ``progress``, the sums so far are saved as batches go and a rerun continues from them;
+    batches are added in the same order either way, so the result is bit-identical."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown Fisher estimator '{estimator}' (known: {', '.join(ESTIMATORS)})")
     if not examples:
@@ -232,9 +236,15 @@ def estimate_fisher(model: nn.Module, encoder: PromptEncoder, examples: Sequence
     # Parameter gradients are never kept: the batch estimator squares each one as it arrives.
     grad_handles = [p.register_post_accumulate_grad_hook(_square_and_free(sums[n], estimator == "batch"))
                     for n, p in params.items()]
-    count = 0
+    count, first = 0, 0
+    saved = progress.load() if progress else None
+    if saved:
+        for name, value in saved["sums"].items():
+            sums[name].copy_(value)
+        count, first = saved["count"], saved["next"]
     try:
-        for start in tqdm(range(0, len(examples), batch_size), desc=description, mininterval=5):
+        for start in tqdm(range(first, len(examples), batch_size), desc=description, mininterval=5,
+                          initial=first // batch_size, total=-(-len(examples) // batch_size)):
             chunk = examples[start:start + batch_size]
             batch = {k: v.to(device) for k, v in encoder.collate([encoder.encode(e) for e in chunk]).items()}
             if hooks is not None:
@@ -246,6 +256,9 @@ def estimate_fisher(model: nn.Module, encoder: PromptEncoder, examples: Sequence
                 raise FloatingPointError(f"{description}: non-finite loss in the batch starting at example {start}")
             (losses.sum() if estimator == "per_sample" else losses.mean()).backward()
             count += len(chunk) if estimator == "per_sample" else 1
+            if progress:
+                progress.maybe_save({"sums": {n: v.cpu() for n, v in sums.items()}, "count": count,
+                                     "next": start + batch_size, "step": start // batch_size + 1})
     finally:
         if hooks is not None:
             hooks.remove()

@@ -28,6 +28,7 @@ from accelerate import Accelerator
 
 from ..models.encoding import Example, PromptEncoder
 from ..training.loop import batches
+from ..training.progress import Progress, load_trainable_state, restore_rng, rng_state, trainable_state
 from .methods import Method, Settings
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,8 @@ class UnlearnSettings:
 def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forget: Sequence[Example],
             retain: Sequence[Example], settings: UnlearnSettings, loss_settings: Settings, accelerator: Accelerator,
             *, trainable: set[str], mask: dict[str, torch.Tensor] | None = None,
-            reference_model: torch.nn.Module | None = None) -> list[dict]:
-    """Unlearn in place; return the per-step log."""
+            reference_model: torch.nn.Module | None = None, progress: Progress | None = None) -> list[dict]:
+    """Unlearn in place; return the per-step log. With ``progress``, resumable as ``fit``."""
     if method.masked and mask is None:
         raise ValueError(f"method '{method.name}' needs a saliency mask")
     if method.uses_retain and not retain:
@@ -72,19 +73,28 @@ def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forg
     torch.manual_seed(settings.seed)
     forget_cache = [encoder.encode(e) for e in forget]
     retain_cache = [encoder.encode(e) for e in retain] if method.uses_retain else []
-    retain_queue: list[list] = []
-    history, step = [], 0
+    retain_queue: list[list[int]] = []
+    history, step, first_epoch, pending = [], 0, 0, None
+    saved = progress.load() if progress else None
+    if saved:
+        load_trainable_state(accelerator.unwrap_model(model), saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        restore_rng(rng, saved["rng"])
+        history, step, first_epoch, pending, retain_queue = (
+            saved[k] for k in ("history", "step", "epoch", "pending", "retain_queue"))
 
-    def to_device(encoded: list[dict]) -> dict:
-        return {k: v.to(device) for k, v in encoder.collate(encoded).items()}
+    def to_device(cache: list[dict], indices: list[int]) -> dict:
+        return {k: v.to(device) for k, v in encoder.collate([cache[i] for i in indices]).items()}
 
-    for epoch in range(settings.epochs):
-        for forget_batch in batches(forget_cache, settings.batch_size, rng):
-            step_batches = {"forget": to_device(forget_batch)}
+    for epoch in range(first_epoch, settings.epochs):
+        order = pending if pending is not None else batches(range(len(forget_cache)), settings.batch_size, rng)
+        pending = None
+        while order:
+            step_batches = {"forget": to_device(forget_cache, order.pop(0))}
             if retain_cache:
                 if not retain_queue:
-                    retain_queue = batches(retain_cache, settings.batch_size, rng)
-                step_batches["retain"] = to_device(retain_queue.pop())
+                    retain_queue = batches(range(len(retain_cache)), settings.batch_size, rng)
+                step_batches["retain"] = to_device(retain_cache, retain_queue.pop())
             terms = method.terms(model, step_batches, loss_settings, reference_model)
             values = {k: getattr(terms, k) for k in ("forget", "retain") if getattr(terms, k) is not None}
             for key, value in values.items():
@@ -119,6 +129,10 @@ def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forg
                 history.append(entry)
                 log.info("%s step %d: %s", method.name, step,
                          " ".join(f"{k} {v:.4g}" for k, v in entry.items() if k not in ("step", "epoch")))
+            if progress:
+                progress.maybe_save({"model": trainable_state(accelerator.unwrap_model(model)),
+                                     "optimizer": optimizer.state_dict(), "rng": rng_state(rng), "history": history,
+                                     "step": step, "epoch": epoch, "pending": order, "retain_queue": retain_queue})
     return history
 
 
