@@ -35,6 +35,7 @@ from .models.loading import resolve_device, save_model
 from .models.tiny import TinyArchitecture, build_tiny
 from .storage import atomic_directory, write_json
 from .training.loop import TrainSettings, fit, settings_dict
+from .training.distributed import Processes
 from .training.progress import add_progress_arguments, examples_digest, job_progress
 
 log = logging.getLogger("build_base")
@@ -105,8 +106,12 @@ def main(args) -> None:
     progress = job_progress(args, examples_digest(examples))
     history = fit(model, PromptEncoder(processor), examples, settings, accelerator, description="pretrain",
                   progress=progress)
+    processes = Processes(accelerator)
+    if not processes.is_main:  # under `accelerate launch`, the main process writes
+        processes.close()
+        return
     with atomic_directory(args.out) as scratch:
-        save_model(accelerator.unwrap_model(model), processor, scratch)
+        save_model(model, processor, scratch)
         write_json(scratch / "build_manifest.json", {
             "family": args.family, "architecture": vars(arch), "training": settings_dict(settings),
             "views": args.views, "perception_faces": args.perception_faces, "benchmark": str(args.benchmark),
@@ -114,6 +119,7 @@ def main(args) -> None:
         with open(scratch / "train_log.jsonl", "w") as handle:
             handle.writelines(json.dumps(entry) + "\n" for entry in history)
     progress.clear()
+    processes.close()
 
 
 if __name__ == "__main__":

@@ -17,14 +17,16 @@ import logging
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
 from PIL import Image
 
 from .benchmarks.records import forget_split, read_split, retain_split
 from .cli import StageError, run_stage, stage_parser
 from .models.encoding import Example, PromptEncoder
-from .models.loading import DTYPES, load_model, model_fingerprint
+from .models.loading import DTYPES, load_model, model_fingerprint, resolve_device
 from .saliency.fisher import ESTIMATORS, LOSS_DEFINITION, estimate_fisher
 from .saliency.tensor_files import write_tensors
+from .training.distributed import Processes
 from .training.progress import add_progress_arguments, examples_digest, job_progress
 
 log = logging.getLogger("compute_fisher")
@@ -66,11 +68,20 @@ def split_examples(benchmark: Path, ratio: int, split: str) -> list[Example]:
 def main(args) -> None:
     examples = split_examples(args.benchmark, args.forget_ratio, args.split)
     fingerprint = model_fingerprint(args.model)
-    loaded = load_model(str(args.model), dtype=args.dtype, device=args.device)
+    # Under `accelerate launch --num_processes N`, each process takes every N-th batch.
+    accelerator = Accelerator(cpu=resolve_device(args.device).type == "cpu")
+    processes = Processes(accelerator)
+    loaded = load_model(str(args.model), dtype=args.dtype, device=str(accelerator.device))
     log.info("%s: %d examples, estimator %s", args.split, len(examples), args.estimator)
-    progress = job_progress(args, fingerprint, examples_digest(examples))
+    # Each process saves its own partial sums; a rerun must use as many processes to resume.
+    progress = job_progress(args, fingerprint, examples_digest(examples),
+                            state_file=f"state-{processes.rank}-of-{processes.count}.pt")
     result = estimate_fisher(loaded.model, PromptEncoder(loaded.processor), examples, batch_size=args.batch_size,
-                             estimator=args.estimator, description=f"fisher {args.split}", progress=progress)
+                             estimator=args.estimator, description=f"fisher {args.split}", progress=progress,
+                             processes=processes)
+    if not processes.is_main:
+        processes.close()
+        return
     metadata = {
         "kind": "fisher_diagonal_sum", "split": args.split, "forget_ratio": str(args.forget_ratio),
         "sample_count": str(result.count), "count_unit": "examples" if args.estimator == "per_sample" else "batches",
@@ -82,6 +93,7 @@ def main(args) -> None:
     specs = {name: (torch.float32, tuple(t.shape)) for name, t in result.sums.items()}
     write_tensors(args.out, specs, result.sums.__getitem__, metadata, max_shard_bytes=int(args.max_shard_gb * 2**30))
     progress.clear()
+    processes.close()
 
 
 if __name__ == "__main__":

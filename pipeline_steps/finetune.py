@@ -38,6 +38,7 @@ from .models.encoding import Example, PromptEncoder
 from .models.loading import DTYPES, load_model, model_fingerprint, resolve_device, save_model
 from .storage import atomic_directory, write_json
 from .training.loop import TrainSettings, fit, settings_dict
+from .training.distributed import Processes
 from .training.progress import add_progress_arguments, examples_digest, job_progress
 
 log = logging.getLogger("finetune")
@@ -79,8 +80,11 @@ def training_examples(benchmark: Path, splits: list[str], modalities: list[str])
 
 def main(args) -> None:
     examples = training_examples(args.benchmark, [args.split, *args.rehearsal], args.modalities)
-    device = resolve_device(args.device)
-    loaded = load_model(args.base, dtype=args.dtype, device=str(device))
+    # Under `accelerate launch --num_processes N` each process gets its own device and a share of
+    # every batch (training/distributed.py); the main process writes the outputs.
+    accelerator = Accelerator(cpu=resolve_device(args.device).type == "cpu")
+    processes = Processes(accelerator)
+    loaded = load_model(args.base, dtype=args.dtype, device=str(accelerator.device))
     model = loaded.model
     if args.lora_r:
         torch.manual_seed(args.seed)  # LoRA's initial A matrices are random: seed them, or runs differ
@@ -91,12 +95,13 @@ def main(args) -> None:
     log.info("%d training pairs; %d trainable parameters", len(examples), trainable)
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                              seed=args.seed)
-    accelerator = Accelerator(cpu=device.type == "cpu")
     base_identity = model_fingerprint(args.base) if Path(args.base).is_dir() else args.base
     progress = job_progress(args, base_identity, examples_digest(examples))
     history = fit(model, PromptEncoder(loaded.processor), examples, settings, accelerator,
                   description=f"finetune {args.split}", progress=progress)
-    model = accelerator.unwrap_model(model)
+    if not processes.is_main:
+        processes.close()
+        return
     merged = model.merge_and_unload() if args.lora_r else model
     with atomic_directory(args.out) as scratch:
         save_model(merged, loaded.processor, scratch)
@@ -109,6 +114,7 @@ def main(args) -> None:
         with open(scratch / "train_log.jsonl", "w") as handle:
             handle.writelines(json.dumps(entry) + "\n" for entry in history)
     progress.clear()
+    processes.close()
 
 
 if __name__ == "__main__":

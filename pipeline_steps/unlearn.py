@@ -30,6 +30,7 @@ from .models.encoding import Example, PromptEncoder
 from .models.loading import DTYPES, load_model, model_fingerprint, resolve_device
 from .saliency.tensor_files import TensorFile
 from .storage import atomic_directory, write_json
+from .training.distributed import Processes
 from .training.progress import add_progress_arguments, examples_digest, job_progress
 from .unlearning.loop import UnlearnSettings, settings_dict, unlearn
 from .unlearning.methods import REGISTRY, Settings, get_method
@@ -103,7 +104,11 @@ def main(args) -> None:
         raise StageError(f"method '{args.method}' needs --reference (the base model fine-tuned on the retain set)")
     forget = vqa_examples(args.benchmark, forget_split(args.forget_ratio))
     retain = vqa_examples(args.benchmark, retain_split(args.forget_ratio)) if method.uses_retain else []
-    device = resolve_device(args.device)
+    # Under `accelerate launch --num_processes N` each process gets its own device and a share of
+    # every batch (training/distributed.py); the main process writes the outputs.
+    accelerator = Accelerator(cpu=resolve_device(args.device).type == "cpu")
+    processes = Processes(accelerator)
+    device = accelerator.device
     fingerprint = model_fingerprint(args.vanilla)
     loaded = load_model(str(args.vanilla), dtype=args.dtype, device=str(device))
     model = loaded.model
@@ -122,12 +127,13 @@ def main(args) -> None:
     start_values = {name: p.detach().clone() for name, p in model.named_parameters()}
     log.info("%s: %d forget and %d retain examples, %d trainable tensors (module group %s)", args.method,
              len(forget), len(retain), len(trainable), modules)
-    accelerator = Accelerator(cpu=device.type == "cpu")
     progress = job_progress(args, fingerprint, examples_digest(forget + retain),
                             model_fingerprint(args.reference) if args.reference else "")
     history = unlearn(model, method, PromptEncoder(loaded.processor), forget, retain, settings, loss_settings,
                       accelerator, trainable=trainable, mask=mask, reference_model=reference, progress=progress)
-    model = accelerator.unwrap_model(model)
+    if not processes.is_main:
+        processes.close()
+        return
     manifest = {"method": args.method, "vanilla": str(args.vanilla), "vanilla_fingerprint": fingerprint,
                 "benchmark": str(args.benchmark), "forget_ratio": args.forget_ratio, "mask": str(args.mask or ""),
                 "module_group": modules, "reference": str(args.reference or ""), "forget_examples": len(forget),
@@ -140,6 +146,7 @@ def main(args) -> None:
         with open(scratch / "train_log.jsonl", "w") as handle:
             handle.writelines(json.dumps(entry) + "\n" for entry in history)
     progress.clear()
+    processes.close()
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from ..models.encoding import Example, PromptEncoder
 from ..training.losses import answer_logits, answer_nll
+from ..training.distributed import Processes
 from ..training.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -216,11 +217,14 @@ def _clip_embeddings(module, pixels, g, engine) -> dict[str, torch.Tensor]:
 
 def estimate_fisher(model: nn.Module, encoder: PromptEncoder, examples: Sequence[Example], *, batch_size: int,
                     estimator: str = "per_sample", device: torch.device | None = None,
-                    description: str = "fisher", progress: Progress | None = None) -> FisherResult:
+                    description: str = "fisher", progress: Progress | None = None,
+                    processes: Processes | None = None) -> FisherResult:
     """Diagonal Fisher of ``model`` on ``examples`` (all with an image, or all without).
 
     With ``progress``, the sums so far are saved as batches go and a rerun continues from them;
-    batches are added in the same order either way, so the result is bit-identical."""
+    batches are added in the same order either way, so the result is bit-identical. With
+    ``processes``, batches are dealt round-robin to the processes and their sums and counts added
+    up: the same batches, so the same result up to the order of float additions."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown Fisher estimator '{estimator}' (known: {', '.join(ESTIMATORS)})")
     if not examples:
@@ -245,6 +249,8 @@ def estimate_fisher(model: nn.Module, encoder: PromptEncoder, examples: Sequence
     try:
         for start in tqdm(range(first, len(examples), batch_size), desc=description, mininterval=5,
                           initial=first // batch_size, total=-(-len(examples) // batch_size)):
+            if processes and (start // batch_size) % processes.count != processes.rank:
+                continue
             chunk = examples[start:start + batch_size]
             batch = {k: v.to(device) for k, v in encoder.collate([encoder.encode(e) for e in chunk]).items()}
             if hooks is not None:
@@ -265,6 +271,10 @@ def estimate_fisher(model: nn.Module, encoder: PromptEncoder, examples: Sequence
         for handle in grad_handles:
             handle.remove()
         model.zero_grad(set_to_none=True)
+    if processes:
+        for total in sums.values():
+            processes.sum(total)
+        count = int(processes.sum(torch.tensor(count, dtype=torch.long, device=device)))
     return FisherResult({n: s.cpu() for n, s in sums.items()}, count, estimator)
 
 

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from ..models.encoding import Example, PromptEncoder
+from .distributed import Processes
 from .losses import answer_logits, answer_nll
 from .progress import Progress, load_trainable_state, restore_rng, rng_state, trainable_state
 
@@ -63,14 +64,14 @@ def fit(model: torch.nn.Module, encoder: PromptEncoder, examples: Sequence[Examp
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    model.train()
+    model.to(accelerator.device).train()
+    processes = Processes(accelerator)
     rng = random.Random(settings.seed)
     torch.manual_seed(settings.seed)
     history, window, step, first_epoch, pending = [], [], 0, 0, None
     saved = progress.load() if progress else None
     if saved:
-        load_trainable_state(accelerator.unwrap_model(model), saved["model"])
+        load_trainable_state(model, saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         restore_rng(rng, saved["rng"])
@@ -80,19 +81,23 @@ def fit(model: torch.nn.Module, encoder: PromptEncoder, examples: Sequence[Examp
         order = pending if pending is not None else batches(range(len(cache)), settings.batch_size, rng)
         pending = None
         while order:
-            batch = encoder.collate([cache[i] for i in order.pop(0)])
+            local, weight = processes.share(order.pop(0))
+            batch = encoder.collate([cache[i] for i in local])
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            loss = answer_nll(*answer_logits(model, batch)).mean()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{description}: loss is {loss.item()} at step {step}; "
+            # This process's share of the global batch mean (training/distributed.py).
+            loss = answer_nll(*answer_logits(model, batch)).mean() * weight
+            global_loss = processes.sum(loss.detach().clone()).item()
+            if not math.isfinite(global_loss):
+                raise FloatingPointError(f"{description}: loss is {global_loss} at step {step}; "
                                          "lower the learning rate or check the data")
-            accelerator.backward(loss)
-            grad_norm = accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
+            loss.backward()
+            processes.sum_gradients(trainable)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            window.append(loss.item())
+            window.append(global_loss)
             bar.update()
             if step % settings.log_every == 0 or step == total_steps:
                 entry = {"step": step, "epoch": epoch, "loss": sum(window) / len(window),
@@ -100,8 +105,8 @@ def fit(model: torch.nn.Module, encoder: PromptEncoder, examples: Sequence[Examp
                 history.append(entry)
                 log.info("%s step %d/%d loss %.4f", description, step, total_steps, entry["loss"])
                 window = []
-            if progress:
-                progress.maybe_save({"model": trainable_state(accelerator.unwrap_model(model)),
+            if progress and processes.is_main:
+                progress.maybe_save({"model": trainable_state(model),
                                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                      "rng": rng_state(rng), "history": history, "window": window, "step": step,
                                      "epoch": epoch, "pending": order})

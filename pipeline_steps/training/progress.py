@@ -43,17 +43,19 @@ def restore_rng(rng: random.Random, state: dict) -> None:
 class Progress:
     """The scratch folder of one job's progress (``None``: never saved, the loop runs through)."""
 
-    def __init__(self, folder: Path | str | None, identity: dict, every_minutes: float = 10.0):
+    def __init__(self, folder: Path | str | None, identity: dict, every_minutes: float = 10.0,
+                 state_file: str = STATE_FILE):
         self.folder = Path(folder) if folder else None
+        self.state_file = state_file
         self.identity = identity
         self.every = every_minutes * 60
         self.last = time.monotonic()
 
     def load(self) -> dict | None:
         """The saved state of this very job, or None to start from the beginning."""
-        if self.folder is None or not (self.folder / STATE_FILE).exists():
+        if self.folder is None or not (self.folder / self.state_file).exists():
             return None
-        state = torch.load(self.folder / STATE_FILE, map_location="cpu", weights_only=False)
+        state = torch.load(self.folder / self.state_file, map_location="cpu", weights_only=False)
         if state.get("identity") != self.identity:
             log.warning("ignoring the progress in %s: it belongs to other settings or inputs", self.folder)
             return None
@@ -64,7 +66,7 @@ class Progress:
         if self.folder is None or time.monotonic() - self.last < self.every:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_file(self.folder / STATE_FILE, "wb") as handle:
+        with atomic_file(self.folder / self.state_file, "wb") as handle:
             torch.save({**state, "identity": self.identity}, handle)
         self.last = time.monotonic()
 
@@ -91,7 +93,7 @@ def add_progress_arguments(parser) -> None:
                         help="save progress at most this often (0: after every step)")
 
 
-def job_progress(args, *inputs_identity: str) -> Progress:
+def job_progress(args, *inputs_identity: str, state_file: str = STATE_FILE) -> Progress:
     """The progress of the job ``args`` describes; ``inputs_identity`` names its inputs' content
     (model fingerprints, a digest of the data), so a rerun on changed inputs starts afresh."""
     folder = args.progress_dir or Path(f"{args.out}.progress")
@@ -100,7 +102,7 @@ def job_progress(args, *inputs_identity: str) -> Progress:
     ignored = {"threads", "device", "progress_dir", "save_every_minutes"}
     identity = {key: str(value) for key, value in sorted(vars(args).items()) if key not in ignored}
     identity["inputs"] = list(inputs_identity)
-    return Progress(folder, identity, args.save_every_minutes)
+    return Progress(folder, identity, args.save_every_minutes, state_file)
 
 
 def examples_digest(examples) -> str:

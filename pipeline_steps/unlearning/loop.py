@@ -27,9 +27,10 @@ import torch
 from accelerate import Accelerator
 
 from ..models.encoding import Example, PromptEncoder
+from ..training.distributed import Processes
 from ..training.loop import batches
 from ..training.progress import Progress, load_trainable_state, restore_rng, rng_state, trainable_state
-from .methods import Method, Settings
+from .methods import LossTerms, Method, Settings
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,8 @@ def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forg
     total_entries = sum(p.numel() for p in named.values())
 
     optimizer = torch.optim.AdamW(params.values(), lr=settings.learning_rate, weight_decay=0.0)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    model.train()
+    model.to(device).train()
+    processes = Processes(accelerator)
     rng = random.Random(settings.seed)
     torch.manual_seed(settings.seed)
     forget_cache = [encoder.encode(e) for e in forget]
@@ -77,40 +78,46 @@ def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forg
     history, step, first_epoch, pending = [], 0, 0, None
     saved = progress.load() if progress else None
     if saved:
-        load_trainable_state(accelerator.unwrap_model(model), saved["model"])
+        load_trainable_state(model, saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         restore_rng(rng, saved["rng"])
         history, step, first_epoch, pending, retain_queue = (
             saved[k] for k in ("history", "step", "epoch", "pending", "retain_queue"))
 
-    def to_device(cache: list[dict], indices: list[int]) -> dict:
-        return {k: v.to(device) for k, v in encoder.collate([cache[i] for i in indices]).items()}
+    def local_batch(cache: list[dict], indices: list[int]) -> tuple[dict, float]:
+        """This process's share of a global batch, on the device, and its weight."""
+        local, weight = processes.share(indices)
+        return {k: v.to(device) for k, v in encoder.collate([cache[i] for i in local]).items()}, weight
 
     for epoch in range(first_epoch, settings.epochs):
         order = pending if pending is not None else batches(range(len(forget_cache)), settings.batch_size, rng)
         pending = None
         while order:
-            step_batches = {"forget": to_device(forget_cache, order.pop(0))}
+            step_batches, weights = {}, {}
+            step_batches["forget"], weights["forget"] = local_batch(forget_cache, order.pop(0))
             if retain_cache:
                 if not retain_queue:
                     retain_queue = batches(range(len(retain_cache)), settings.batch_size, rng)
-                step_batches["retain"] = to_device(retain_cache, retain_queue.pop())
+                step_batches["retain"], weights["retain"] = local_batch(retain_cache, retain_queue.pop())
             terms = method.terms(model, step_batches, loss_settings, reference_model)
-            values = {k: getattr(terms, k) for k in ("forget", "retain") if getattr(terms, k) is not None}
+            # Each process's terms weighted by its share of the global batch (training/distributed.py).
+            terms = LossTerms(**{k: None if v is None else v * weights[k] for k, v in vars(terms).items()})
+            values = {k: processes.sum(v.detach().clone()) for k, v in vars(terms).items() if v is not None}
             for key, value in values.items():
                 if not torch.isfinite(value):
                     raise FloatingPointError(f"{method.name}: the {key} loss is {value.item()} at step {step}; "
                                              "nothing was written. Lower the learning rate or the number of epochs")
             if method.masked:
-                accelerator.backward(terms.forget)
+                terms.forget.backward()
                 for name, parameter in params.items():
                     if parameter.grad is not None:
                         parameter.grad.mul_(masks[name])
                 if terms.retain is not None:
-                    accelerator.backward(terms.retain)
+                    terms.retain.backward()
             else:
-                accelerator.backward(terms.total())
-            grad_norm = accelerator.clip_grad_norm_(list(params.values()), settings.max_grad_norm)
+                terms.total().backward()
+            processes.sum_gradients(params.values())
+            grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), settings.max_grad_norm)
             if settings.weight_decay:
                 with torch.no_grad():
                     for name, parameter in params.items():
@@ -129,8 +136,8 @@ def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forg
                 history.append(entry)
                 log.info("%s step %d: %s", method.name, step,
                          " ".join(f"{k} {v:.4g}" for k, v in entry.items() if k not in ("step", "epoch")))
-            if progress:
-                progress.maybe_save({"model": trainable_state(accelerator.unwrap_model(model)),
+            if progress and processes.is_main:
+                progress.maybe_save({"model": trainable_state(model),
                                      "optimizer": optimizer.state_dict(), "rng": rng_state(rng), "history": history,
                                      "step": step, "epoch": epoch, "pending": order, "retain_queue": retain_queue})
     return history

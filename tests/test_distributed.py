@@ -1,0 +1,78 @@
+"""Several processes (`accelerate launch --num_processes 2`, gloo on CPU) give one process's result."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from conftest import REPO, run_stage
+from pipeline_steps.models.loading import load_model, model_fingerprint
+from pipeline_steps.saliency.tensor_files import TensorFile
+from pipeline_steps.unlearning.weights import apply_changes
+from test_unlearning import mask_file
+
+LAUNCH = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
+
+
+def launch_two(module, *args):
+    result = subprocess.run([*LAUNCH, f"pipeline_steps.{module}", *map(str, args)], capture_output=True, text=True,
+                            cwd=REPO)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def unlearned(vanilla, out):
+    model = load_model(str(vanilla)).model
+    apply_changes(model, out / "weights", model_fingerprint(vanilla))
+    return dict(model.named_parameters())
+
+
+def test_masked_unlearning_on_two_processes_matches_one(tiny_models, benchmark, tmp_path):
+    vanilla = tiny_models["llava"]
+    generator = torch.Generator().manual_seed(0)
+
+    def randomise(tensors):
+        for name in tensors:
+            tensors[name] = torch.rand(tensors[name].shape, generator=generator) < 0.5
+
+    mask = mask_file(tmp_path / "mask", load_model(str(vanilla)).model, model_fingerprint(vanilla), randomise)
+    # Batch 3 over 2 processes: shares of 2 and 1, and a last batch of 1 where one process gets none.
+    args = ["--vanilla", vanilla, "--benchmark", benchmark, "--forget-ratio", "10", "--method", "mmunlearner",
+            "--mask", mask, "--epochs", "2", "--batch-size", "3", "--learning-rate", "1e-3", "--weight-decay", "0.01",
+            "--device", "cpu", "--progress-dir", "none"]
+    run_stage("unlearn", *args, "--out", tmp_path / "one")
+    launch_two("unlearn", *args, "--out", tmp_path / "two")
+    before = dict(load_model(str(vanilla)).model.named_parameters())
+    one, two = unlearned(vanilla, tmp_path / "one"), unlearned(vanilla, tmp_path / "two")
+    moved = {name: (one[name] - before[name]).norm() for name in one}
+    apart = {name: (two[name] - one[name]).norm() for name in one}
+    total = torch.stack(list(moved.values())).norm()
+    assert torch.stack(list(apart.values())).norm() <= 1e-4 * total
+    # Per tensor, except those whose gradient is zero in exact arithmetic (an attention key's bias
+    # shifts every score alike): Adam scales their float noise up to a step of the learning rate.
+    for name in one:
+        if moved[name] >= 1e-3 * total:
+            assert apart[name] <= 1e-3 * moved[name], name
+    logs = [[json.loads(line) for line in (tmp_path / run / "train_log.jsonl").read_text().splitlines()]
+            for run in ("one", "two")]
+    assert len(logs[0]) == len(logs[1])
+    for a, b in zip(*logs):
+        assert abs(a["loss"] - b["loss"]) <= 1e-4 * max(1.0, abs(a["loss"]))
+    assert json.loads((tmp_path / "two" / "manifest.json").read_text())["changed_tensors"] > 0
+
+
+def test_fisher_on_two_processes_matches_one(tiny_models, benchmark, tmp_path):
+    args = ["--model", tiny_models["qwen2_vl"], "--benchmark", benchmark, "--forget-ratio", "10", "--split",
+            "retain_vqa", "--batch-size", "4", "--device", "cpu", "--progress-dir", "none"]
+    run_stage("compute_fisher", *args, "--out", tmp_path / "one")
+    launch_two("compute_fisher", *args, "--out", tmp_path / "two")
+    one, two = TensorFile(tmp_path / "one"), TensorFile(tmp_path / "two")
+    assert one.metadata["sample_count"] == two.metadata["sample_count"]
+    assert one.names() == two.names()
+    for name in one.names():
+        expected = one.get(name)
+        torch.testing.assert_close(two.get(name), expected, rtol=1e-5, atol=1e-6 * float(expected.abs().max()),
+                                   msg=name)
