@@ -3,9 +3,12 @@
     python -m pipeline_steps.evaluate --model results/synthetic/tiny_llava/vanilla \\
         --benchmark results/synthetic/benchmark --forget-ratio 5 --out results/.../eval/vanilla
 
-Writes ``metrics.json`` (the paper's six Table 1 columns plus the Test split, for every scoring
-mode, with counts) and ``predictions.jsonl`` (every item, what the model answered, and whether it
-was right).
+Writes ``metrics.json`` and ``predictions.jsonl`` (every item, what the model answered, and
+whether it was right). The items come in groups (a split asked in one modality) and the ``table``
+entry holds the paper's Table 1 columns of the benchmark's family (``benchmarks/layouts.py``):
+for MLLMU-Bench six multiple-choice accuracies plus the Test split; for CLEAR four accuracies and
+the ROUGE-L of the Forget and Retain text questions. Multiple choice is reported for every scoring
+mode, with counts.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .benchmarks.records import ProfileRecord, forget_split, forget_ratios, read_split, retain_split
+from .benchmarks.layouts import layout_of
+from .benchmarks.records import ProfileRecord, forget_ratios, read_manifest
 from .cli import StageError, run_stage, stage_parser
 from .evaluation.scoring import (Asked, accuracy, fills_blank, generate_answers, option_loglikelihoods,
                                  parse_choice, rouge_l)
@@ -29,8 +33,6 @@ from .unlearning.weights import apply_changes
 
 log = logging.getLogger("evaluate")
 SCORING_MODES = ("likelihood", "generate")
-# Table 1's six columns (paper order) and the Test split: column -> (split, modality).
-COLUMNS = ("forget_vqa", "forget_qa", "retain_vqa", "retain_qa", "real_vqa", "real_qa", "test_vqa")
 
 
 def build_parser():
@@ -52,18 +54,6 @@ def build_parser():
     return parser
 
 
-def column_records(benchmark: Path, ratio: int) -> dict[str, tuple[list[ProfileRecord], str]]:
-    """The profiles behind each column and the modality it asks in."""
-    forget = read_split(benchmark, forget_split(ratio))
-    retain = read_split(benchmark, retain_split(ratio))
-    real = read_split(benchmark, "real_world")
-    forget_ids = {r.id for r in forget}
-    test = [r for r in read_split(benchmark, "test") if r.id in forget_ids]
-    return {"forget_vqa": (forget, "vqa"), "forget_qa": (forget, "text"), "retain_vqa": (retain, "vqa"),
-            "retain_qa": (retain, "text"), "real_vqa": (real, "vqa"), "real_qa": (real, "text"),
-            "test_vqa": (test, "vqa")}
-
-
 def asked_items(records: list[ProfileRecord], modality: str, kind: str, benchmark: Path) -> list[Asked]:
     asked = []
     for record in records:
@@ -83,6 +73,7 @@ def main(args) -> None:
     if args.forget_ratio not in forget_ratios(args.benchmark):
         raise StageError(f"benchmark {args.benchmark} has no forget ratio {args.forget_ratio} "
                          f"(it has {forget_ratios(args.benchmark)})")
+    layout = layout_of(read_manifest(args.benchmark))
     torch.manual_seed(args.seed)
     loaded = load_model(args.model, dtype=args.dtype, device=args.device)
     if args.changes:
@@ -93,11 +84,11 @@ def main(args) -> None:
     choice: dict[str, dict] = {mode: {} for mode in args.scoring}
     generation, blanks, parse_rules = {}, {}, Counter()
 
-    for column, (records, modality) in column_records(args.benchmark, args.forget_ratio).items():
+    for column, (records, modality) in layout.records(args.benchmark, args.forget_ratio).items():
         asked = asked_items(records, modality, "multiple_choice", args.benchmark)
         rows = [{"column": column, "kind": "multiple_choice", "profile": a.profile, "question": a.item.question,
                  "options": a.item.options, "answer": a.item.answer} for a in asked]
-        if "likelihood" in args.scoring:
+        if "likelihood" in args.scoring and asked:
             scores = option_loglikelihoods(model, encoder, asked, args.batch_size, desc=f"{column} likelihood")
             for row, a, option_scores in zip(rows, asked, scores):
                 letters = list(a.item.options)
@@ -105,7 +96,7 @@ def main(args) -> None:
                 row["likelihood"] = {"scores": dict(zip(letters, option_scores)), "prediction": picked,
                                      "correct": picked == a.item.answer}
             choice["likelihood"][column] = accuracy(row["likelihood"]["correct"] for row in rows)
-        if "generate" in args.scoring:
+        if "generate" in args.scoring and asked:
             prompts = [Example(multiple_choice_question(a.item.question, a.item.options), None, a.image) for a in asked]
             outputs = generate_answers(model, encoder, prompts, args.batch_size, args.max_new_tokens,
                                        desc=f"{column} generate")
@@ -135,12 +126,16 @@ def main(args) -> None:
             predictions += scored
             store[column] = ({"rouge_l": sum(r["rouge_l"] for r in scored) / len(scored), "n": len(scored)}
                              if kind == "generation" else accuracy(r["correct"] for r in scored))
-        log.info("%s: %s", column, {mode: choice[mode][column]["accuracy"] for mode in args.scoring})
+        log.info("%s: %s", column, {mode: choice[mode].get(column, {}).get("accuracy") for mode in args.scoring}
+                 | ({"rouge_l": generation[column]["rouge_l"]} if column in generation else {}))
+
+    measures = {"choice": lambda group: choice[args.primary].get(group, {}).get("accuracy"),
+                "rouge_l": lambda group: generation.get(group, {}).get("rouge_l")}
 
     metrics = {
         "model": args.model, "changes": str(args.changes or ""), "benchmark": str(args.benchmark), "forget_ratio": args.forget_ratio,
         "seed": args.seed, "primary_scoring": args.primary, "scoring_modes": args.scoring,
-        "table": {column: choice[args.primary][column]["accuracy"] for column in COLUMNS},
+        "table": {key: measures[column.measure](column.group) for key, column in layout.columns.items()},
         "multiple_choice": choice, "generate_parse_rules": dict(parse_rules),
         "generation_rouge_l": generation, "fill_blank": blanks,
     }

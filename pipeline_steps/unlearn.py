@@ -124,7 +124,8 @@ def main(args) -> None:
                                weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed,
                                log_every=args.log_every)
     loss_settings = Settings(retain_weight=args.retain_weight, npo_beta=args.npo_beta)
-    start_values = {name: p.detach().clone() for name, p in model.named_parameters()}
+    # On the host: only save_changes compares against it, once (a 7B copy would cost 14 GB of GPU).
+    start_values = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters()}
     log.info("%s: %d forget and %d retain examples, %d trainable tensors (module group %s)", args.method,
              len(forget), len(retain), len(trainable), modules)
     progress = job_progress(args, fingerprint, examples_digest(forget + retain),

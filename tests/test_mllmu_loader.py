@@ -1,13 +1,15 @@
 """Reading MLLMU-Bench-schema data into canonical records (the same code reads the hub)."""
 
+import io
 import json
 import shutil
 
 import datasets
 import pytest
+from PIL import Image
 
-from conftest import run_stage
-from pipeline_steps.benchmarks.mllmu import read_mllmu
+from conftest import copy_without_config, run_stage
+from pipeline_steps.benchmarks.mllmu import TASK_MODALITY, read_mllmu
 from pipeline_steps.benchmarks.records import read_manifest, read_split
 
 
@@ -37,6 +39,83 @@ def test_records_match_the_raw_rows(benchmark, raw_benchmark):
         assert [c.answer for c in record.multiple_choice if c.modality == "vqa"] == \
             [q["Correct_Answer"] for q in row["Classification_Task"]["Image_Textual_Questions"]]
         assert (benchmark / record.image).read_bytes()  # the image is on disk
+
+
+def test_generation_blanks_real_world_and_test_split_match_the_raw_rows(benchmark, raw_benchmark):
+    """Generation_Task -> generation items, Mask_Task -> blanks (Image_Textual: vqa, Pure_Text: text),
+    Retain_Set -> real_world, Test_Set -> test with one of the row's transformed images."""
+    def open_items(tasks):
+        return [(TASK_MODALITY[t["Type"]], t["Question"], t["Ground_Truth"]) for t in tasks]
+
+    def as_tuples(items):
+        return [(i.modality, i.question, i.answer) for i in items]
+
+    rows = {row["ID"]: row for row in datasets.load_dataset(str(raw_benchmark), "forget_10", split="train")}
+    for record in read_split(benchmark, "forget_10"):
+        row = rows.pop(record.id)
+        assert as_tuples(record.generation) == open_items(row["Generation_Task"]) != []
+        assert as_tuples(record.fill_blank) == open_items(row["Mask_Task"]) != []
+        assert {i.modality for i in record.generation} == {"vqa", "text"}
+        assert any("__" in i.question for i in record.fill_blank)
+    assert not rows
+
+    real = {row["ID"]: row for row in datasets.load_dataset(str(raw_benchmark), "Retain_Set", split="train")}
+    records = read_split(benchmark, "real_world")
+    assert sorted(r.id for r in records) == sorted(real)
+    for record in records:
+        classification = real[record.id]["Classification_Task"]
+        assert [c.question for c in record.multiple_choice] == [
+            q["Question"] for q in classification["Image_Textual_Questions"] + classification["Pure_Text_Questions"]]
+
+    test = {row["ID"]: row for row in datasets.load_dataset(str(raw_benchmark), "Test_Set", split="train").cast_column(
+        "images", datasets.List(datasets.Image(decode=False)))}
+    records = read_split(benchmark, "test")
+    assert sorted(r.id for r in records) == sorted(test)
+    for record in records:
+        row = test[record.id]
+        assert as_tuples(record.generation) == open_items(row["Generation_Task"])
+        assert {i.modality for i in record.multiple_choice} == {"vqa"}
+        stored = (benchmark / record.image).read_bytes()
+        assert any(stored == image["bytes"] for image in row["images"])
+
+
+def test_profile_metadata_and_json_list_question_answer_columns(tmp_path):
+    """Rows that carry their own JSON ``metadata``, or JSON lists in ``question``/``answer``, are read
+    as the card allows, and the manifest says which was used."""
+    image = {"bytes": _png(), "path": None}
+    task = {"Image_Textual_Questions": [{"Question": "Who is shown?", "Options": {"A": "Ann", "B": "Bo", "C": "Cy",
+                                                                                  "D": "Di"}, "Correct_Answer": "B"}],
+            "Pure_Text_Questions": []}
+    generation = [{"Type": "Pure_Text", "Question": "Where does Bo live?", "Ground_Truth": "Oslo"}]
+    full = [{"image": image, "ID": str(k), "biography": json.dumps({"Name": f"P{k}"}),
+             "metadata": json.dumps([{"Question": "Job?", "Answer": f"Job {k}"}]) if k == 0 else None,
+             "question": json.dumps(["Age?", "Town?"]) if k == 1 else None,
+             "answer": json.dumps([f"{k}0", f"Town {k}"]) if k == 1 else None,
+             "Classification_Task": task, "Generation_Task": generation, "Mask_Task": []} for k in range(2)]
+    configs = {"Full_Set": full, "forget_5": full[:1], "retain_95": full[1:], "Retain_Set": full[:1],
+               "Test_Set": [{"images": [image], "ID": "0", "Classification_Task": task, "Generation_Task": [],
+                             "Mask_Task": []}]}
+    raw = tmp_path / "raw"
+    card = ["---", "configs:"]
+    for name, rows in configs.items():
+        (raw / name).mkdir(parents=True)
+        datasets.Dataset.from_list(rows).to_parquet(str(raw / name / "train-00000-of-00001.parquet"))
+        card += [f"- config_name: {name}", "  data_files:", "  - split: train", f"    path: {name}/train-*"]
+    (raw / "README.md").write_text("\n".join(card + ["---", ""]))
+    manifest = read(raw, tmp_path / "out")
+    assert manifest["vqa_training_pairs_from"] == {"metadata": 1, "question/answer": 1}
+    assert manifest["forget_ratios"] == [5]
+    first, second = read_split(tmp_path / "out", "full")
+    assert [(p.question, p.answer) for p in first.train] == [("Job?", "Job 0")]
+    assert [(p.question, p.answer) for p in second.train] == [("Age?", "10"), ("Town?", "Town 1")]
+    assert first.name == "P0" and first.generation[0].modality == "text"
+    assert read_split(tmp_path / "out", "test")[0].multiple_choice[0].answer == "B"
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def test_images_are_stored_once(benchmark):
@@ -73,12 +152,7 @@ def _rewrite(raw_benchmark, tmp_path, config, change):
 
 
 def test_question_answer_columns_are_used_without_ft_data(raw_benchmark, tmp_path):
-    copy = tmp_path / "raw"
-    shutil.copytree(raw_benchmark, copy)
-    shutil.rmtree(copy / "ft_Data")
-    readme = copy / "README.md"
-    readme.write_text(readme.read_text().replace(
-        "- config_name: ft_Data\n  data_files:\n  - split: train\n    path: ft_Data/train-*\n", ""))
+    copy = copy_without_config(raw_benchmark, tmp_path / "raw", "ft_Data")
     manifest = read(copy, tmp_path / "out")
     assert manifest["vqa_training_pairs_from"] == {"question/answer": 40}
     record = read_split(tmp_path / "out", "full")[0]

@@ -62,6 +62,57 @@ def test_table1_numbers_marks_and_arrows(tmp_path):
     assert r"\multicolumn{6}{c}{mllmu}" in latex and r"\textit{llava}" in latex
 
 
+# CLEAR's Table 1 columns: forget_vqa, forget_qa_rouge_l, retain_vqa, retain_qa_rouge_l, real_vqa, real_face_vqa
+CLEAR_ROWS = {
+    "vanilla": (0.633, 0.367, 0.540, 0.352, 0.537, 0.854),
+    "ga": (0.574, 0.153, 0.524, 0.176, 0.518, 0.834),
+    "mmunlearner/beta~1.0/modules~all": (0.362, 0.348, 0.466, 0.338, 0.523, 0.841),
+}
+
+
+def test_rouge_columns_are_numbers_beside_percentages(tmp_path):
+    """A Table 1 with MLLMU-Bench and CLEAR side by side: each benchmark with its own six columns,
+    CLEAR's ROUGE-L columns with three decimals as in the paper, accuracies in percent."""
+    clear_keys = ("forget_vqa", "forget_qa_rouge_l", "retain_vqa", "retain_qa_rouge_l", "real_vqa", "real_face_vqa")
+    cells = []
+    for variant in CLEAR_ROWS:
+        mllmu = write_metrics(tmp_path, "mllmu", variant, ROWS[variant])
+        clear = tmp_path / "clear" / variant / "metrics.json"
+        clear.parent.mkdir(parents=True)
+        clear.write_text(json.dumps({"table": dict(zip(clear_keys, CLEAR_ROWS[variant]))}))
+        cells += ["--cell", f"llava|{variant}|mllmu={mllmu}", "--cell", f"llava|{variant}|clear={clear}"]
+    run_stage("render_tables", "--title", "Table 1 test", *cells, "--out", tmp_path / "table1")
+
+    rows = list(csv.DictReader((tmp_path / "table1.csv").open()))
+    assert float(rows[2]["clear:forget_qa_rouge_l"]) == 0.348 and float(rows[2]["mllmu:real_qa"]) == 0.80
+    assert "clear:real_qa" not in rows[0] and "mllmu:real_face_vqa" not in rows[0]
+    markdown = (tmp_path / "table1.md").read_text()
+    header = next(line for line in markdown.splitlines() if line.startswith("| Method"))
+    assert "clear: Forget QA ROUGE-L (↑)" in header and "clear: Realface VQA Acc (↑)" in header
+    assert "mllmu: Forget QA Acc (↑)" in header
+    cells_of = {line.split(" | ")[0].strip("| "): [c.strip(" |") for c in line.split(" | ")[1:]]
+                for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| Method")}
+    # mllmu's six columns, then clear's: Forget VQA in percent, Forget QA ROUGE-L with three decimals.
+    assert cells_of["Vanilla"][6:8] == ["63.3%", "0.367"]
+    assert cells_of["MMUnlearner"][6:8] == ["**36.2%**", "**0.348**"] and cells_of["GA"][7] == "<u>0.153</u>"
+    latex = (tmp_path / "table1.tex").read_text()
+    assert r"\multicolumn{6}{c}{clear}" in latex and r"\cmidrule(lr){8-13}" in latex
+    assert r"\textbf{0.348}" in latex and r"ROUGE-L ($\uparrow$)" in latex
+
+    points = []
+    for variant in CLEAR_ROWS:
+        points += ["--point", f"5|{variant}={tmp_path / 'clear' / variant / 'metrics.json'}"]
+    run_stage("render_tradeoffs", "--title", "t", *points, "--out", tmp_path / "clear_tradeoff")
+    assert (tmp_path / "clear_tradeoff.png").stat().st_size > 10_000
+
+
+def test_metrics_of_no_known_benchmark_are_refused(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"table": {"forget_vqa": 0.5, "retain_vqa": 0.5}}))
+    with pytest.raises(AssertionError, match="lack the columns"):
+        run_stage("render_tables", "--title", "t", "--cell", f"m|ga|b={path}", "--out", tmp_path / "t")
+
+
 def test_sweep_table_labels_rows_by_what_varies(tmp_path):
     cells = []
     for beta, value in (("0.5", 0.2), ("2.0", 0.7)):

@@ -15,66 +15,24 @@ records what it found in the manifest:
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import random
 from pathlib import Path
 from typing import Iterable
 
 import datasets
-from PIL import Image
 
 from .records import ChoiceItem, OpenItem, ProfileRecord, forget_split, retain_split, write_split
+from .source import ImageStore, open_config
 
 FORMAT = "mllmu_bench"
 FORGET_RATIOS = (5, 10, 15)
 TASK_MODALITY = {"Image_Textual": "vqa", "Pure_Text": "text"}
 
 
-def open_config(source: str, config: str, cache_dir: str | None = None) -> datasets.Dataset | None:
-    """One config's ``train`` split with images left as raw bytes, or None if the config is absent."""
-    try:
-        table = datasets.load_dataset(source, config, split="train", cache_dir=cache_dir)
-    except ValueError as error:  # datasets raises ValueError for an unknown config name
-        if config in str(error):
-            return None
-        raise
-    for column, feature in table.features.items():
-        if isinstance(feature, datasets.Image):
-            table = table.cast_column(column, datasets.Image(decode=False))
-        elif isinstance(feature, datasets.List) and isinstance(feature.feature, datasets.Image):
-            table = table.cast_column(column, datasets.List(datasets.Image(decode=False)))
-    return table
-
-
-class ImageStore:
-    """Saves images once each under ``images/<content hash>.<format>``."""
-
-    def __init__(self, root: Path):
-        self.root = Path(root)
-        (self.root / "images").mkdir(parents=True, exist_ok=True)
-
-    def save(self, value) -> str:
-        data = _image_bytes(value)
-        kind = Image.open(io.BytesIO(data)).format.lower()
-        relative = f"images/{hashlib.sha256(data).hexdigest()[:20]}.{kind}"
-        target = self.root / relative
-        if not target.exists():
-            target.write_bytes(data)
-        return relative
-
-
-def _image_bytes(value) -> bytes:
-    if isinstance(value, dict) and value.get("bytes"):
-        return value["bytes"]
-    if isinstance(value, dict) and value.get("path"):
-        return Path(value["path"]).read_bytes()
-    if isinstance(value, Image.Image):
-        buffer = io.BytesIO()
-        value.save(buffer, format="PNG")
-        return buffer.getvalue()
-    raise ValueError(f"cannot read an image from {type(value).__name__}")
+def required_configs(ratios) -> list[str]:
+    """The configs a run at these forget ratios reads (``ft_Data`` is optional)."""
+    return ["Full_Set", "Retain_Set", "Test_Set"] + [c for r in ratios for c in (forget_split(r), retain_split(r))]
 
 
 def _json(value, what: str, row_id: str):

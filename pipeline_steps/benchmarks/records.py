@@ -6,13 +6,16 @@ A prepared benchmark is a directory::
     images/<sha>.png       every image once, named by content
     splits/<split>.jsonl   one profile per line
 
-Split names are the same for every benchmark family: ``full`` (all fictitious profiles),
-``forget_<r>`` / ``retain_<100-r>`` for each forget ratio ``r``, ``real_world`` (profiles the base
-model is expected to know) and ``test`` (fictitious profiles seen through new images).
+Split names are shared by the benchmark families: ``full`` (all fictitious profiles),
+``forget_<r>`` / ``retain_<100-r>`` for each forget ratio ``r`` and ``real_world`` (profiles the
+base model is expected to know); MLLMU-Bench adds ``test`` (fictitious profiles seen through new
+images), CLEAR ``real_faces`` (celebrities' faces). Which splits a family is scored on is in
+``layouts.py``.
 
 A record holds a profile's training pairs and its evaluation items. ``modality`` is ``"vqa"``
 (asked with the profile's image) or ``"text"`` (asked with no image), the two columns of every
-benchmark table.
+benchmark table. A CLEAR record is one image or one text question rather than a whole profile
+(``clear.py``).
 """
 
 from __future__ import annotations

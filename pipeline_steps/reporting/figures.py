@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..storage import atomic_file  # noqa: E402
-from .labels import COLUMNS, METHOD_NAMES, UTILITY  # noqa: E402
+from .labels import COLUMNS, METHOD_NAMES, table_columns, utility_columns  # noqa: E402
 
 # Rows of the heatmaps: the linear layers of a transformer block, in the paper's order.
 BLOCK_ROWS = {
@@ -89,30 +89,35 @@ def layer_heatmaps(panels: list[tuple[str, dict]], title: str):
 
 
 def tradeoff(points: list[dict], title: str):
-    """Paper Fig. 4: change in Forget VQA accuracy (x) against each utility column (y), both in
-    points relative to the vanilla model at the same forget ratio. ``points``: dicts with
-    ``method``, ``ratio``, ``delta`` (column -> change in accuracy, 0-1)."""
+    """Paper Fig. 4: change in Forget VQA accuracy (x) against each utility column (y), both
+    relative to the vanilla model at the same forget ratio; accuracies in points, ROUGE-L as is.
+    ``points``: dicts with ``method``, ``ratio``, ``delta`` (column -> change, 0-1); the utility
+    columns are those of the benchmark family whose metrics the deltas are."""
     methods = list(dict.fromkeys(p["method"] for p in points))
     ratios = sorted({p["ratio"] for p in points})
     markers = dict(zip(ratios, "os^Dv<>P*X"))
     colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    utility = utility_columns(table_columns(points[0]["delta"]))
     with plt.rc_context(STYLE):
-        figure, axes = plt.subplots(1, len(UTILITY), figsize=(2.3 * len(UTILITY), 2.6), sharex=True,
+        figure, axes = plt.subplots(1, len(utility), figsize=(2.3 * len(utility), 2.6), sharex=True,
                                     layout="constrained")
-        for ax, column in zip(axes, UTILITY):
+        for ax, column in zip(axes, utility):
             subset, task, metric, _ = COLUMNS[column]
+            scale = 1 if metric == "ROUGE-L" else 100
             for p in points:
-                ax.scatter(100 * p["delta"]["forget_vqa"], 100 * p["delta"][column], color=colours[p["method"]],
+                ax.scatter(100 * p["delta"]["forget_vqa"], scale * p["delta"][column], color=colours[p["method"]],
                            marker=markers[p["ratio"]], s=28, edgecolors="black", linewidths=0.4, zorder=3)
             for method in methods:  # one method's points joined in ratio order, to show its trend
                 ordered = sorted((p for p in points if p["method"] == method), key=lambda p: p["ratio"])
-                ax.plot([100 * p["delta"]["forget_vqa"] for p in ordered], [100 * p["delta"][column] for p in ordered],
+                ax.plot([100 * p["delta"]["forget_vqa"] for p in ordered],
+                        [scale * p["delta"][column] for p in ordered],
                         color=colours[method], linewidth=0.8, alpha=0.6, zorder=2)
             ax.axhline(0, color="grey", linewidth=0.6, zorder=1)
             ax.axvline(0, color="grey", linewidth=0.6, zorder=1)
             ax.set_title(f"{subset} {task}")
             ax.set_xlabel("Δ Forget VQA acc. (pts)")
-            ax.set_ylabel(f"Δ {subset} {task} {metric.lower()}. (pts)")
+            ax.set_ylabel(f"Δ {subset} {task} ROUGE-L" if metric == "ROUGE-L" else
+                          f"Δ {subset} {task} {metric.lower()}. (pts)")
             ax.grid(alpha=0.3, linewidth=0.4)
         handles = [plt.Line2D([], [], linestyle="", marker="o", color=colours[m], markeredgecolor="black",
                               label=METHOD_NAMES.get(m, m)) for m in methods]

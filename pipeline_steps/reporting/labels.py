@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 
+from ..benchmarks.layouts import LAYOUTS
+
 METHOD_NAMES = {"base": "Base", "vanilla": "Vanilla", "ga": "GA", "ga_diff": "GA_Diff", "kl_min": "KL_Min",
                 "npo": "NPO", "mmunlearner": "MMUnlearner", "mask": "Saliency mask"}
 VARIANT = re.compile(r"^(?P<method>[a-z_]+)(/beta~(?P<beta>[^/]+)/modules~(?P<modules>[a-z]+))?$")
 
-# metrics.json "table" key -> (set, task, metric, lower is better). Paper Table 1's columns.
+# metrics.json "table" key (or evaluation group) -> (set, task, metric, lower is better). The paper's
+# Table 1 columns of both benchmarks: MLLMU-Bench's six accuracies first, then CLEAR's own.
 COLUMNS = {
     "forget_vqa": ("Forget", "VQA", "Acc", True),
     "forget_qa": ("Forget", "QA", "Acc", False),
@@ -16,8 +19,26 @@ COLUMNS = {
     "retain_qa": ("Retain", "QA", "Acc", False),
     "real_vqa": ("Realworld", "VQA", "Acc", False),
     "real_qa": ("Realworld", "QA", "Acc", False),
+    "forget_qa_rouge_l": ("Forget", "QA", "ROUGE-L", False),
+    "retain_qa_rouge_l": ("Retain", "QA", "ROUGE-L", False),
+    "real_face_vqa": ("Realface", "VQA", "Acc", False),
 }
-UTILITY = tuple(column for column, spec in COLUMNS.items() if not spec[3])
+# The column sets a table shows, one per benchmark family, told apart by the keys of the metrics.
+TABLE_LAYOUTS = tuple(layout.table1 for layout in LAYOUTS.values())
+
+
+def table_columns(values: dict) -> tuple[str, ...]:
+    """The Table 1 columns of the benchmark family whose metrics ``values`` are."""
+    for columns in TABLE_LAYOUTS:
+        if all(column in values for column in columns):
+            return columns
+    closest = max(TABLE_LAYOUTS, key=lambda columns: sum(column in values for column in columns))
+    raise ValueError(f"lack the columns {[c for c in closest if c not in values]}")
+
+
+def utility_columns(columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns where higher is better: everything but Forget VQA."""
+    return tuple(column for column in columns if not COLUMNS[column][3])
 
 
 def parse_variant(variant: str) -> dict:

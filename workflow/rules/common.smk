@@ -2,7 +2,9 @@
 
 Everything here runs when Snakemake parses the workflow, before any job: a config that names an
 unknown model, a forget ratio its benchmark does not have or a local path that does not exist
-stops the run here with a message naming the key to fix.
+stops the run here with a message naming the key to fix. What needs the network or the GPU (is the
+hub reachable, is the dataset or model cached, does the model fit the GPU) is checked by the first
+job of a real run instead, ``check_environment`` (``pipeline_steps/check_environment.py`` says why).
 """
 
 import ast
@@ -17,7 +19,7 @@ from snakemake.utils import validate
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
 REPO = Path(workflow.basedir).parent
-FORGET_RATIOS = {"mllmu_bench": (5, 10, 15)}
+FORGET_RATIOS = {"mllmu_bench": (5, 10, 15), "clear": (1, 5, 10)}
 FISHER_SPLITS = ("forget_vqa", "forget_text", "retain_vqa", "retain_text", "real_vqa", "real_text")
 GPU_DEVICES = ("auto", "cuda")
 
@@ -45,6 +47,12 @@ def _check_config():
             if ratio not in allowed:
                 raise ConfigError(f"{where}: benchmark '{experiment['benchmark']}' has no forget ratio {ratio} "
                                   f"(its format offers {', '.join(map(str, allowed))})")
+    for name, entry in benchmarks.items():
+        if "synthetic" in entry and entry["format"] != "mllmu_bench":
+            raise ConfigError(f"benchmarks.{name}: only format mllmu_bench can be synthesized; give '{entry['format']}' "
+                              "a hub: id or a local path:")
+        if "seed" in entry and "test_image_seed" in entry:
+            raise ConfigError(f"benchmarks.{name} sets both seed and test_image_seed (the same setting); keep seed")
     for kind, entries in (("benchmarks", benchmarks), ("models", models)):
         for name, entry in entries.items():
             if "path" in entry and not Path(entry["path"]).expanduser().is_dir():
@@ -94,11 +102,52 @@ def benchmark_source(benchmark):
     return entry.get("hub") or str(Path(entry["path"]).expanduser())
 
 
+def benchmark_seed(benchmark):
+    """Seed of the benchmark reader's random choices (``test_image_seed`` is MLLMU-Bench's older name)."""
+    entry = config["benchmarks"][benchmark]
+    return entry.get("seed", entry.get("test_image_seed", 0))
+
+
+def needs_preflight(benchmark, model):
+    """A real run, which ``check_environment`` checks first: a hub or local model, or a hub benchmark."""
+    return not is_tiny(model) or "hub" in config["benchmarks"][benchmark]
+
+
+def preflight(benchmark, model):
+    """The pre-flight check of an experiment, as an input of the jobs that must wait for it.
+    ``ancient``: a check that runs again (new code or settings) does not make the pipeline rerun."""
+    return ancient(f"results/{benchmark}/{model}/preflight.json")
+
+
+def preflight_checks(wildcards):
+    """The pre-flight checks ``prepare_benchmark`` waits for: one per experiment on this benchmark."""
+    return [preflight(entry["benchmark"], entry["model"]) for entry in config["experiments"]
+            if entry["benchmark"] == wildcards.benchmark and needs_preflight(entry["benchmark"], entry["model"])]
+
+
+def preflight_flags(wildcards):
+    """Command-line flags of ``check_environment`` for one experiment: what to check, and what will run."""
+    entry = experiment(wildcards.benchmark, wildcards.model)
+    benchmark, model = config["benchmarks"][wildcards.benchmark], config["models"][wildcards.model]
+    flags = {"benchmark_name": wildcards.benchmark, "format": benchmark["format"], "model_name": wildcards.model,
+             "device": model["device"], "dtype": model["dtype"], "finetune_lora_r": entry["finetune"]["lora_r"],
+             "finetune_batch_size": entry["finetune"]["batch_size"], "fisher_batch_size": config["saliency"]["batch_size"],
+             "unlearn_batch_size": entry["unlearn"]["batch_size"], "eval_batch_size": config["evaluation"]["batch_size"],
+             "methods": entry["unlearn"]["methods"]}
+    if "synthetic" not in benchmark:
+        flags |= {"dataset": benchmark_source(wildcards.benchmark), "forget_ratios": entry["forget_ratios"]}
+    if not is_tiny(wildcards.model):
+        flags["model"] = base_model_source(wildcards.model, wildcards.benchmark)
+    return cli_flags(flags)
+
+
 def base_model(wildcards):
-    """Input files of a stage that starts from the base model (none for hub models)."""
+    """Input files of a stage that starts from the base model: a tiny model's directory, or for a
+    hub or local model its pre-flight check (so a model added to a prepared benchmark is checked
+    before its first job too)."""
     if is_tiny(wildcards.model):
         return f"results/{wildcards.benchmark}/{wildcards.model}/base"
-    return []
+    return [preflight(wildcards.benchmark, wildcards.model)]
 
 
 def base_model_source(model, benchmark):
@@ -133,11 +182,12 @@ def evaluated_model_source(wildcards):
 
 
 def cli_flags(settings):
-    """``{"batch_size": 4, "modalities": ["vqa"]}`` -> ``--batch-size 4 --modalities vqa``."""
+    """``{"batch_size": 4, "modalities": ["vqa"]}`` -> ``--batch-size 4 --modalities vqa`` (values quoted
+    for the shell where they need it)."""
     parts = []
     for key, value in settings.items():
         values = value if isinstance(value, list) else [value]
-        parts.append(f"--{key.replace('_', '-')} " + " ".join(str(v) for v in values))
+        parts.append(f"--{key.replace('_', '-')} " + " ".join(shlex.quote(str(v)) for v in values))
     return " ".join(parts)
 
 

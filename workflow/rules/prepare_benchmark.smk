@@ -25,13 +25,14 @@ rule prepare_benchmark:
             if "synthetic" in config["benchmarks"][wc.benchmark]
             else []
         ),
+        checks=preflight_checks,
         code=stage_sources("pipeline_steps.prepare_benchmark"),
     output:
         directory("results/{benchmark}/benchmark"),
     params:
         format=lambda wc: config["benchmarks"][wc.benchmark]["format"],
         source=lambda wc: benchmark_source(wc.benchmark),
-        seed=lambda wc: config["benchmarks"][wc.benchmark].get("test_image_seed", 0),
+        seed=lambda wc: benchmark_seed(wc.benchmark),
     conda:
         "../../environment.yml"
     log:
@@ -40,4 +41,4 @@ rule prepare_benchmark:
         "logs/timings/prepare_benchmark/{benchmark}.tsv"
     shell:
         "python -m pipeline_steps.prepare_benchmark --format {params.format} --source {params.source:q}"
-        " --test-image-seed {params.seed} --out {output} > {log} 2>&1"
+        " --seed {params.seed} --out {output} > {log} 2>&1"

@@ -1,0 +1,239 @@
+"""Read CLEAR (``therem/CLEAR``, Dontsov et al. 2024), from the hub or a local copy, into canonical records.
+
+CLEAR adds face images with GPT-4o captions to TOFU's 200 fictitious authors. Its configs hold
+one row per *image* (``image``, ``caption``, ``name``), TOFU's text questions in the ``+tofu``
+configs (rows whose ``image`` is None), the multiple-choice material in the ``_perturbed``
+configs (``perturbed_names``), and two real-world sets (``real_faces``, ``real_world``) whose
+``options`` are the wrong answers. A canonical record is therefore one image or one text
+question, not one author:
+
+* an image record (id ``img-<content hash>``, ``name`` = the author) trains on its caption, asked
+  with one of nine fixed caption prompts (seeded per image), and, where a perturbed row shows the
+  same image, asks "What is the name of the person in the image?" with the perturbed names as
+  the wrong options and the true name at a seeded position (the MMUnlearner paper's Forget /
+  Retain VQA);
+* a text record (id ``qa-<content hash>``, no image) trains on a TOFU question and asks it as a
+  generation item, scored by ROUGE-L against *its own* answer (Forget / Retain QA);
+* ``real_world`` and ``real_faces`` rows become multiple-choice records with the row's options.
+
+Splits: ``full`` (``full`` + ``full+tofu``), ``forget_<r>`` / ``retain_<100-r>`` for r in 1, 5, 10
+(``forget01`` + ``forget01+tofu`` ...), ``real_world`` and ``real_faces``.
+
+Where the public description leaves room the reader is tolerant and says what it did in the
+manifest (``name_questions``): the retain split's perturbed names come from
+``retain<100-r>_perturbed`` when that config exists (the MMUnlearner authors' evaluation reads
+it), else from ``retain_perturbed`` without the forget authors; a perturbed row whose image is in
+no record of the split is added as an evaluation-only record; without any perturbed config every
+image is asked about with other authors' names as the wrong options; a row with fewer than three
+distinct wrong names is topped up from other authors' names.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from collections import Counter
+from pathlib import Path
+
+import datasets
+
+from .records import ChoiceItem, OpenItem, ProfileRecord, forget_split, retain_split, write_split
+from .source import ImageStore, content_id, image_bytes, open_config
+
+FORMAT = "clear"
+FORGET_RATIOS = (1, 5, 10)
+NAME_QUESTION = "What is the name of the person in the image?"
+MIN_DISTRACTORS = 3
+# Training prompts for captions, one per image drawn with the benchmark's seed (CLEAR trains on
+# captions asked with a fixed set of nine prompts).
+CAPTION_PROMPTS = (
+    "Describe this picture.",
+    "What does this image show?",
+    "Give a short description of the photo.",
+    "Write a caption for this image.",
+    "Tell me what you see in the picture.",
+    "Summarize what the photo shows.",
+    "Who is shown in this image, and what are they doing?",
+    "Provide a description of the person in the image.",
+    "What is in this photo?",
+)
+
+
+def forget_config(ratio: int) -> str:
+    return f"forget{ratio:02d}"
+
+
+def retain_config(ratio: int) -> str:
+    return f"retain{100 - ratio}"
+
+
+def required_configs(ratios) -> list[str]:
+    """The configs a run at these forget ratios reads (the ``_perturbed`` ones are optional)."""
+    names = ["full", "full+tofu", "real_world", "real_faces"]
+    for ratio in ratios:
+        names += [forget_config(ratio), retain_config(ratio), f"{forget_config(ratio)}+tofu",
+                  f"{retain_config(ratio)}+tofu"]
+    return names
+
+
+def _distinct(values, exclude: str) -> list[str]:
+    seen, out = {exclude}, []
+    for value in values or []:
+        if value and value not in seen:
+            seen.add(value)
+            out.append(value)
+    return out
+
+
+def choice_item(question: str, answer: str, wrong: list[str], key: str) -> ChoiceItem:
+    """``answer`` among ``wrong`` at a position drawn from ``key``; letters A, B, C, ..."""
+    texts = list(wrong[:len(string.ascii_uppercase) - 1])
+    texts.insert(random.Random(key).randrange(len(texts) + 1), answer)
+    options = dict(zip(string.ascii_uppercase, texts))
+    return ChoiceItem("vqa", question, options, next(k for k, v in options.items() if v == answer))
+
+
+class _Reader:
+    def __init__(self, source: str, out_dir: Path, seed: int, cache_dir: str | None):
+        self.source, self.seed, self.cache_dir = source, seed, cache_dir
+        self.images = ImageStore(out_dir)
+        self.configs: dict[str, int] = {}
+        self.authors: list[str] = []
+
+    def config(self, name: str, required: bool) -> datasets.Dataset | None:
+        table = open_config(self.source, name, self.cache_dir)
+        if table is None and required:
+            raise ValueError(f"CLEAR source '{self.source}' has no config '{name}'")
+        if table is not None:
+            self.configs[name] = len(table)
+        return table
+
+    def image_records(self, table: datasets.Dataset) -> list[ProfileRecord]:
+        records, seen = [], Counter()
+        for row in table:
+            record_id = f"img-{content_id(image_bytes(row['image']), 16)}"
+            seen[record_id] += 1
+            if seen[record_id] > 1:  # the same image twice in one config: keep both rows apart
+                record_id += f"~{seen[record_id]}"
+            prompt = CAPTION_PROMPTS[random.Random(f"{self.seed}/caption/{record_id}").randrange(len(CAPTION_PROMPTS))]
+            captions = row["caption"] if isinstance(row["caption"], list) else [row["caption"]]
+            records.append(ProfileRecord(id=record_id, name=row["name"], image=self.images.save(row["image"]),
+                                         train=[OpenItem("vqa", prompt, c) for c in captions if c]))
+        return records
+
+    @staticmethod
+    def text_records(table: datasets.Dataset) -> list[ProfileRecord]:
+        records, seen = [], set()
+        for row in table:
+            if row.get("image") is not None or not row.get("question") or not row.get("answer"):
+                continue  # an image row of a +tofu config: read from the plain config instead
+            record_id = f"qa-{content_id((row['question'] + chr(0) + row['answer']).encode(), 16)}"
+            if record_id in seen:
+                continue
+            seen.add(record_id)
+            pair = OpenItem("text", row["question"], row["answer"])
+            records.append(ProfileRecord(id=record_id, name="", image=None, train=[pair], generation=[pair]))
+        return records
+
+    def ask_names(self, records: list[ProfileRecord], perturbed: datasets.Dataset | None,
+                  skip_authors: set[str]) -> dict:
+        """Add the name question to the image records (see the module docstring); return counts."""
+        counts = Counter()
+        if perturbed is None:
+            for record in records:
+                if record.image is not None:
+                    record.multiple_choice.append(self._name_item(record.id, record.name, []))
+                    counts["wrong names from other authors"] += 1
+            return dict(counts)
+        by_id = {r.id: r for r in records}
+        for row in perturbed:
+            if row["name"] in skip_authors:
+                counts["perturbed rows of forget authors, left out"] += 1
+                continue
+            record_id = f"img-{content_id(image_bytes(row['image']), 16)}"
+            record = by_id.get(record_id)
+            if record is None:
+                record = ProfileRecord(id=record_id, name=row["name"], image=self.images.save(row["image"]))
+                records.append(record)
+                by_id[record_id] = record
+                counts["perturbed rows added as evaluation-only images"] += 1
+            wrong = _distinct(row.get("perturbed_names"), row["name"])
+            counts["wrong names from perturbed_names" if len(wrong) >= MIN_DISTRACTORS
+                   else "wrong names topped up from other authors"] += 1
+            record.multiple_choice.append(self._name_item(record.id, row["name"], wrong))
+        return dict(counts)
+
+    def _name_item(self, record_id: str, name: str, wrong: list[str]) -> ChoiceItem:
+        if len(wrong) < MIN_DISTRACTORS:
+            others = _distinct(self.authors, name)
+            random.Random(f"{self.seed}/others/{record_id}").shuffle(others)
+            wrong = wrong + [n for n in others if n not in wrong][:MIN_DISTRACTORS - len(wrong)]
+        return choice_item(NAME_QUESTION, name, wrong, f"{self.seed}/options/{record_id}")
+
+    def real_records(self, table: datasets.Dataset, kind: str, counts: Counter) -> list[ProfileRecord]:
+        records = []
+        for row in table:
+            if row.get("image") is None:
+                counts[f"{kind} rows without an image, left out"] += 1
+                continue
+            question = row.get("question") or NAME_QUESTION
+            answer = str(row["answer"])
+            data = image_bytes(row["image"])
+            record_id = f"{kind}-{content_id(data + question.encode(), 16)}"
+            item = choice_item(question, answer, _distinct(map(str, row.get("options") or []), answer),
+                               f"{self.seed}/options/{record_id}")
+            records.append(ProfileRecord(id=record_id, name=answer if kind == "face" else "",
+                                         image=self.images.save(row["image"]),
+                                         train=[OpenItem("vqa", question, answer)], multiple_choice=[item]))
+        return records
+
+
+def read_clear(source: str, out_dir: Path, *, seed: int = 0, cache_dir: str | None = None) -> dict:
+    """Write the canonical splits of CLEAR at ``source`` under ``out_dir``; return the manifest."""
+    out_dir = Path(out_dir)
+    reader = _Reader(source, out_dir, seed, cache_dir)
+    full = reader.image_records(reader.config("full", required=True))
+    reader.authors = sorted({r.name for r in full})
+    full += reader.text_records(reader.config("full+tofu", required=True))
+    write_split(out_dir, "full", full)
+    full_ids = {r.id for r in full}
+
+    name_questions, outside_full, ratios, sizes = {}, {}, [], {"full": len(full)}
+    retain_perturbed = reader.config("retain_perturbed", required=False)
+    for ratio in FORGET_RATIOS:
+        forget_table = reader.config(forget_config(ratio), required=False)
+        retain_table = reader.config(retain_config(ratio), required=False)
+        if forget_table is None or retain_table is None:
+            continue
+        forget, retain = reader.image_records(forget_table), reader.image_records(retain_table)
+        forget_authors = {r.name for r in forget}
+        perturbed_retain = reader.config(f"{retain_config(ratio)}_perturbed", required=False)
+        name_questions[forget_split(ratio)] = reader.ask_names(
+            forget, reader.config(f"{forget_config(ratio)}_perturbed", required=False), set())
+        name_questions[retain_split(ratio)] = reader.ask_names(
+            retain, perturbed_retain if perturbed_retain is not None else retain_perturbed, forget_authors)
+        forget += reader.text_records(reader.config(f"{forget_config(ratio)}+tofu", required=True))
+        retain += reader.text_records(reader.config(f"{retain_config(ratio)}+tofu", required=True))
+        shared = {r.id for r in forget} & {r.id for r in retain}
+        if shared:
+            raise ValueError(f"CLEAR rows {sorted(shared)[:5]} are in both {forget_config(ratio)} and "
+                             f"{retain_config(ratio)} (or their +tofu configs)")
+        for name, records in ((forget_split(ratio), forget), (retain_split(ratio), retain)):
+            write_split(out_dir, name, records)
+            sizes[name] = len(records)
+            outside_full[name] = sum(1 for r in records if r.train and r.id not in full_ids)
+        ratios.append(ratio)
+    if not ratios:
+        raise ValueError(f"CLEAR source '{source}' has no forget<r>/retain<100-r> pair of configs")
+
+    real_counts = Counter()
+    for split, config, kind in (("real_world", "real_world", "world"), ("real_faces", "real_faces", "face")):
+        records = reader.real_records(reader.config(config, required=True), kind, real_counts)
+        write_split(out_dir, split, records)
+        sizes[split] = len(records)
+
+    return {
+        "format": FORMAT, "source": source, "configs": reader.configs, "forget_ratios": ratios, "seed": seed,
+        "name_questions": name_questions, "real_rows": dict(real_counts),
+        "training_records_missing_from_full": outside_full, "splits": sizes,
+    }

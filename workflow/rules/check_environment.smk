@@ -1,0 +1,26 @@
+"""Stage 0: the pre-flight check of a real run (hub or local model, or hub benchmark), before its
+first job: is the benchmark reachable or cached, is the model, is there a GPU that holds it at the
+configured precision. ``prepare_benchmark`` waits for it, so nothing downloads or trains before it
+has passed; pipeline_steps/check_environment.py explains why this is a job and not a parse-time check."""
+
+
+rule check_environment:
+    input:
+        code=stage_sources("pipeline_steps.check_environment"),
+    output:
+        "results/{benchmark}/{model}/preflight.json",
+    params:
+        flags=preflight_flags,
+    threads: 1
+    resources:
+        gpu=lambda wc: gpus(wc.model),
+    conda:
+        "../../environment.yml"
+    log:
+        "logs/check_environment/{benchmark}/{model}.log",
+    benchmark:
+        "logs/timings/check_environment/{benchmark}/{model}.tsv"
+    shell:
+        # The findings also go to the terminal, not only to the log: they are what the user must fix.
+        "python -m pipeline_steps.check_environment {params.flags} --out {output} > {log} 2>&1"
+        " || {{ tail -n 40 {log} >&2; exit 1; }}"
