@@ -17,7 +17,6 @@ and on nothing about the fictitious profiles.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from dataclasses import fields
@@ -33,7 +32,7 @@ from .cli import run_stage, stage_parser
 from .models.encoding import Example, PromptEncoder, multiple_choice_question
 from .models.loading import resolve_device, save_model
 from .models.tiny import TinyArchitecture, build_tiny
-from .storage import atomic_directory, write_json
+from .storage import atomic_directory, write_json, write_jsonl
 from .training.loop import TrainSettings, fit, settings_dict
 from .training.distributed import Processes
 from .training.progress import add_progress_arguments, examples_digest, job_progress
@@ -116,8 +115,7 @@ def main(args) -> None:
             "family": args.family, "architecture": vars(arch), "training": settings_dict(settings),
             "views": args.views, "perception_faces": args.perception_faces, "benchmark": str(args.benchmark),
             "parameters": sum(p.numel() for p in model.parameters())})
-        with open(scratch / "train_log.jsonl", "w") as handle:
-            handle.writelines(json.dumps(entry) + "\n" for entry in history)
+        write_jsonl(scratch / "train_log.jsonl", history)
     progress.clear()
     processes.close()
 

@@ -13,7 +13,6 @@ mode, with counts.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -28,7 +27,7 @@ from .evaluation.scoring import (Asked, accuracy, fills_blank, generate_answers,
                                  parse_choice, rouge_l)
 from .models.encoding import Example, PromptEncoder, multiple_choice_question
 from .models.loading import DTYPES, load_model, model_fingerprint
-from .storage import atomic_directory, write_json
+from .storage import atomic_directory, write_json, write_jsonl
 from .unlearning.weights import apply_changes
 
 log = logging.getLogger("evaluate")
@@ -141,8 +140,7 @@ def main(args) -> None:
     }
     with atomic_directory(args.out) as scratch:
         write_json(scratch / "metrics.json", metrics)
-        with open(scratch / "predictions.jsonl", "w") as handle:
-            handle.writelines(json.dumps(row) + "\n" for row in predictions)
+        write_jsonl(scratch / "predictions.jsonl", predictions)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ facts: answer loss 1.8 after 200 steps with rank 32, full-rank 128, PiSSA or rsL
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from .benchmarks.records import MODALITIES, read_split
 from .cli import run_stage, stage_parser
 from .models.encoding import Example, PromptEncoder
 from .models.loading import DTYPES, load_model, model_fingerprint, resolve_device, save_model
-from .storage import atomic_directory, write_json
+from .storage import atomic_directory, write_json, write_jsonl
 from .training.loop import TrainSettings, fit, settings_dict
 from .training.distributed import Processes
 from .training.progress import add_progress_arguments, examples_digest, job_progress
@@ -111,8 +110,7 @@ def main(args) -> None:
             "lora": ({"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
                       "target_modules": "all-linear"} if args.lora_r else None),
             "trainable_parameters": trainable})
-        with open(scratch / "train_log.jsonl", "w") as handle:
-            handle.writelines(json.dumps(entry) + "\n" for entry in history)
+        write_jsonl(scratch / "train_log.jsonl", history)
     progress.clear()
     processes.close()
 

@@ -66,5 +66,11 @@ def write_json(path: Path | str, data) -> None:
         handle.write("\n")
 
 
+def write_jsonl(path: Path | str, rows) -> None:
+    """One JSON object per line (training logs, predictions)."""
+    with atomic_file(path) as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in rows)
+
+
 def read_json(path: Path | str):
     return json.loads(Path(path).read_text())

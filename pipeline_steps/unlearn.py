@@ -17,7 +17,6 @@ training; a non-finite loss stops the job and leaves nothing behind.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from .cli import StageError, run_stage, stage_parser
 from .models.encoding import Example, PromptEncoder
 from .models.loading import DTYPES, load_model, model_fingerprint, resolve_device
 from .saliency.tensor_files import TensorFile
-from .storage import atomic_directory, write_json
+from .storage import atomic_directory, write_json, write_jsonl
 from .training.distributed import Processes
 from .training.progress import add_progress_arguments, examples_digest, job_progress
 from .unlearning.loop import UnlearnSettings, settings_dict, unlearn
@@ -144,8 +143,7 @@ def main(args) -> None:
         counts = save_changes(model, start_values, scratch / "weights",
                               {"kind": "unlearned_changes", "method": args.method, "vanilla_fingerprint": fingerprint})
         write_json(scratch / "manifest.json", {**manifest, **counts})
-        with open(scratch / "train_log.jsonl", "w") as handle:
-            handle.writelines(json.dumps(entry) + "\n" for entry in history)
+        write_jsonl(scratch / "train_log.jsonl", history)
     progress.clear()
     processes.close()
 
