@@ -86,6 +86,7 @@ class RunPlan:
     eval_batch_size: int
     methods: tuple[str, ...]
     tokens: int = TOKENS_PER_EXAMPLE
+    gradient_checkpointing: bool = False
 
 
 def _env_flag(name: str) -> bool:
@@ -253,38 +254,43 @@ def model_shape(config_source: str) -> ModelShape:
 # --- GPU memory ---------------------------------------------------------------------------------
 
 def memory_estimates(shape: ModelShape, dtype: str, plan: RunPlan) -> dict[str, dict]:
-    """Estimated peak GPU memory of each GPU stage: stage -> {"bytes", "parts": {what: bytes}, "note"}.
+    """Estimated peak GPU memory of each GPU stage: stage -> {"bytes", "parts": {what: bytes}}.
 
-    From the parameter count P and the bytes per weight b of ``dtype``:
+    From the parameter count P and the bytes per stored weight b of ``dtype``:
 
     * ``evaluate``: the weights (P b) and the generation cache of a batch (2 x tokens x width x
       layers x b per sequence);
-    * ``finetune`` (vanilla and NPO's reference model): the weights; with LoRA the adapters with
-      their gradients and AdamW moments in fp32 (16 bytes each, about 0.04 % of P per unit of
-      rank), without LoRA gradients and AdamW's two moments in the weight dtype (3 P b); and the
-      activations a batch keeps for the backward pass (34 bytes x tokens x width x layers per
-      example in 16 bit, Korthikanti et al. 2022 without the attention scores, which SDPA does
-      not store; twice that in fp32);
+    * ``finetune`` (vanilla and NPO's reference model): the stored weights, and what trains in
+      float32 with its gradient and AdamW's two moments (16 bytes per trained entry,
+      ``training/precision.py``): the LoRA adapters (about 0.04 % of P per unit of rank), or
+      every weight without LoRA (16 P, which replaces the stored copy);
     * ``compute_fisher``: the weights, their gradients, fp32 sums of every weight (4 P) and the
       activations of a batch;
-    * ``unlearn``: the weights, gradients, AdamW's two moments, the copy of the starting weights
-      the loop keeps to measure changes (5 P b), the activations of a batch, and the largest
-      extra of the configured methods: a frozen second model for KL_Min / NPO (P b) or
-      MMUnlearner's boolean mask (P bytes).
+    * ``unlearn``: every weight trained in float32 (16 P), the activations of a batch, and the
+      largest extra of the configured methods: a frozen second model for KL_Min / NPO (P b) or
+      MMUnlearner's boolean mask (P bytes). The copy of the starting weights is in host memory.
 
-    Every total carries 10 % for the CUDA context and fragmentation. Tokens per example are
-    ``plan.tokens`` (1,024 by default). Estimates, to catch a run that cannot fit, not to size one
-    to the last gigabyte.
+    Activations kept for backward: 34 bytes x tokens x width x layers per example in 16 bit
+    (Korthikanti et al. 2022 without the attention scores, which SDPA does not store; twice that
+    in fp32); with gradient checkpointing, each layer's input (2 bytes x tokens x width) plus one
+    layer's activations. Every total carries 10 % for the CUDA context and fragmentation; tokens
+    per example are ``plan.tokens`` (1,024 by default). Estimates, to catch a run that cannot fit,
+    not to size one to the last gigabyte.
     """
     b = DTYPE_BYTES[dtype]
     weights = shape.parameters * b
-    per_example = ACTIVATION_BYTES_PER_TOKEN_WIDTH_LAYER * plan.tokens * shape.hidden * shape.layers * b / 2
+    per_layer = ACTIVATION_BYTES_PER_TOKEN_WIDTH_LAYER * plan.tokens * shape.hidden * b / 2
+    kept = per_layer * shape.layers
+    if plan.gradient_checkpointing:
+        kept = (b * plan.tokens * shape.hidden) * shape.layers + per_layer
+    activations = "activations (checkpointed)" if plan.gradient_checkpointing else "activations"
     cache_per_sequence = 2 * plan.tokens * shape.hidden * shape.layers * b
+    float32_training = 16 * shape.parameters
     if plan.finetune_lora_r:
-        tuned = {"LoRA adapters, gradients and AdamW moments (fp32)":
+        tuned = {"weights": weights, "LoRA adapters, gradients and AdamW moments (fp32)":
                  16 * LORA_PARAMETERS_PER_RANK * plan.finetune_lora_r * shape.parameters}
     else:
-        tuned = {"gradients and AdamW moments": 3 * weights}
+        tuned = {"fp32 weights, gradients and AdamW moments": float32_training}
     extras = {}
     if any(m in REFERENCE_METHODS for m in plan.methods):
         extras["frozen reference model (KL_Min, NPO)"] = weights
@@ -293,12 +299,11 @@ def memory_estimates(shape: ModelShape, dtype: str, plan: RunPlan) -> dict[str, 
     largest_extra = dict([max(extras.items(), key=lambda item: item[1])]) if extras else {}
     stages = {
         "evaluate": {"weights": weights, "generation cache": plan.eval_batch_size * cache_per_sequence},
-        "finetune": {"weights": weights, **tuned, "activations": plan.finetune_batch_size * per_example},
+        "finetune": {**tuned, activations: plan.finetune_batch_size * kept},
         "compute_fisher": {"weights": weights, "gradients": weights, "fp32 Fisher sums": 4 * shape.parameters,
-                           "activations": plan.fisher_batch_size * per_example},
-        "unlearn": {"weights": weights, "gradients and AdamW moments": 3 * weights,
-                    "copy of the starting weights": weights, **largest_extra,
-                    "activations": plan.unlearn_batch_size * per_example},
+                           "activations": plan.fisher_batch_size * per_layer * shape.layers},
+        "unlearn": {"fp32 weights, gradients and AdamW moments": float32_training, **largest_extra,
+                    activations: plan.unlearn_batch_size * kept},
     }
     return {stage: {"bytes": int(sum(parts.values()) * (1 + OVERHEAD)), "parts": {k: int(v) for k, v in parts.items()}}
             for stage, parts in stages.items()}
@@ -316,7 +321,7 @@ def visible_gpu(device: str) -> tuple[str, int] | None:
 
 
 def check_gpu(name: str, device: str, dtype: str, shape: ModelShape | None, estimates: dict | None,
-              gpu: tuple[str, int] | None) -> list[Finding]:
+              gpu: tuple[str, int] | None, gradient_checkpointing: bool = False) -> list[Finding]:
     key = f"models.{name}"
     if device == "cpu":
         return []
@@ -337,6 +342,8 @@ def check_gpu(name: str, device: str, dtype: str, shape: ModelShape | None, esti
     fixes = [f"a GPU with at least {max(short.values()) / GIB:.0f} GiB"]
     if dtype == "float32":
         fixes.append(f"{key}.dtype: bfloat16 (half the weight memory)")
+    if not gradient_checkpointing and {"finetune", "unlearn"} & set(short):
+        fixes.append(f"{key}.gradient_checkpointing: true")
     if "unlearn" in short:
         fixes.append("a smaller unlearn.batch_size, or running KL_Min / NPO separately")
     skip = _env_flag(SKIP_MEMORY_CHECK)
@@ -365,6 +372,7 @@ def build_parser():
     parser.add_argument("--eval-batch-size", type=int, default=16)
     parser.add_argument("--methods", nargs="*", default=[])
     parser.add_argument("--tokens-per-example", type=int, default=TOKENS_PER_EXAMPLE)
+    parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--gpu-memory-gib", type=float,
                         help="check against a GPU of this size instead of the visible one (planning)")
     parser.add_argument("--out", type=Path, required=True)
@@ -394,13 +402,14 @@ def main(args) -> None:
             findings.append(Finding(f"model '{args.model_name}'", f"its config cannot be read ({error})", "", True))
     if shape:
         plan = RunPlan(args.finetune_lora_r, args.finetune_batch_size, args.fisher_batch_size, args.unlearn_batch_size,
-                       args.eval_batch_size, tuple(args.methods), args.tokens_per_example)
+                       args.eval_batch_size, tuple(args.methods), args.tokens_per_example,
+                       args.gradient_checkpointing)
         estimates = memory_estimates(shape, args.dtype, plan)
         for stage, estimate in estimates.items():
             log.info("estimated GPU memory of %s: %.1f GiB", stage, estimate["bytes"] / GIB)
     gpu = ("planned GPU", int(args.gpu_memory_gib * GIB)) if args.gpu_memory_gib else (
         visible_gpu(args.device) if args.device != "cpu" else None)
-    findings += check_gpu(args.model_name, args.device, args.dtype, shape, estimates, gpu)
+    findings += check_gpu(args.model_name, args.device, args.dtype, shape, estimates, gpu, args.gradient_checkpointing)
 
     for finding in findings:
         if finding.warning:

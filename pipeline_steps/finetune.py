@@ -27,17 +27,17 @@ import logging
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from peft import LoraConfig, get_peft_model
 from PIL import Image
 
 from .benchmarks.records import MODALITIES, read_split
 from .cli import run_stage, stage_parser
 from .models.encoding import Example, PromptEncoder
-from .models.loading import DTYPES, load_model, model_fingerprint, resolve_device, save_model
+from .models.loading import DTYPES, load_model, model_fingerprint, save_model
 from .storage import atomic_directory, write_json, write_jsonl
 from .training.loop import TrainSettings, fit, settings_dict
 from .training.distributed import Processes
+from .training.precision import TRAINING_DTYPES, enable_gradient_checkpointing, training_accelerator
 from .training.progress import add_progress_arguments, examples_digest, job_progress
 
 log = logging.getLogger("finetune")
@@ -60,7 +60,9 @@ def build_parser():
     parser.add_argument("--lora-dropout", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--dtype", choices=TRAINING_DTYPES, default="float32",
+                        help="the model's storage dtype; bfloat16 trains in float32 under bfloat16 autocast")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
     add_progress_arguments(parser)
     return parser
 
@@ -81,10 +83,12 @@ def main(args) -> None:
     examples = training_examples(args.benchmark, [args.split, *args.rehearsal], args.modalities)
     # Under `accelerate launch --num_processes N` each process gets its own device and a share of
     # every batch (training/distributed.py); the main process writes the outputs.
-    accelerator = Accelerator(cpu=resolve_device(args.device).type == "cpu")
+    accelerator = training_accelerator(args.device, args.dtype)
     processes = Processes(accelerator)
     loaded = load_model(args.base, dtype=args.dtype, device=str(accelerator.device))
     model = loaded.model
+    if args.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     if args.lora_r:
         torch.manual_seed(args.seed)  # LoRA's initial A matrices are random: seed them, or runs differ
         model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha,
@@ -101,7 +105,8 @@ def main(args) -> None:
     if not processes.is_main:
         processes.close()
         return
-    merged = model.merge_and_unload() if args.lora_r else model
+    # Back to the storage dtype (the loop trained in float32); LoRA merges into the stored weights.
+    merged = (model.merge_and_unload() if args.lora_r else model).to(DTYPES[args.dtype])
     with atomic_directory(args.out) as scratch:
         save_model(merged, loaded.processor, scratch)
         write_json(scratch / "finetune_manifest.json", {

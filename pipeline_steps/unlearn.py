@@ -20,16 +20,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from accelerate import Accelerator
 from PIL import Image
 
 from .benchmarks.records import forget_split, read_split, retain_split
 from .cli import StageError, run_stage, stage_parser
 from .models.encoding import Example, PromptEncoder
-from .models.loading import DTYPES, load_model, model_fingerprint, resolve_device
+from .models.loading import load_model, model_fingerprint
 from .saliency.tensor_files import TensorFile
 from .storage import atomic_directory, write_json, write_jsonl
 from .training.distributed import Processes
+from .training.precision import TRAINING_DTYPES, enable_gradient_checkpointing, training_accelerator
 from .training.progress import add_progress_arguments, examples_digest, job_progress
 from .unlearning.loop import UnlearnSettings, settings_dict, unlearn
 from .unlearning.methods import REGISTRY, Settings, get_method
@@ -57,7 +57,9 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=1)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--dtype", choices=TRAINING_DTYPES, default="float32",
+                        help="the model's storage dtype; bfloat16 trains in float32 under bfloat16 autocast")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
     add_progress_arguments(parser)
     return parser
 
@@ -105,12 +107,14 @@ def main(args) -> None:
     retain = vqa_examples(args.benchmark, retain_split(args.forget_ratio)) if method.uses_retain else []
     # Under `accelerate launch --num_processes N` each process gets its own device and a share of
     # every batch (training/distributed.py); the main process writes the outputs.
-    accelerator = Accelerator(cpu=resolve_device(args.device).type == "cpu")
+    accelerator = training_accelerator(args.device, args.dtype)
     processes = Processes(accelerator)
     device = accelerator.device
     fingerprint = model_fingerprint(args.vanilla)
     loaded = load_model(str(args.vanilla), dtype=args.dtype, device=str(device))
     model = loaded.model
+    if args.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     mask, modules = load_mask(args.mask, model, fingerprint) if method.masked else (None, "all")
     trainable = {name for name, _ in model.named_parameters() if loaded.family.in_group(name, modules)}
     reference = None
@@ -130,7 +134,8 @@ def main(args) -> None:
     progress = job_progress(args, fingerprint, examples_digest(forget + retain),
                             model_fingerprint(args.reference) if args.reference else "")
     history = unlearn(model, method, PromptEncoder(loaded.processor), forget, retain, settings, loss_settings,
-                      accelerator, trainable=trainable, mask=mask, reference_model=reference, progress=progress)
+                      accelerator, trainable=trainable, mask=mask, reference_model=reference, progress=progress,
+                      start_values=start_values)
     if not processes.is_main:
         processes.close()
         return

@@ -22,6 +22,7 @@ from transformers import get_cosine_schedule_with_warmup
 from ..models.encoding import Example, PromptEncoder
 from .distributed import Processes
 from .losses import answer_logits, answer_nll
+from .precision import upcast_trainable
 from .progress import Progress, load_trainable_state, restore_rng, rng_state, trainable_state
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def fit(model: torch.nn.Module, encoder: PromptEncoder, examples: Sequence[Examp
     cache = [encoder.encode(example) for example in examples]
     steps_per_epoch = math.ceil(len(cache) / settings.batch_size)
     total_steps = steps_per_epoch * settings.epochs
+    upcast_trainable(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
@@ -85,7 +87,8 @@ def fit(model: torch.nn.Module, encoder: PromptEncoder, examples: Sequence[Examp
             batch = encoder.collate([cache[i] for i in local])
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             # This process's share of the global batch mean (training/distributed.py).
-            loss = answer_nll(*answer_logits(model, batch)).mean() * weight
+            with accelerator.autocast():
+                loss = answer_nll(*answer_logits(model, batch)).mean() * weight
             global_loss = processes.sum(loss.detach().clone()).item()
             if not math.isfinite(global_loss):
                 raise FloatingPointError(f"{description}: loss is {global_loss} at step {step}; "

@@ -13,7 +13,12 @@ away) and before the two gradients meet; AdamW's moments outside the mask only e
 gradients. Decoupled weight decay is applied only where a gradient can arrive (the mask, plus
 everything when a retain term is used), so with the retain weight at 0 every entry outside the
 mask stays bit-identical to the vanilla model: Adam turns a zero gradient with zero moments into a
-zero step. Tensors outside the trainable set (the mask's module group) are frozen.
+zero step. Tensors outside the trainable set (the mask's module group) are frozen; the trainable
+ones are held in float32 under the model's autocast (``training/precision.py``).
+
+The log has each step's losses and gradient norm, and at the end of each epoch the fraction of
+entries that differ from the starting model in its storage dtype (comparing against a copy in
+host memory: a pass over every weight, too slow to take each step of a 7B run).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from accelerate import Accelerator
 from ..models.encoding import Example, PromptEncoder
 from ..training.distributed import Processes
 from ..training.loop import batches
+from ..training.precision import upcast_trainable
 from ..training.progress import Progress, load_trainable_state, restore_rng, rng_state, trainable_state
 from .methods import LossTerms, Method, Settings
 
@@ -49,22 +55,27 @@ class UnlearnSettings:
 def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forget: Sequence[Example],
             retain: Sequence[Example], settings: UnlearnSettings, loss_settings: Settings, accelerator: Accelerator,
             *, trainable: set[str], mask: dict[str, torch.Tensor] | None = None,
-            reference_model: torch.nn.Module | None = None, progress: Progress | None = None) -> list[dict]:
-    """Unlearn in place; return the per-step log. With ``progress``, resumable as ``fit``."""
+            reference_model: torch.nn.Module | None = None, progress: Progress | None = None,
+            start_values: dict[str, torch.Tensor] | None = None) -> list[dict]:
+    """Unlearn in place; return the per-step log. With ``progress``, resumable as ``fit``.
+
+    ``start_values`` is the model's starting state on the host, if the caller already holds one."""
     if method.masked and mask is None:
         raise ValueError(f"method '{method.name}' needs a saliency mask")
     if method.uses_retain and not retain:
         raise ValueError(f"method '{method.name}' needs retain examples")
     named = dict(model.named_parameters())
+    if start_values is None:
+        start_values = {name: p.detach().to("cpu", copy=True) for name, p in named.items()}
     for name, parameter in named.items():
         parameter.requires_grad_(name in trainable)
+    upcast_trainable(model)
     params = {name: named[name] for name in sorted(trainable)}
     device = accelerator.device
     masks = {name: mask[name].to(device) for name in params} if method.masked else {}
     retain_used = method.uses_retain and loss_settings.retain_weight != 0
     # Where decoupled weight decay may act: where some gradient can arrive.
     decay_region = {name: (masks[name] if method.masked and not retain_used else None) for name in params}
-    start_values = {name: p.detach().clone() for name, p in named.items()}
     total_entries = sum(p.numel() for p in named.values())
 
     optimizer = torch.optim.AdamW(params.values(), lr=settings.learning_rate, weight_decay=0.0)
@@ -99,7 +110,8 @@ def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forg
                 if not retain_queue:
                     retain_queue = batches(range(len(retain_cache)), settings.batch_size, rng)
                 step_batches["retain"], weights["retain"] = local_batch(retain_cache, retain_queue.pop())
-            terms = method.terms(model, step_batches, loss_settings, reference_model)
+            with accelerator.autocast():
+                terms = method.terms(model, step_batches, loss_settings, reference_model)
             # Each process's terms weighted by its share of the global batch (training/distributed.py).
             terms = LossTerms(**{k: None if v is None else v * weights[k] for k, v in vars(terms).items()})
             values = {k: processes.sum(v.detach().clone()) for k, v in vars(terms).items() if v is not None}
@@ -127,12 +139,11 @@ def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forg
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            if step % settings.log_every == 0:
-                with torch.no_grad():
-                    changed = sum(int((p != start_values[n]).sum()) for n, p in named.items())
+            if step % settings.log_every == 0 or not order:
                 entry = {"step": step, "epoch": epoch, **{f"{k}_loss": v.item() for k, v in values.items()},
-                         "loss": sum(v.item() for v in values.values()), "grad_norm": float(grad_norm),
-                         "changed_fraction": changed / total_entries}
+                         "loss": sum(v.item() for v in values.values()), "grad_norm": float(grad_norm)}
+                if not order:
+                    entry["changed_fraction"] = changed_entries(named, start_values) / total_entries
                 history.append(entry)
                 log.info("%s step %d: %s", method.name, step,
                          " ".join(f"{k} {v:.4g}" for k, v in entry.items() if k not in ("step", "epoch")))
@@ -141,6 +152,13 @@ def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forg
                                      "optimizer": optimizer.state_dict(), "rng": rng_state(rng), "history": history,
                                      "step": step, "epoch": epoch, "pending": order, "retain_queue": retain_queue})
     return history
+
+
+@torch.no_grad()
+def changed_entries(parameters: dict[str, torch.Tensor], start_values: dict[str, torch.Tensor]) -> int:
+    """How many entries differ from ``start_values`` once cast to its (storage) dtype."""
+    return sum(int((p.detach().to("cpu", start_values[n].dtype) != start_values[n]).sum())
+               for n, p in parameters.items())
 
 
 def settings_dict(settings: UnlearnSettings) -> dict:

@@ -17,11 +17,12 @@ SPARSE_LIMIT = 1 / 3
 
 
 def save_changes(model: torch.nn.Module, start_values: dict[str, torch.Tensor], stem, metadata: dict[str, str]) -> dict:
-    """Write the tensors of ``model`` that differ from ``start_values``; return counts."""
+    """Write the tensors of ``model`` that differ from ``start_values`` in its dtypes; return counts."""
     entries: dict[str, torch.Tensor] = {}
     counts = {"changed_tensors": 0, "sparse_tensors": 0, "changed_entries": 0}
     for name, parameter in model.named_parameters():
-        value = parameter.detach().cpu()
+        # In the dtype the model is stored in: a float32 training copy is written back rounded.
+        value = parameter.detach().to("cpu", start_values[name].dtype)
         moved = value != start_values[name].cpu()
         changed = int(moved.sum())
         if not changed:

@@ -90,6 +90,12 @@ def model_settings(model):
     return config["models"][model]
 
 
+def training_flags(model):
+    """Device, precision and memory flags of the stages that train ``model`` (finetune, unlearn)."""
+    settings = model_settings(model)
+    return cli_flags({key: settings.get(key, False) for key in ("device", "dtype", "gradient_checkpointing")})
+
+
 def gpus(model):
     """GPU count a job of this model asks the scheduler for."""
     return 0 if config["models"][model]["device"] == "cpu" else 1
@@ -133,7 +139,7 @@ def preflight_flags(wildcards):
              "device": model["device"], "dtype": model["dtype"], "finetune_lora_r": entry["finetune"]["lora_r"],
              "finetune_batch_size": entry["finetune"]["batch_size"], "fisher_batch_size": config["saliency"]["batch_size"],
              "unlearn_batch_size": entry["unlearn"]["batch_size"], "eval_batch_size": config["evaluation"]["batch_size"],
-             "methods": entry["unlearn"]["methods"]}
+             "methods": entry["unlearn"]["methods"], "gradient_checkpointing": model.get("gradient_checkpointing", False)}
     if "synthetic" not in benchmark:
         flags |= {"dataset": benchmark_source(wildcards.benchmark), "forget_ratios": entry["forget_ratios"]}
     if not is_tiny(wildcards.model):
@@ -182,12 +188,16 @@ def evaluated_model_source(wildcards):
 
 
 def cli_flags(settings):
-    """``{"batch_size": 4, "modalities": ["vqa"]}`` -> ``--batch-size 4 --modalities vqa`` (values quoted
-    for the shell where they need it)."""
+    """``{"batch_size": 4, "modalities": ["vqa"], "fast": True}`` -> ``--batch-size 4 --modalities vqa
+    --fast`` (values quoted for the shell where they need it; a False switch is left out)."""
     parts = []
     for key, value in settings.items():
+        flag = f"--{key.replace('_', '-')}"
+        if isinstance(value, bool):  # a switch: given or not
+            parts += [flag] if value else []
+            continue
         values = value if isinstance(value, list) else [value]
-        parts.append(f"--{key.replace('_', '-')} " + " ".join(shlex.quote(str(v)) for v in values))
+        parts.append(f"{flag} " + " ".join(shlex.quote(str(v)) for v in values))
     return " ".join(parts)
 
 

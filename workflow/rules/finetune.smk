@@ -12,8 +12,7 @@ rule finetune_vanilla:
     params:
         base=lambda wc: base_model_source(wc.model, wc.benchmark),
         flags=lambda wc: cli_flags(experiment(wc.benchmark, wc.model)["finetune"]),
-        device=lambda wc: model_settings(wc.model)["device"],
-        dtype=lambda wc: model_settings(wc.model)["dtype"],
+        training=lambda wc: training_flags(wc.model),
     threads: lambda wc: model_settings(wc.model)["threads"]
     resources:
         gpu=lambda wc: gpus(wc.model),
@@ -25,7 +24,7 @@ rule finetune_vanilla:
         "logs/timings/finetune_vanilla/{benchmark}/{model}.tsv"
     shell:
         "python -m pipeline_steps.finetune --base {params.base:q} --benchmark {input.benchmark} --split full"
-        " --out {output} --device {params.device} --dtype {params.dtype} --threads {threads}"
+        " --out {output} {params.training} --threads {threads}"
         " {params.flags} > {log} 2>&1"
 
 
@@ -40,8 +39,7 @@ rule finetune_reference:
         base=lambda wc: base_model_source(wc.model, wc.benchmark),
         split=lambda wc: f"retain_{100 - int(wc.ratio)}",
         flags=lambda wc: cli_flags(experiment(wc.benchmark, wc.model)["finetune"]),
-        device=lambda wc: model_settings(wc.model)["device"],
-        dtype=lambda wc: model_settings(wc.model)["dtype"],
+        training=lambda wc: training_flags(wc.model),
     threads: lambda wc: model_settings(wc.model)["threads"]
     resources:
         gpu=lambda wc: gpus(wc.model),
@@ -53,5 +51,5 @@ rule finetune_reference:
         "logs/timings/finetune_reference/{benchmark}/{model}/forget~{ratio}.tsv"
     shell:
         "python -m pipeline_steps.finetune --base {params.base:q} --benchmark {input.benchmark}"
-        " --split {params.split} --out {output} --device {params.device} --dtype {params.dtype}"
+        " --split {params.split} --out {output} {params.training}"
         " --threads {threads} {params.flags} > {log} 2>&1"

@@ -19,8 +19,7 @@ rule unlearn:
         mask=lambda wc, input: f"--mask {subpath(input.mask[0], parent=True)}" if input.mask else "",
         reference=lambda wc, input: f"--reference {input.reference[0]}" if input.reference else "",
         flags=lambda wc: cli_flags(unlearn_settings(wc)),
-        device=lambda wc: model_settings(wc.model)["device"],
-        dtype=lambda wc: model_settings(wc.model)["dtype"],
+        training=lambda wc: training_flags(wc.model),
     threads: lambda wc: model_settings(wc.model)["threads"]
     resources:
         gpu=lambda wc: gpus(wc.model),
@@ -33,5 +32,5 @@ rule unlearn:
     shell:
         "python -m pipeline_steps.unlearn --vanilla {input.vanilla} --benchmark {input.benchmark}"
         " --forget-ratio {wildcards.ratio} --method {params.method} {params.mask} {params.reference}"
-        " --out {params.out} --device {params.device} --dtype {params.dtype} --threads {threads}"
+        " --out {params.out} {params.training} --threads {threads}"
         " {params.flags} > {log} 2>&1"
