@@ -40,7 +40,7 @@ import logging
 import os
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .cli import StageError, run_stage, stage_parser
@@ -87,6 +87,7 @@ class RunPlan:
     methods: tuple[str, ...]
     tokens: int = TOKENS_PER_EXAMPLE
     gradient_checkpointing: bool = False
+    unlearn_gpus: int = 1  # an unlearning job shards its model over this many GPUs
 
 
 def _env_flag(name: str) -> bool:
@@ -266,9 +267,10 @@ def memory_estimates(shape: ModelShape, dtype: str, plan: RunPlan) -> dict[str, 
       every weight without LoRA (16 P, which replaces the stored copy);
     * ``compute_fisher``: the weights, their gradients, fp32 sums of every weight (4 P) and the
       activations of a batch;
-    * ``unlearn``: every weight trained in float32 (16 P), the activations of a batch, and the
-      largest extra of the configured methods: a frozen second model for KL_Min / NPO (P b) or
-      MMUnlearner's boolean mask (P bytes). The copy of the starting weights is in host memory.
+    * ``unlearn``, per GPU: every weight trained in float32 (16 P) and the largest extra of the
+      configured methods, a frozen second model for KL_Min / NPO (P b) or MMUnlearner's boolean
+      mask (P bytes), all divided by ``plan.unlearn_gpus`` when sharded (FSDP), plus the
+      activations of a batch. The copy of the starting weights is in host memory.
 
     Activations kept for backward: 34 bytes x tokens x width x layers per example in 16 bit
     (Korthikanti et al. 2022 without the attention scores, which SDPA does not store; twice that
@@ -302,7 +304,8 @@ def memory_estimates(shape: ModelShape, dtype: str, plan: RunPlan) -> dict[str, 
         "finetune": {**tuned, activations: plan.finetune_batch_size * kept},
         "compute_fisher": {"weights": weights, "gradients": weights, "fp32 Fisher sums": 4 * shape.parameters,
                            "activations": plan.fisher_batch_size * per_layer * shape.layers},
-        "unlearn": {"fp32 weights, gradients and AdamW moments": float32_training, **largest_extra,
+        "unlearn": {**{part: value / plan.unlearn_gpus for part, value in
+                       {"fp32 weights, gradients and AdamW moments": float32_training, **largest_extra}.items()},
                     activations: plan.unlearn_batch_size * kept},
     }
     return {stage: {"bytes": int(sum(parts.values()) * (1 + OVERHEAD)), "parts": {k: int(v) for k, v in parts.items()}}
@@ -320,8 +323,14 @@ def visible_gpu(device: str) -> tuple[str, int] | None:
     return f"cuda:{index} ({properties.name})", properties.total_memory
 
 
+def gpus_to_fit(shape: ModelShape, dtype: str, plan: RunPlan, total: int) -> int:
+    """The fewest GPUs of ``total`` bytes the unlearning stage fits on, sharded (at most 64)."""
+    return next((n for n in range(1, 65)
+                 if memory_estimates(shape, dtype, replace(plan, unlearn_gpus=n))["unlearn"]["bytes"] <= total), 64)
+
+
 def check_gpu(name: str, device: str, dtype: str, shape: ModelShape | None, estimates: dict | None,
-              gpu: tuple[str, int] | None, gradient_checkpointing: bool = False) -> list[Finding]:
+              gpu: tuple[str, int] | None, plan: RunPlan | None = None) -> list[Finding]:
     key = f"models.{name}"
     if device == "cpu":
         return []
@@ -342,10 +351,11 @@ def check_gpu(name: str, device: str, dtype: str, shape: ModelShape | None, esti
     fixes = [f"a GPU with at least {max(short.values()) / GIB:.0f} GiB"]
     if dtype == "float32":
         fixes.append(f"{key}.dtype: bfloat16 (half the weight memory)")
-    if not gradient_checkpointing and {"finetune", "unlearn"} & set(short):
+    if plan and not plan.gradient_checkpointing and {"finetune", "unlearn"} & set(short):
         fixes.append(f"{key}.gradient_checkpointing: true")
     if "unlearn" in short:
-        fixes.append("a smaller unlearn.batch_size, or running KL_Min / NPO separately")
+        fixes.append(f"{key}.unlearn_gpus: {gpus_to_fit(shape, dtype, plan, total)} (shards unlearning over that "
+                     "many GPUs)" if plan else "a smaller unlearn.batch_size, or running KL_Min / NPO separately")
     skip = _env_flag(SKIP_MEMORY_CHECK)
     return [Finding(subject, f"{label} has {total / GIB:.1f} GiB, but {shape.parameters / 1e9:.2f} B parameters in "
                              f"{dtype} need an estimated {needs} (estimates: see config/README.md)",
@@ -373,6 +383,7 @@ def build_parser():
     parser.add_argument("--methods", nargs="*", default=[])
     parser.add_argument("--tokens-per-example", type=int, default=TOKENS_PER_EXAMPLE)
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--unlearn-gpus", type=int, default=1)
     parser.add_argument("--gpu-memory-gib", type=float,
                         help="check against a GPU of this size instead of the visible one (planning)")
     parser.add_argument("--out", type=Path, required=True)
@@ -394,7 +405,7 @@ def main(args) -> None:
         local = is_local(args.model)
         model_findings, config_source = check_model(args.model_name, args.model, local)
         findings += model_findings
-    shape = estimates = None
+    shape = estimates = plan = None
     if config_source:
         try:
             shape = model_shape(config_source)
@@ -403,13 +414,13 @@ def main(args) -> None:
     if shape:
         plan = RunPlan(args.finetune_lora_r, args.finetune_batch_size, args.fisher_batch_size, args.unlearn_batch_size,
                        args.eval_batch_size, tuple(args.methods), args.tokens_per_example,
-                       args.gradient_checkpointing)
+                       args.gradient_checkpointing, args.unlearn_gpus)
         estimates = memory_estimates(shape, args.dtype, plan)
         for stage, estimate in estimates.items():
             log.info("estimated GPU memory of %s: %.1f GiB", stage, estimate["bytes"] / GIB)
     gpu = ("planned GPU", int(args.gpu_memory_gib * GIB)) if args.gpu_memory_gib else (
         visible_gpu(args.device) if args.device != "cpu" else None)
-    findings += check_gpu(args.model_name, args.device, args.dtype, shape, estimates, gpu, args.gradient_checkpointing)
+    findings += check_gpu(args.model_name, args.device, args.dtype, shape, estimates, gpu, plan)
 
     for finding in findings:
         if finding.warning:

@@ -28,7 +28,7 @@ from .models.encoding import Example, PromptEncoder
 from .models.loading import load_model, model_fingerprint
 from .saliency.tensor_files import TensorFile
 from .storage import atomic_directory, write_json, write_jsonl
-from .training.distributed import Processes
+from .training.distributed import Processes, gathered_parameters
 from .training.precision import TRAINING_DTYPES, enable_gradient_checkpointing, training_accelerator
 from .training.progress import add_progress_arguments, examples_digest, job_progress
 from .unlearning.loop import UnlearnSettings, settings_dict, unlearn
@@ -127,7 +127,7 @@ def main(args) -> None:
                                weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed,
                                log_every=args.log_every)
     loss_settings = Settings(retain_weight=args.retain_weight, npo_beta=args.npo_beta)
-    # On the host: only save_changes compares against it, once (a 7B copy would cost 14 GB of GPU).
+    # On the host (a 7B copy would cost 14 GB of GPU): compared against at epoch ends and when saving.
     start_values = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters()}
     log.info("%s: %d forget and %d retain examples, %d trainable tensors (module group %s)", args.method,
              len(forget), len(retain), len(trainable), modules)
@@ -136,6 +136,7 @@ def main(args) -> None:
     history = unlearn(model, method, PromptEncoder(loaded.processor), forget, retain, settings, loss_settings,
                       accelerator, trainable=trainable, mask=mask, reference_model=reference, progress=progress,
                       start_values=start_values)
+    final = gathered_parameters(model, {name: value.dtype for name, value in start_values.items()})
     if not processes.is_main:
         processes.close()
         return
@@ -145,7 +146,7 @@ def main(args) -> None:
                 "retain_examples": len(retain), "training": settings_dict(settings),
                 "loss": {"retain_weight": args.retain_weight, "npo_beta": args.npo_beta}, "dtype": args.dtype}
     with atomic_directory(args.out) as scratch:
-        counts = save_changes(model, start_values, scratch / "weights",
+        counts = save_changes(final, start_values, scratch / "weights",
                               {"kind": "unlearned_changes", "method": args.method, "vanilla_fingerprint": fingerprint})
         write_json(scratch / "manifest.json", {**manifest, **counts})
         write_jsonl(scratch / "train_log.jsonl", history)

@@ -1,10 +1,13 @@
-"""Several processes (`accelerate launch --num_processes 2`, gloo on CPU) give one process's result."""
+"""Several processes (`accelerate launch --num_processes 2`, gloo on CPU) give one process's result,
+with every process holding the whole model (`--multi_gpu`) or a shard of it (the FSDP config)."""
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import REPO, run_stage
@@ -13,14 +16,23 @@ from pipeline_steps.saliency.tensor_files import TensorFile
 from pipeline_steps.unlearning.weights import apply_changes
 from test_unlearning import mask_file
 
-LAUNCH = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
+ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch", "--num_processes", "2"]
+LAUNCHERS = {"replicated": ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"],
+             "sharded": ["--config_file", str(REPO / "profiles" / "accelerate" / "fsdp.yaml")]}
 
 
-def launch_two(module, *args):
-    result = subprocess.run([*LAUNCH, f"pipeline_steps.{module}", *map(str, args)], capture_output=True, text=True,
-                            cwd=REPO)
+def free_port() -> int:
+    """A port nothing listens on (the default one may still be held by the previous launch)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def launch_two(module, *args, launcher="replicated"):
+    result = subprocess.run([*ACCELERATE, "--main_process_port", str(free_port()), *LAUNCHERS[launcher], "-m",
+                             f"pipeline_steps.{module}", *map(str, args)], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr[-4000:]
+    assert ("model(s) over 2 processes (FSDP2)" in result.stderr) == (launcher == "sharded")
     return result
 
 
@@ -30,7 +42,9 @@ def unlearned(vanilla, out):
     return dict(model.named_parameters())
 
 
-def test_masked_unlearning_on_two_processes_matches_one(tiny_models, benchmark, tmp_path):
+@pytest.mark.parametrize("method,launcher", [("mmunlearner", "replicated"), ("mmunlearner", "sharded"),
+                                             ("kl_min", "sharded")])
+def test_unlearning_on_two_processes_matches_one(tiny_models, benchmark, tmp_path, method, launcher):
     vanilla = tiny_models["llava"]
     generator = torch.Generator().manual_seed(0)
 
@@ -40,11 +54,12 @@ def test_masked_unlearning_on_two_processes_matches_one(tiny_models, benchmark, 
 
     mask = mask_file(tmp_path / "mask", load_model(str(vanilla)).model, model_fingerprint(vanilla), randomise)
     # Batch 3 over 2 processes: shares of 2 and 1, and a last batch of 1 where one process gets none.
-    args = ["--vanilla", vanilla, "--benchmark", benchmark, "--forget-ratio", "10", "--method", "mmunlearner",
-            "--mask", mask, "--epochs", "2", "--batch-size", "3", "--learning-rate", "1e-3", "--weight-decay", "0.01",
+    args = ["--vanilla", vanilla, "--benchmark", benchmark, "--forget-ratio", "10", "--method", method,
+            *(["--mask", mask] if method == "mmunlearner" else []), "--epochs", "2", "--batch-size", "3",
+            "--learning-rate", "1e-3", "--weight-decay", "0.01",
             "--device", "cpu", "--progress-dir", "none"]
     run_stage("unlearn", *args, "--out", tmp_path / "one")
-    launch_two("unlearn", *args, "--out", tmp_path / "two")
+    launch_two("unlearn", *args, "--out", tmp_path / "two", launcher=launcher)
     before = dict(load_model(str(vanilla)).model.named_parameters())
     one, two = unlearned(vanilla, tmp_path / "one"), unlearned(vanilla, tmp_path / "two")
     moved = {name: (one[name] - before[name]).norm() for name in one}

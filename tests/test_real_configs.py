@@ -79,13 +79,17 @@ def test_real_config_plans_the_paper_dag_with_a_gpu_per_gpu_stage(real_workspace
         "locate_changes": r * 6, "render_table1": r, "render_case_studies": r, "render_heatmaps": r,
         "render_sweep_table": r, "render_tradeoffs": 1, "all": 1}
     for rule, resources in dry_run_jobs(result.stdout):
-        assert (resources.get("gpu") == "1") == (rule in GPU_RULES), (rule, resources)
+        expected = ("4" if rule == "unlearn" else "1") if rule in GPU_RULES else None
+        assert resources.get("gpu", "0") == (expected or "0"), (rule, resources)
     for ratio in ratios:
         assert f"forget~{ratio}/eval/mmunlearner/beta~1.0/modules~all/metrics.json" in result.stdout
-    training = [line for line in result.stdout.splitlines()
-                if re.search(r"python -m pipeline_steps\.(finetune|unlearn) ", line)]
-    assert len(training) == 1 + r + r * variants
-    assert all("--device auto --dtype bfloat16 --gradient-checkpointing" in line for line in training)
+    finetune = [line for line in result.stdout.splitlines() if "python -m pipeline_steps.finetune " in line]
+    unlearn = [line for line in result.stdout.splitlines() if " -m pipeline_steps.unlearn " in line]
+    assert len(finetune) == 1 + r and len(unlearn) == r * variants
+    assert all("--device auto --dtype bfloat16 --gradient-checkpointing" in line for line in finetune + unlearn)
+    # Unlearning shards the model over the job's 4 GPUs (FSDP).
+    fsdp = f"accelerate launch --config_file {real_workspace / 'profiles' / 'accelerate' / 'fsdp.yaml'}"
+    assert all(f"{fsdp} --num_processes 4 -m pipeline_steps.unlearn " in line for line in unlearn)
 
 
 def clear_instead(config):
@@ -206,6 +210,13 @@ def test_memory_estimates_of_the_paper_models():
     assert round(fp32["unlearn"]) == 182 and fp32["finetune"] < 80
     checkpointed = memory_estimates(llava, "bfloat16", replace(plan, gradient_checkpointing=True))
     assert [round(checkpointed[s]["bytes"] / GIB) for s in ("finetune", "compute_fisher", "unlearn")] == [17, 67, 132]
+    # More than any one GPU: the check proposes sharding unlearning, over as few GPUs as fit.
+    plan = replace(plan, gradient_checkpointing=True)
+    sharded = memory_estimates(llava, "bfloat16", replace(plan, unlearn_gpus=4))
+    assert round(sharded["unlearn"]["bytes"] / GIB) == 34 and sharded["finetune"] == checkpointed["finetune"]
+    (finding,) = preflight.check_gpu("llava_7b", "auto", "bfloat16", llava, checkpointed, ("H100", 80 * 10**9), plan)
+    assert "need an estimated unlearn ~132 GiB" in finding.problem
+    assert "models.llava_7b.unlearn_gpus: 2 (shards unlearning" in finding.fix
     parts = memory_estimates(llava, "bfloat16", plan)["unlearn"]["parts"]
     assert "frozen reference model (KL_Min, NPO)" in parts and "saliency mask (MMUnlearner)" not in parts
     alone = memory_estimates(llava, "bfloat16", RunPlan(16, 4, 2, 4, 16, ("mmunlearner",)))["unlearn"]["parts"]

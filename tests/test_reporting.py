@@ -164,7 +164,7 @@ def test_heatmap_counts_equal_the_top_n_selection(tmp_path):
         model.register_parameter(f"p{index}", torch.nn.Parameter(value))
     rename = {f"p{index}": name for index, name in enumerate(unlearned)}
     model.named_parameters = lambda: ((rename[n], p) for n, p in torch.nn.Module.named_parameters(model))
-    save_changes(model, vanilla, tmp_path / "weights", {"vanilla_fingerprint": "x"})
+    save_changes(dict(model.named_parameters()), vanilla, tmp_path / "weights", {"vanilla_fingerprint": "x"})
     changes = TensorFile(tmp_path / "weights")
     assert f"{sparse}::indices" in changes
 

@@ -192,7 +192,7 @@ def test_stored_changes_rebuild_the_unlearned_model(loaded, tmp_path, fraction):
     save_model(model.model, model.processor, tmp_path / "vanilla")
     start = {n: p.detach().clone() for n, p in model.model.named_parameters()}
     run(model, "mmunlearner", mask=random_mask(model.model, fraction=fraction), retain_weight=0.0)
-    counts = save_changes(model.model, start, tmp_path / "weights",
+    counts = save_changes(dict(model.model.named_parameters()), start, tmp_path / "weights",
                           {"vanilla_fingerprint": model_fingerprint(tmp_path / "vanilla")})
     assert (counts["sparse_tensors"] > 0) == (fraction < 1 / 3)
     rebuilt = load_model(str(tmp_path / "vanilla")).model

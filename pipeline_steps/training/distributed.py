@@ -16,13 +16,30 @@ process holds the same mask, masking commutes with the sum.
 
 A process whose share of a (last, small) global batch is empty runs on one example with weight
 zero, so every process takes part in every collective call.
+
+Full-parameter unlearning of a 7B model needs more memory than one GPU has (float32 weights,
+gradients and AdamW moments: 16 bytes per parameter). Launched with an FSDP config
+(``accelerate launch --config_file profiles/accelerate/fsdp.yaml``, which sets
+``ACCELERATE_USE_FSDP``), the unlearning loop shards the model and its reference model with
+FSDP2's ``fully_shard``, one unit per transformer layer: each process keeps 1/N of every weight,
+gradient and optimizer moment. Gradients are then reduce-scattered in every backward pass
+(summed, not averaged: the loss weights already make the sum the global mean). MMUnlearner's
+two backward passes stay correct because masking is elementwise: each process multiplies its
+shard of the summed forget gradient by the same shard of the mask before the retain gradient is
+added to it, which equals masking every process's gradient before summing.
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator
+from accelerate.utils import parse_flag_from_env
+from torch.distributed.tensor import DTensor, distribute_tensor
+
+log = logging.getLogger(__name__)
 
 
 class Processes:
@@ -32,6 +49,8 @@ class Processes:
         self.rank = accelerator.process_index
         self.count = accelerator.num_processes
         self.is_main = accelerator.is_main_process
+        self.device = accelerator.device
+        self.sharded = False  # set by shard()
 
     def share(self, batch: list) -> tuple[list, float]:
         """This process's part of a global batch and the weight of its loss terms."""
@@ -46,8 +65,37 @@ class Processes:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    def shard(self, *models: torch.nn.Module) -> None:
+        """Shard ``models`` across the processes if the job was launched with an FSDP config."""
+        if self.count == 1 or not parse_flag_from_env("ACCELERATE_USE_FSDP"):
+            return
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import FSDPModule, fully_shard
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        mesh = init_device_mesh(self.device.type, (self.count,))
+        for model in models:
+            # Every decoder and vision layer of a transformers model is a GradientCheckpointingLayer.
+            for layer in [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]:
+                fully_shard(layer, mesh=mesh)
+            fully_shard(model, mesh=mesh)
+            for module in model.modules():
+                if isinstance(module, FSDPModule):
+                    module.set_gradient_divide_factor(1.0)
+                    module.set_force_sum_reduction_for_comms(True)  # a plain sum (gloo has no pre-scaled one)
+        self.sharded = True
+        log.info("sharded %d model(s) over %d processes (FSDP2)", len(models), self.count)
+
+    def like(self, tensor: torch.Tensor, parameter: torch.Tensor) -> torch.Tensor:
+        """``tensor`` (shaped like the whole parameter) placed as ``parameter``: on its device, and
+        cut into the same shard when the parameter is sharded."""
+        if isinstance(parameter, DTensor):
+            return distribute_tensor(tensor.to(parameter.device), parameter.device_mesh, parameter.placements,
+                                     src_data_rank=None)
+        return tensor.to(parameter.device)
+
     def sum_gradients(self, parameters) -> None:
-        if self.count == 1:
+        if self.count == 1 or self.sharded:  # sharded: FSDP reduce-scattered them in backward
             return
         for parameter in parameters:
             if parameter.grad is None:
@@ -63,3 +111,19 @@ class Processes:
         if self.count > 1 and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
+
+
+def whole(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole of a possibly sharded tensor (gathering it is a collective call: every process makes it)."""
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def gathered_parameters(model: torch.nn.Module, dtypes: dict[str, torch.dtype]) -> dict[str, torch.Tensor] | None:
+    """Every parameter whole, on the host in ``dtypes[name]``, on the main process (None on the others)."""
+    main = not dist.is_initialized() or dist.get_rank() == 0
+    values = {}
+    for name, parameter in model.named_parameters():
+        value = whole(parameter.detach())
+        if main:
+            values[name] = value.to("cpu", dtypes[name])
+    return values if main else None

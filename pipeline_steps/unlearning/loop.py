@@ -32,7 +32,7 @@ import torch
 from accelerate import Accelerator
 
 from ..models.encoding import Example, PromptEncoder
-from ..training.distributed import Processes
+from ..training.distributed import Processes, whole
 from ..training.loop import batches
 from ..training.precision import upcast_trainable
 from ..training.progress import Progress, load_trainable_state, restore_rng, rng_state, trainable_state
@@ -64,23 +64,28 @@ def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forg
         raise ValueError(f"method '{method.name}' needs a saliency mask")
     if method.uses_retain and not retain:
         raise ValueError(f"method '{method.name}' needs retain examples")
-    named = dict(model.named_parameters())
     if start_values is None:
-        start_values = {name: p.detach().to("cpu", copy=True) for name, p in named.items()}
-    for name, parameter in named.items():
+        start_values = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters()}
+    for name, parameter in model.named_parameters():
         parameter.requires_grad_(name in trainable)
     upcast_trainable(model)
-    params = {name: named[name] for name in sorted(trainable)}
     device = accelerator.device
-    masks = {name: mask[name].to(device) for name in params} if method.masked else {}
+    model.to(device).train()
+    processes = Processes(accelerator)
+    # Under an FSDP launch each process keeps a shard of every tensor (training/distributed.py).
+    processes.shard(*[m for m in (model, reference_model) if m is not None])
+    if processes.sharded and progress is not None:
+        log.warning("progress is not saved in a sharded run: a killed job starts this stage over")
+        progress = None
+    named = dict(model.named_parameters())  # sharding replaces the parameters
+    params = {name: named[name] for name in sorted(trainable)}
+    masks = {name: processes.like(mask[name], params[name]) for name in params} if method.masked else {}
     retain_used = method.uses_retain and loss_settings.retain_weight != 0
     # Where decoupled weight decay may act: where some gradient can arrive.
     decay_region = {name: (masks[name] if method.masked and not retain_used else None) for name in params}
     total_entries = sum(p.numel() for p in named.values())
 
     optimizer = torch.optim.AdamW(params.values(), lr=settings.learning_rate, weight_decay=0.0)
-    model.to(device).train()
-    processes = Processes(accelerator)
     rng = random.Random(settings.seed)
     torch.manual_seed(settings.seed)
     forget_cache = [encoder.encode(e) for e in forget]
@@ -141,7 +146,7 @@ def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forg
             step += 1
             if step % settings.log_every == 0 or not order:
                 entry = {"step": step, "epoch": epoch, **{f"{k}_loss": v.item() for k, v in values.items()},
-                         "loss": sum(v.item() for v in values.values()), "grad_norm": float(grad_norm)}
+                         "loss": sum(v.item() for v in values.values()), "grad_norm": float(whole(grad_norm))}
                 if not order:
                     entry["changed_fraction"] = changed_entries(named, start_values) / total_entries
                 history.append(entry)
@@ -157,7 +162,7 @@ def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forg
 @torch.no_grad()
 def changed_entries(parameters: dict[str, torch.Tensor], start_values: dict[str, torch.Tensor]) -> int:
     """How many entries differ from ``start_values`` once cast to its (storage) dtype."""
-    return sum(int((p.detach().to("cpu", start_values[n].dtype) != start_values[n]).sum())
+    return sum(int((whole(p.detach()).to("cpu", start_values[n].dtype) != start_values[n]).sum())
                for n, p in parameters.items())
 
 

@@ -9,6 +9,8 @@ model is refused.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 from ..saliency.tensor_files import TensorFile, write_tensors
@@ -16,11 +18,13 @@ from ..saliency.tensor_files import TensorFile, write_tensors
 SPARSE_LIMIT = 1 / 3
 
 
-def save_changes(model: torch.nn.Module, start_values: dict[str, torch.Tensor], stem, metadata: dict[str, str]) -> dict:
-    """Write the tensors of ``model`` that differ from ``start_values`` in its dtypes; return counts."""
+def save_changes(final: Mapping[str, torch.Tensor], start_values: dict[str, torch.Tensor], stem,
+                 metadata: dict[str, str]) -> dict:
+    """Write the tensors of ``final`` (name -> tensor) that differ from ``start_values`` in its dtypes;
+    return counts."""
     entries: dict[str, torch.Tensor] = {}
     counts = {"changed_tensors": 0, "sparse_tensors": 0, "changed_entries": 0}
-    for name, parameter in model.named_parameters():
+    for name, parameter in final.items():
         # In the dtype the model is stored in: a float32 training copy is written back rounded.
         value = parameter.detach().to("cpu", start_values[name].dtype)
         moved = value != start_values[name].cpu()

@@ -96,9 +96,23 @@ def training_flags(model):
     return cli_flags({key: settings.get(key, False) for key in ("device", "dtype", "gradient_checkpointing")})
 
 
-def gpus(model):
-    """GPU count a job of this model asks the scheduler for."""
-    return 0 if config["models"][model]["device"] == "cpu" else 1
+def gpus(model, processes=1):
+    """GPU count a job of this model asks the scheduler for (one per process)."""
+    return 0 if config["models"][model]["device"] == "cpu" else processes
+
+
+def unlearn_processes(model):
+    return model_settings(model).get("unlearn_gpus", 1)
+
+
+def unlearn_launcher(model):
+    """How an unlearning job starts: one process, or one per GPU with the model sharded across them
+    (FSDP; ``pipeline_steps/training/distributed.py``)."""
+    processes = unlearn_processes(model)
+    if processes == 1:
+        return "python -m"
+    fsdp = REPO / "profiles" / "accelerate" / "fsdp.yaml"
+    return f"accelerate launch --config_file {shlex.quote(str(fsdp))} --num_processes {processes} -m"
 
 
 def benchmark_source(benchmark):
@@ -139,7 +153,8 @@ def preflight_flags(wildcards):
              "device": model["device"], "dtype": model["dtype"], "finetune_lora_r": entry["finetune"]["lora_r"],
              "finetune_batch_size": entry["finetune"]["batch_size"], "fisher_batch_size": config["saliency"]["batch_size"],
              "unlearn_batch_size": entry["unlearn"]["batch_size"], "eval_batch_size": config["evaluation"]["batch_size"],
-             "methods": entry["unlearn"]["methods"], "gradient_checkpointing": model.get("gradient_checkpointing", False)}
+             "methods": entry["unlearn"]["methods"], "gradient_checkpointing": model.get("gradient_checkpointing", False),
+             "unlearn_gpus": unlearn_processes(wildcards.model)}
     if "synthetic" not in benchmark:
         flags |= {"dataset": benchmark_source(wildcards.benchmark), "forget_ratios": entry["forget_ratios"]}
     if not is_tiny(wildcards.model):

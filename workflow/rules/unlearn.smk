@@ -20,9 +20,10 @@ rule unlearn:
         reference=lambda wc, input: f"--reference {input.reference[0]}" if input.reference else "",
         flags=lambda wc: cli_flags(unlearn_settings(wc)),
         training=lambda wc: training_flags(wc.model),
+        launch=lambda wc: unlearn_launcher(wc.model),
     threads: lambda wc: model_settings(wc.model)["threads"]
     resources:
-        gpu=lambda wc: gpus(wc.model),
+        gpu=lambda wc: gpus(wc.model, unlearn_processes(wc.model)),
     conda:
         "../../environment.yml"
     log:
@@ -30,7 +31,7 @@ rule unlearn:
     benchmark:
         "logs/timings/unlearn/{benchmark}/{model}/forget~{ratio}/{variant}.tsv"
     shell:
-        "python -m pipeline_steps.unlearn --vanilla {input.vanilla} --benchmark {input.benchmark}"
+        "{params.launch} pipeline_steps.unlearn --vanilla {input.vanilla} --benchmark {input.benchmark}"
         " --forget-ratio {wildcards.ratio} --method {params.method} {params.mask} {params.reference}"
         " --out {params.out} {params.training} --threads {threads}"
         " {params.flags} > {log} 2>&1"
