@@ -170,7 +170,7 @@ def main() -> None:
         key = result["stage"] if result["stage"] in estimates else stage
         if key in estimates and stage != "build_mask":
             result["estimate_gib"] = round(estimates[key]["bytes"] / GIB, 2)
-    print(f"\n| stage | peak allocated GiB | peak reserved GiB | estimate GiB | measured / estimate | seconds |")
+    print("\n| stage | peak allocated GiB | peak reserved GiB | estimate GiB | measured / estimate | seconds |")
     print("|---|---|---|---|---|---|")
     for r in results:
         ratio = (f"{r['peak_allocated_gib'] / r['estimate_gib']:.2f}"

@@ -28,7 +28,7 @@ from .models.encoding import Example, PromptEncoder
 from .models.loading import load_model, model_fingerprint
 from .saliency.tensor_files import TensorFile
 from .storage import atomic_directory, write_json, write_jsonl
-from .training.distributed import Processes, gathered_parameters
+from .training.distributed import Processes
 from .training.precision import TRAINING_DTYPES, enable_gradient_checkpointing, training_accelerator
 from .training.progress import add_progress_arguments, examples_digest, job_progress
 from .unlearning.loop import UnlearnSettings, settings_dict, unlearn
@@ -136,7 +136,7 @@ def main(args) -> None:
     history = unlearn(model, method, PromptEncoder(loaded.processor), forget, retain, settings, loss_settings,
                       accelerator, trainable=trainable, mask=mask, reference_model=reference, progress=progress,
                       start_values=start_values)
-    final = gathered_parameters(model, {name: value.dtype for name, value in start_values.items()})
+    final = processes.whole_parameters(model, {name: value.dtype for name, value in start_values.items()})
     if not processes.is_main:
         processes.close()
         return

@@ -102,6 +102,16 @@ class Processes:
                 parameter.grad = torch.zeros_like(parameter)
             dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
 
+    def whole_parameters(self, model: torch.nn.Module, dtypes: dict[str, torch.dtype]) -> dict[str, torch.Tensor]:
+        """Every parameter whole, on the host in ``dtypes[name]``, on the main process (empty on the
+        others, which only take part in gathering the shards)."""
+        values = {}
+        for name, parameter in model.named_parameters():
+            value = whole(parameter.detach())
+            if self.is_main:
+                values[name] = value.to("cpu", dtypes[name])
+        return values
+
     def wait(self) -> None:
         if self.count > 1:
             dist.barrier()
@@ -116,14 +126,3 @@ class Processes:
 def whole(tensor: torch.Tensor) -> torch.Tensor:
     """The whole of a possibly sharded tensor (gathering it is a collective call: every process makes it)."""
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
-
-
-def gathered_parameters(model: torch.nn.Module, dtypes: dict[str, torch.dtype]) -> dict[str, torch.Tensor] | None:
-    """Every parameter whole, on the host in ``dtypes[name]``, on the main process (None on the others)."""
-    main = not dist.is_initialized() or dist.get_rank() == 0
-    values = {}
-    for name, parameter in model.named_parameters():
-        value = whole(parameter.detach())
-        if main:
-            values[name] = value.to("cpu", dtypes[name])
-    return values if main else None
