@@ -146,9 +146,9 @@ def unreadable_configs(source: str, configs: list[str], local: bool) -> dict[str
 
 
 def required_configs(fmt: str, ratios: list[int]) -> list[str]:
-    from .benchmarks import clear, mllmu
+    from .benchmarks.formats import benchmark_format
 
-    return {mllmu.FORMAT: mllmu.required_configs, clear.FORMAT: clear.required_configs}[fmt](ratios)
+    return benchmark_format(fmt).required_configs(ratios)
 
 
 def check_dataset(name: str, source: str, local: bool, configs: list[str]) -> list[Finding]:

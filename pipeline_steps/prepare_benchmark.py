@@ -13,24 +13,19 @@ import re
 import tempfile
 from pathlib import Path
 
-from .benchmarks import clear, mllmu
+from .benchmarks.formats import benchmark_format, formats
 from .cli import StageError, run_stage, stage_parser
 from .storage import atomic_directory, write_json
 
-READERS = {
-    mllmu.FORMAT: lambda source, out, seed, cache_dir: mllmu.read_mllmu(source, out, test_image_seed=seed,
-                                                                       cache_dir=cache_dir),
-    clear.FORMAT: lambda source, out, seed, cache_dir: clear.read_clear(source, out, seed=seed, cache_dir=cache_dir),
-}
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 def build_parser():
     parser = stage_parser(__doc__.splitlines()[0])
-    parser.add_argument("--format", choices=sorted(READERS), required=True)
+    parser.add_argument("--format", choices=sorted(formats()), required=True)
     parser.add_argument("--source", required=True, help="local directory or hub dataset id")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", "--test-image-seed", dest="seed", type=int, default=0,
+    parser.add_argument("--seed", type=int, default=0,
                         help="seed of the reader's random choices: one transformed image per Test_Set profile "
                              "(mllmu_bench); the caption prompt of each image and the position of the right "
                              "answer among the options (clear)")
@@ -52,7 +47,7 @@ def main(args) -> None:
     with atomic_directory(args.out) as scratch, tempfile.TemporaryDirectory() as cache:
         # A local copy is read through a throw-away cache so nothing lands in ~/.cache; hub
         # downloads use the normal cache so they are fetched once.
-        manifest = READERS[args.format](source, scratch, args.seed, cache if local else None)
+        manifest = benchmark_format(args.format).read(source, scratch, seed=args.seed, cache_dir=cache if local else None)
         write_json(scratch / "manifest.json", manifest)
 
 

@@ -6,9 +6,10 @@
 
 Only image-grounded (VQA) pairs are unlearned from and retained, as in the paper: forget VQA of
 the forget profiles, retain VQA of the retain profiles. Methods are in
-``unlearning/methods.py``; ``npo`` needs ``--reference`` (the base fine-tuned on the retain set),
-``mmunlearner`` a ``--mask`` (whose module group also fixes which tensors train; the other
-methods train every parameter, as the paper's baselines). Writes ``weights.safetensors`` (only
+``unlearning/methods.py``, each with its own hyper-parameters (``--hparam NAME=VALUE``, listed
+by ``--help``); a method with a frozen retain-set model (``npo``) needs ``--reference`` (the base
+fine-tuned on the retain set), a masked one (``mmunlearner``) a ``--mask`` (whose module group also
+fixes which tensors train; the other methods train every parameter, as the paper's baselines). Writes ``weights.safetensors`` (only
 the tensors that changed, applied to the vanilla model by ``evaluate --changes``),
 ``train_log.jsonl`` (per step: losses, gradient norm, fraction of parameters changed) and
 ``manifest.json`` (the exact settings). A mask that does not fit the model is refused before
@@ -18,6 +19,7 @@ training; a non-finite loss stops the job and leaves nothing behind.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 from PIL import Image
@@ -32,28 +34,30 @@ from .training.distributed import Processes
 from .training.precision import TRAINING_DTYPES, enable_gradient_checkpointing, training_accelerator
 from .training.progress import add_progress_arguments, examples_digest, job_progress
 from .unlearning.loop import UnlearnSettings, settings_dict, unlearn
-from .unlearning.methods import REGISTRY, Settings, get_method
+from .unlearning.methods import REGISTRY, get_method
+from .unlearning.settings import describe_hyperparameters, parse_hyperparameters
 from .unlearning.weights import save_changes
 
 log = logging.getLogger("unlearn")
 
 
 def build_parser():
-    parser = stage_parser(__doc__.splitlines()[0])
+    parser = stage_parser(__doc__.splitlines()[0], epilog=describe_hyperparameters())
     parser.add_argument("--vanilla", type=Path, required=True)
     parser.add_argument("--benchmark", type=Path, required=True)
     parser.add_argument("--forget-ratio", type=int, required=True)
     parser.add_argument("--method", choices=sorted(REGISTRY), required=True)
     parser.add_argument("--mask", type=Path, help="mask directory (build_mask output), for masked methods")
-    parser.add_argument("--reference", type=Path, help="reference model directory, for npo")
+    parser.add_argument("--reference", type=Path,
+                        help="the base model fine-tuned on the retain set, for methods whose frozen model it is (npo)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--max-grad-norm", type=float, default=1.0)
-    parser.add_argument("--retain-weight", type=float, default=1.0)
-    parser.add_argument("--npo-beta", type=float, default=0.4)
+    parser.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE",
+                        help="one of the method's own hyper-parameters (see below); unset ones keep their defaults")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=1)
     parser.add_argument("--device", default="auto")
@@ -99,9 +103,10 @@ def load_mask(mask_dir: Path, model, fingerprint: str) -> tuple[dict, str]:
 
 def main(args) -> None:
     method = get_method(args.method)
-    if method.masked and args.mask is None:
+    hparams = parse_hyperparameters(method, args.hparam)
+    if method.needs_mask and args.mask is None:
         raise StageError(f"method '{args.method}' needs --mask")
-    if method.reference == "reference" and args.reference is None:
+    if method.frozen_model == "retain_finetuned" and args.reference is None:
         raise StageError(f"method '{args.method}' needs --reference (the base model fine-tuned on the retain set)")
     forget = vqa_examples(args.benchmark, forget_split(args.forget_ratio))
     retain = vqa_examples(args.benchmark, retain_split(args.forget_ratio)) if method.uses_retain else []
@@ -115,25 +120,24 @@ def main(args) -> None:
     model = loaded.model
     if args.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    mask, modules = load_mask(args.mask, model, fingerprint) if method.masked else (None, "all")
+    mask, modules = load_mask(args.mask, model, fingerprint) if method.needs_mask else (None, "all")
     trainable = {name for name, _ in model.named_parameters() if loaded.family.in_group(name, modules)}
     reference = None
-    if method.reference:
-        source = args.vanilla if method.reference == "vanilla" else args.reference
+    if method.frozen_model:
+        source = args.vanilla if method.frozen_model == "vanilla" else args.reference
         reference = load_model(str(source), dtype=args.dtype, device=str(device)).model.eval()
         for parameter in reference.parameters():
             parameter.requires_grad_(False)
     settings = UnlearnSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                                weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed,
                                log_every=args.log_every)
-    loss_settings = Settings(retain_weight=args.retain_weight, npo_beta=args.npo_beta)
     # On the host (a 7B copy would cost 14 GB of GPU): compared against at epoch ends and when saving.
     start_values = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters()}
     log.info("%s: %d forget and %d retain examples, %d trainable tensors (module group %s)", args.method,
              len(forget), len(retain), len(trainable), modules)
     progress = job_progress(args, fingerprint, examples_digest(forget + retain),
                             model_fingerprint(args.reference) if args.reference else "")
-    history = unlearn(model, method, PromptEncoder(loaded.processor), forget, retain, settings, loss_settings,
+    history = unlearn(model, method, PromptEncoder(loaded.processor), forget, retain, settings, hparams,
                       accelerator, trainable=trainable, mask=mask, reference_model=reference, progress=progress,
                       start_values=start_values)
     final = processes.whole_parameters(model, {name: value.dtype for name, value in start_values.items()})
@@ -144,7 +148,7 @@ def main(args) -> None:
                 "benchmark": str(args.benchmark), "forget_ratio": args.forget_ratio, "mask": str(args.mask or ""),
                 "module_group": modules, "reference": str(args.reference or ""), "forget_examples": len(forget),
                 "retain_examples": len(retain), "training": settings_dict(settings),
-                "loss": {"retain_weight": args.retain_weight, "npo_beta": args.npo_beta}, "dtype": args.dtype}
+                "hyperparameters": asdict(hparams), "dtype": args.dtype}
     with atomic_directory(args.out) as scratch:
         counts = save_changes(final, start_values, scratch / "weights",
                               {"kind": "unlearned_changes", "method": args.method, "vanilla_fingerprint": fingerprint})

@@ -126,14 +126,14 @@ def test_images_are_stored_once(benchmark):
 
 def read(source, out, seed=0):
     """As prepare_benchmark reads a local copy: through a cache of its own."""
-    return read_mllmu(str(source), out, test_image_seed=seed, cache_dir=str(out.parent / f"{out.name}-cache"))
+    return read_mllmu(str(source), out, seed=seed, cache_dir=str(out.parent / f"{out.name}-cache"))
 
 
 def test_test_split_picks_one_transformed_image_per_profile_reproducibly(raw_benchmark, tmp_path):
     first = read(raw_benchmark, tmp_path / "a", seed=7)
     read(raw_benchmark, tmp_path / "b", seed=7)
     read(raw_benchmark, tmp_path / "c", seed=8)
-    assert first["test_image_seed"] == 7
+    assert first["seed"] == 7
     picks = [[r.image for r in read_split(tmp_path / name, "test")] for name in "abc"]
     assert picks[0] == picks[1]
     assert picks[0] != picks[2]

@@ -13,7 +13,7 @@ from pipeline_steps.models.encoding import PromptEncoder
 from pipeline_steps.models.loading import load_model
 from pipeline_steps.training.precision import enable_gradient_checkpointing, training_accelerator
 from pipeline_steps.unlearning.loop import UnlearnSettings, unlearn
-from pipeline_steps.unlearning.methods import Settings, get_method
+from pipeline_steps.unlearning.methods import get_method
 from test_unlearning import forget_examples, retain_examples
 
 FAMILIES = ["llava", "qwen2_vl"]
@@ -36,7 +36,7 @@ def unlearn_copy(model_dir, *, dtype="float32", accelerator=None, checkpointing=
     start = {name: p.detach().clone() for name, p in loaded.model.named_parameters()}
     settings = UnlearnSettings(epochs=epochs, batch_size=2, learning_rate=learning_rate, seed=0)
     unlearn(loaded.model, get_method("ga_diff"), PromptEncoder(loaded.processor), forget_examples(),
-            retain_examples(), settings, Settings(), accelerator or Accelerator(cpu=True),
+            retain_examples(), settings, get_method("ga_diff").Hyperparameters(), accelerator or Accelerator(cpu=True),
             trainable=set(start), start_values=start)
     return start, loaded.model
 
@@ -80,7 +80,7 @@ def test_gradient_checkpointing_recomputes_and_changes_nothing(tiny_models, fami
     layers[0].input_layernorm.register_forward_pre_hook(lambda *_: calls.append(1))
     settings = UnlearnSettings(epochs=1, batch_size=2, learning_rate=1e-3, seed=0)
     unlearn(loaded.model, get_method("ga_diff"), PromptEncoder(loaded.processor), forget_examples(),
-            retain_examples(), settings, Settings(), Accelerator(cpu=True), trainable=set(plain_start))
+            retain_examples(), settings, get_method("ga_diff").Hyperparameters(), Accelerator(cpu=True), trainable=set(plain_start))
     steps = len(forget_examples()) // 2
     assert len(calls) == 2 * 2 * steps  # forget and retain forwards, each run again in backward
     for name, parameter in loaded.model.named_parameters():

@@ -15,7 +15,8 @@ from pipeline_steps.models.families import FAMILIES
 from pipeline_steps.models.loading import load_model, model_fingerprint, save_model
 from pipeline_steps.saliency.tensor_files import write_tensors
 from pipeline_steps.unlearning.loop import UnlearnSettings, unlearn
-from pipeline_steps.unlearning.methods import Settings, get_method
+from pipeline_steps.unlearning.methods import get_method
+from pipeline_steps.unlearning.settings import parse_hyperparameters
 from pipeline_steps.unlearning.weights import apply_changes, save_changes
 
 COLOURS = ("red", "blue", "green", "white", "black", "purple")
@@ -47,8 +48,10 @@ def run(loaded_model, method, *, mask=None, trainable=None, retain_weight=1.0, s
     settings = UnlearnSettings(epochs=steps_epochs, batch_size=2, learning_rate=1e-2, weight_decay=weight_decay,
                                max_grad_norm=0.5, seed=0)
     trainable = trainable or {name for name, _ in model.named_parameters()}
-    return unlearn(model, get_method(method), PromptEncoder(loaded_model.processor), forget_examples(),
-                   retain_examples(), settings, Settings(retain_weight=retain_weight), Accelerator(cpu=True),
+    method = get_method(method)
+    hparams = parse_hyperparameters(method, [f"retain_weight={retain_weight}"] if method.uses_retain else [])
+    return unlearn(model, method, PromptEncoder(loaded_model.processor), forget_examples(),
+                   retain_examples(), settings, hparams, Accelerator(cpu=True),
                    trainable=trainable, mask=mask, reference_model=reference)
 
 
@@ -147,7 +150,6 @@ def test_each_baseline_loss_by_hand(loaded):
     forget, retain = forget_examples()[:3], retain_examples()[:3]
     batches = {"forget": encoder.collate([encoder.encode(e) for e in forget]),
                "retain": encoder.collate([encoder.encode(e) for e in retain])}
-    settings = Settings(retain_weight=0.7, npo_beta=0.4)
     with torch.no_grad():
         nll = lambda m, ex: torch.stack([-lp.gather(1, t[:, None]).mean() for lp, t in full_logprobs(m, encoder, ex)])
         seq = lambda m, ex: torch.stack([lp.gather(1, t[:, None]).sum() for lp, t in full_logprobs(m, encoder, ex)])
@@ -159,7 +161,10 @@ def test_each_baseline_loss_by_hand(loaded):
         expected = {"ga": (-forget_nll, None), "ga_diff": (-forget_nll, 0.7 * retain_nll),
                     "kl_min": (-forget_nll, 0.7 * kl), "npo": (npo, None), "mmunlearner": (-forget_nll, 0.7 * retain_nll)}
         for name, (forget_term, retain_term) in expected.items():
-            terms = get_method(name).terms(model.model, batches, settings, reference)
+            method = get_method(name)
+            hparams = parse_hyperparameters(method, ["retain_weight=0.7"] if method.uses_retain else ["beta=0.4"]
+                                            if name == "npo" else [])
+            terms = method.terms(model.model, batches, hparams, reference)
             torch.testing.assert_close(terms.forget, forget_term, rtol=1e-4, atol=1e-5)
             if retain_term is None:
                 assert terms.retain is None
@@ -173,7 +178,8 @@ def test_kl_term_is_zero_against_an_identical_model(loaded):
     batches = {"forget": encoder.collate([encoder.encode(e) for e in forget_examples()[:2]]),
                "retain": encoder.collate([encoder.encode(e) for e in retain_examples()[:2]])}
     with torch.no_grad():
-        terms = get_method("kl_min").terms(model.model, batches, Settings(), reference_model=model.model)
+        terms = get_method("kl_min").terms(model.model, batches, get_method("kl_min").Hyperparameters(),
+                                           reference_model=model.model)
     assert abs(terms.retain.item()) < 1e-6
 
 

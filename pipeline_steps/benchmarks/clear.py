@@ -37,10 +37,10 @@ from pathlib import Path
 
 import datasets
 
+from .formats import BenchmarkFormat
 from .records import ChoiceItem, OpenItem, ProfileRecord, forget_split, retain_split, write_split
 from .source import ImageStore, content_id, image_bytes, open_config
 
-FORMAT = "clear"
 FORGET_RATIOS = (1, 5, 10)
 NAME_QUESTION = "What is the name of the person in the image?"
 MIN_DISTRACTORS = 3
@@ -233,7 +233,10 @@ def read_clear(source: str, out_dir: Path, *, seed: int = 0, cache_dir: str | No
         sizes[split] = len(records)
 
     return {
-        "format": FORMAT, "source": source, "configs": reader.configs, "forget_ratios": ratios, "seed": seed,
+        "format": FORMAT.name, "source": source, "configs": reader.configs, "forget_ratios": ratios, "seed": seed,
         "name_questions": name_questions, "real_rows": dict(real_counts),
         "training_records_missing_from_full": outside_full, "splits": sizes,
     }
+
+
+FORMAT = BenchmarkFormat("clear", FORGET_RATIOS, required_configs, read_clear)

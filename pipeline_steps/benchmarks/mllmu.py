@@ -22,10 +22,10 @@ from typing import Iterable
 
 import datasets
 
+from .formats import BenchmarkFormat
 from .records import ChoiceItem, OpenItem, ProfileRecord, forget_split, retain_split, write_split
 from .source import ImageStore, open_config
 
-FORMAT = "mllmu_bench"
 FORGET_RATIOS = (5, 10, 15)
 TASK_MODALITY = {"Image_Textual": "vqa", "Pure_Text": "text"}
 
@@ -113,7 +113,7 @@ def profile_record(row: dict, images: ImageStore, ft_pairs: dict[str, list[OpenI
     )
 
 
-def read_mllmu(source: str, out_dir: Path, *, test_image_seed: int, cache_dir: str | None = None) -> dict:
+def read_mllmu(source: str, out_dir: Path, *, seed: int, cache_dir: str | None = None) -> dict:
     """Write the canonical splits of MLLMU-Bench at ``source`` under ``out_dir``; return the manifest."""
     out_dir = Path(out_dir)
     images = ImageStore(out_dir)
@@ -163,7 +163,7 @@ def read_mllmu(source: str, out_dir: Path, *, test_image_seed: int, cache_dir: s
         choices = row.get("images") or []
         if not choices:
             raise ValueError(f"Test_Set profile {row_id} has no images")
-        pick = random.Random(f"{test_image_seed}/{row_id}").randrange(len(choices))
+        pick = random.Random(f"{seed}/{row_id}").randrange(len(choices))
         known = by_id.get(row_id)
         items = choice_items(row.get("Classification_Task"), row_id) or (
             [c for c in known.multiple_choice if c.modality == "vqa"] if known else [])
@@ -174,8 +174,8 @@ def read_mllmu(source: str, out_dir: Path, *, test_image_seed: int, cache_dir: s
     write_split(out_dir, "test", test)
 
     return {
-        "format": FORMAT, "source": source, "configs": configs, "forget_ratios": ratios,
-        "vqa_training_pairs_from": found, "test_image_seed": test_image_seed,
+        "format": FORMAT.name, "source": source, "configs": configs, "forget_ratios": ratios,
+        "vqa_training_pairs_from": found, "seed": seed,
         "splits": {name: len(records) for name, records in
                    [("full", full), ("real_world", real), ("test", test)]},
     }
@@ -191,3 +191,6 @@ def _check_partition(ratio: int, forget: list[ProfileRecord], retain: list[Profi
     if unknown:
         raise ValueError(f"{forget_split(ratio)}/{retain_split(ratio)} name profiles missing from Full_Set: "
                          f"{sorted(unknown)[:5]}")
+
+
+FORMAT = BenchmarkFormat("mllmu_bench", FORGET_RATIOS, required_configs, read_mllmu, synthesizable=True)

@@ -36,7 +36,7 @@ from ..training.distributed import Processes, whole
 from ..training.loop import batches
 from ..training.precision import upcast_trainable
 from ..training.progress import Progress, load_trainable_state, restore_rng, rng_state, trainable_state
-from .methods import LossTerms, Method, Settings
+from .methods import LossTerms, Method
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,14 @@ class UnlearnSettings:
 
 
 def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forget: Sequence[Example],
-            retain: Sequence[Example], settings: UnlearnSettings, loss_settings: Settings, accelerator: Accelerator,
+            retain: Sequence[Example], settings: UnlearnSettings, hparams, accelerator: Accelerator,
             *, trainable: set[str], mask: dict[str, torch.Tensor] | None = None,
             reference_model: torch.nn.Module | None = None, progress: Progress | None = None,
             start_values: dict[str, torch.Tensor] | None = None) -> list[dict]:
     """Unlearn in place; return the per-step log. With ``progress``, resumable as ``fit``.
 
     ``start_values`` is the model's starting state on the host, if the caller already holds one."""
-    if method.masked and mask is None:
+    if method.needs_mask and mask is None:
         raise ValueError(f"method '{method.name}' needs a saliency mask")
     if method.uses_retain and not retain:
         raise ValueError(f"method '{method.name}' needs retain examples")
@@ -79,10 +79,10 @@ def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forg
         progress = None
     named = dict(model.named_parameters())  # sharding replaces the parameters
     params = {name: named[name] for name in sorted(trainable)}
-    masks = {name: processes.like(mask[name], params[name]) for name in params} if method.masked else {}
-    retain_used = method.uses_retain and loss_settings.retain_weight != 0
+    masks = {name: processes.like(mask[name], params[name]) for name in params} if method.needs_mask else {}
+    retain_used = method.uses_retain and getattr(hparams, "retain_weight", 1.0) != 0
     # Where decoupled weight decay may act: where some gradient can arrive.
-    decay_region = {name: (masks[name] if method.masked and not retain_used else None) for name in params}
+    decay_region = {name: (masks[name] if method.needs_mask and not retain_used else None) for name in params}
     total_entries = sum(p.numel() for p in named.values())
 
     optimizer = torch.optim.AdamW(params.values(), lr=settings.learning_rate, weight_decay=0.0)
@@ -116,7 +116,7 @@ def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forg
                     retain_queue = batches(range(len(retain_cache)), settings.batch_size, rng)
                 step_batches["retain"], weights["retain"] = local_batch(retain_cache, retain_queue.pop())
             with accelerator.autocast():
-                terms = method.terms(model, step_batches, loss_settings, reference_model)
+                terms = method.terms(model, step_batches, hparams, reference_model)
             # Each process's terms weighted by its share of the global batch (training/distributed.py).
             terms = LossTerms(**{k: None if v is None else v * weights[k] for k, v in vars(terms).items()})
             values = {k: processes.sum(v.detach().clone()) for k, v in vars(terms).items() if v is not None}
@@ -124,7 +124,7 @@ def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forg
                 if not torch.isfinite(value):
                     raise FloatingPointError(f"{method.name}: the {key} loss is {value.item()} at step {step}; "
                                              "nothing was written. Lower the learning rate or the number of epochs")
-            if method.masked:
+            if method.needs_mask:
                 terms.forget.backward()
                 for name, parameter in params.items():
                     if parameter.grad is not None:

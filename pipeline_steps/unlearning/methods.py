@@ -1,9 +1,13 @@
-"""Unlearning objectives, one small class each behind a registry.
+"""Unlearning objectives: one class per method, which declares everything the rest of the system
+needs to know about it.
 
 A method turns ``{"forget": batch, "retain": batch}`` into loss terms: the ``forget`` term (the
-one a saliency mask restricts) and the ``retain`` term; the loss is their sum. Adding a method
-(SimNPO, RMU, ...) is one class here. Losses are per-example means over answer tokens (paper
-Eq. 13), averaged over the batch:
+one a saliency mask restricts) and the ``retain`` term; the loss is their sum. Its class also says
+what its jobs need (retain examples, a frozen model, a saliency mask), its name in tables, and its
+own hyper-parameters (a frozen dataclass with defaults, descriptions and bounds). The workflow, the
+config check, the pre-flight check and the report read these instead of naming methods, so adding
+a method is one class here and one entry in a config. Losses are per-example means over answer
+tokens (paper Eq. 13), averaged over the batch:
 
 * ``ga``: -L_forget (paper Eq. 15).
 * ``ga_diff``: -L_forget + L_retain (Eq. 16).
@@ -17,7 +21,8 @@ Eq. 13), averaged over the batch:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -34,26 +39,49 @@ class LossTerms:
         return sum(term for term in (self.forget, self.retain) if term is not None)
 
 
+def hyperparameter(default, description: str, **bounds):
+    """A dataclass field of a method's hyper-parameters: its default, what it does, and its JSON
+    schema bounds (``minimum``, ``exclusiveMinimum``, ...), which the config check enforces."""
+    return field(default=default, metadata={"description": description, **bounds})
+
+
 @dataclass(frozen=True)
-class Settings:
-    retain_weight: float = 1.0
-    npo_beta: float = 0.4
+class NoHyperparameters:
+    pass
+
+
+@dataclass(frozen=True)
+class RetainWeight:
+    retain_weight: float = hyperparameter(1.0, "weight of the retain term", minimum=0)
+
+
+FROZEN_MODELS = ("vanilla", "retain_finetuned")  # what a method's frozen model is
 
 
 class Method:
-    name: str = ""
-    uses_retain = False
-    reference: str | None = None  # "vanilla" or "reference": a frozen model the loss compares to
-    masked = False  # the forget term's gradient is restricted to a saliency mask
+    name: ClassVar[str]  # in configs, variant names and command lines
+    label: ClassVar[str]  # in tables and figures
+    uses_retain: ClassVar[bool] = False  # needs retain examples
+    # A frozen model the loss compares to: the vanilla model, or the base model fine-tuned on the
+    # retain set only (``finetune_reference``); None for none.
+    frozen_model: ClassVar[str | None] = None
+    needs_mask: ClassVar[bool] = False  # the forget term's gradient is restricted to a saliency mask
+    Hyperparameters: ClassVar[type] = NoHyperparameters
 
-    def terms(self, model, batches: dict[str, dict], settings: Settings, reference_model=None) -> LossTerms:
+    def terms(self, model, batches: dict[str, dict], hparams, reference_model=None) -> LossTerms:
         raise NotImplementedError
+
+    @classmethod
+    def hyperparameter_fields(cls):
+        return fields(cls.Hyperparameters)
 
 
 REGISTRY: dict[str, Method] = {}
 
 
 def register(cls: type[Method]) -> type[Method]:
+    if cls.frozen_model not in (None, *FROZEN_MODELS):
+        raise TypeError(f"{cls.__name__}.frozen_model must be None or one of {FROZEN_MODELS}")
     REGISTRY[cls.name] = cls()
     return cls
 
@@ -70,29 +98,31 @@ def mean_nll(model, batch: dict) -> torch.Tensor:
 
 @register
 class GradientAscent(Method):
-    name = "ga"
+    name, label = "ga", "GA"
 
-    def terms(self, model, batches, settings, reference_model=None):
+    def terms(self, model, batches, hparams, reference_model=None):
         return LossTerms(forget=-mean_nll(model, batches["forget"]))
 
 
 @register
 class GradientDifference(Method):
-    name = "ga_diff"
+    name, label = "ga_diff", "GA_Diff"
     uses_retain = True
+    Hyperparameters = RetainWeight
 
-    def terms(self, model, batches, settings, reference_model=None):
+    def terms(self, model, batches, hparams, reference_model=None):
         return LossTerms(forget=-mean_nll(model, batches["forget"]),
-                         retain=settings.retain_weight * mean_nll(model, batches["retain"]))
+                         retain=hparams.retain_weight * mean_nll(model, batches["retain"]))
 
 
 @register
 class KLMinimisation(Method):
-    name = "kl_min"
+    name, label = "kl_min", "KL_Min"
     uses_retain = True
-    reference = "vanilla"
+    frozen_model = "vanilla"
+    Hyperparameters = RetainWeight
 
-    def terms(self, model, batches, settings, reference_model=None):
+    def terms(self, model, batches, hparams, reference_model=None):
         logits, targets = answer_logits(model, batches["retain"])
         with torch.no_grad():
             reference_logits, _ = answer_logits(reference_model, batches["retain"])
@@ -102,24 +132,28 @@ class KLMinimisation(Method):
         mask = targets != -100
         per_example = (per_token * mask).sum(1) / mask.sum(1)
         return LossTerms(forget=-mean_nll(model, batches["forget"]),
-                         retain=settings.retain_weight * per_example.mean())
+                         retain=hparams.retain_weight * per_example.mean())
 
 
 @register
 class NegativePreferenceOptimization(Method):
-    name = "npo"
-    reference = "reference"
+    name, label = "npo", "NPO"
+    frozen_model = "retain_finetuned"
 
-    def terms(self, model, batches, settings, reference_model=None):
+    @dataclass(frozen=True)
+    class Hyperparameters:
+        beta: float = hyperparameter(0.4, "inverse temperature of the preference loss (Eq. 19)", exclusiveMinimum=0)
+
+    def terms(self, model, batches, hparams, reference_model=None):
         logprobs, _ = answer_token_logprobs(*answer_logits(model, batches["forget"]))
         with torch.no_grad():
             reference_logprobs, _ = answer_token_logprobs(*answer_logits(reference_model, batches["forget"]))
         log_ratio = logprobs.sum(1) - reference_logprobs.sum(1)  # log pi_theta(y|x) - log pi_ref(y|x)
-        beta = settings.npo_beta
+        beta = hparams.beta
         return LossTerms(forget=(2 / beta) * F.softplus(beta * log_ratio).mean())
 
 
 @register
 class MMUnlearner(GradientDifference):
-    name = "mmunlearner"
-    masked = True
+    name, label = "mmunlearner", "MMUnlearner"
+    needs_mask = True

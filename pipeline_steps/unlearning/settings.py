@@ -1,0 +1,119 @@
+"""An unlearning job's settings: the shared loop's and its method's own, resolved from the config.
+
+The config's ``unlearn`` block has the methods to run, ``shared`` settings, and one optional block
+per method::
+
+    unlearn:
+      methods: [ga, ga_diff, npo]
+      shared: {epochs: 2, batch_size: 4, learning_rate: 3.0e-4, retain_weight: 1.0}
+      npo: {beta: 0.4, learning_rate: 1.0e-4}
+
+A method's settings are the loop's (``UnlearnSettings``) and its own hyper-parameters
+(``Method.Hyperparameters``): each from the method's block, else from ``shared`` (a shared
+hyper-parameter applies to every method that has one of that name), else its default. A job is
+handed only its own method's settings, so changing ``npo.beta`` reruns NPO's jobs and no other's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable
+
+from .loop import UnlearnSettings
+from .methods import REGISTRY, Method, get_method
+
+JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string", "int": "integer",
+              "float": "number", "bool": "boolean", "str": "string"}
+# Bounds of the loop's settings (the methods declare theirs on their fields).
+LOOP_BOUNDS = {"epochs": {"minimum": 1}, "batch_size": {"minimum": 1}, "learning_rate": {"exclusiveMinimum": 0},
+               "weight_decay": {"minimum": 0}, "max_grad_norm": {"exclusiveMinimum": 0}, "log_every": {"minimum": 1}}
+
+
+def loop_fields() -> tuple[dataclasses.Field, ...]:
+    return dataclasses.fields(UnlearnSettings)
+
+
+def _schema(field: dataclasses.Field, bounds: dict) -> dict:
+    schema = {"type": JSON_TYPES[field.type], **bounds}
+    if "description" in field.metadata:
+        schema["description"] = field.metadata["description"]
+    return schema
+
+
+def _hyperparameter_schema(field: dataclasses.Field) -> dict:
+    return _schema(field, {k: v for k, v in field.metadata.items() if k != "description"})
+
+
+def method_block_schema(method: Method) -> dict:
+    """JSON schema of one method's block in the config: the loop's settings and its own."""
+    properties = {f.name: _schema(f, LOOP_BOUNDS.get(f.name, {})) for f in loop_fields()}
+    properties |= {f.name: _hyperparameter_schema(f) for f in method.hyperparameter_fields()}
+    return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
+def shared_block_schema() -> dict:
+    """JSON schema of ``unlearn.shared``: the loop's settings and any method's hyper-parameter."""
+    properties = {f.name: _schema(f, LOOP_BOUNDS.get(f.name, {})) for f in loop_fields()}
+    for method in REGISTRY.values():
+        properties |= {f.name: _hyperparameter_schema(f) for f in method.hyperparameter_fields()}
+    return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
+def unlearn_block_schema() -> dict:
+    """JSON schema of an experiment's ``unlearn`` block, built from the method registry."""
+    return {
+        "type": "object", "additionalProperties": False, "required": ["methods", "shared"],
+        "properties": {
+            "methods": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": sorted(REGISTRY)}},
+            "shared": shared_block_schema(),
+            **{name: method_block_schema(method) for name, method in REGISTRY.items()},
+        },
+    }
+
+
+def resolve(method_name: str, unlearn_block: dict) -> dict[str, dict]:
+    """``{"loop": {...}, "hyperparameters": {...}}`` of one method: every field, with its value."""
+    method = get_method(method_name)
+    own, shared = unlearn_block.get(method_name, {}), unlearn_block.get("shared", {})
+
+    def value(field: dataclasses.Field):
+        for source in (own, shared):
+            if field.name in source:
+                return source[field.name]
+        if field.default is dataclasses.MISSING:
+            raise ValueError(f"unlearning setting '{field.name}' of method '{method_name}' has no default; "
+                             f"set it under unlearn.shared or unlearn.{method_name}")
+        return field.default
+
+    return {"loop": {f.name: value(f) for f in loop_fields()},
+            "hyperparameters": {f.name: value(f) for f in method.hyperparameter_fields()}}
+
+
+def parse_hyperparameters(method: Method, assignments: Iterable[str]):
+    """``["beta=0.4"]`` -> the method's ``Hyperparameters``, each value of its field's type; a
+    name the method does not have, or a value of the wrong type, is refused with the fix."""
+    known = {f.name: f for f in method.hyperparameter_fields()}
+    values = {}
+    for assignment in assignments:
+        name, sep, raw = assignment.partition("=")
+        if not sep:
+            raise ValueError(f"--hparam '{assignment}' is not of the form NAME=VALUE")
+        if name not in known:
+            raise ValueError(f"method '{method.name}' has no hyper-parameter '{name}' "
+                             f"(it has: {', '.join(known) or 'none'})")
+        kind = {"float": float, "int": int, "str": str, "bool": bool}.get(known[name].type, known[name].type)
+        try:
+            values[name] = (raw.lower() in ("1", "true", "yes")) if kind is bool else kind(raw)
+        except ValueError:
+            raise ValueError(f"hyper-parameter '{name}' of method '{method.name}' takes a {kind.__name__}, "
+                             f"not '{raw}'") from None
+    return method.Hyperparameters(**values)
+
+
+def describe_hyperparameters() -> str:
+    """Every method's hyper-parameters, for ``--help``."""
+    lines = ["hyper-parameters of each method (--hparam NAME=VALUE):"]
+    for name, method in sorted(REGISTRY.items()):
+        own = [f"{f.name}={f.default} ({f.metadata.get('description', '')})" for f in method.hyperparameter_fields()]
+        lines.append(f"  {name}: {'; '.join(own) or 'none'}")
+    return "\n".join(lines)
