@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .cli import StageError, labelled_paths, run_stage, stage_parser
 from .reporting.figures import save, tradeoff
-from .reporting.labels import parse_variant
+from .study.variants import Variant
 from .storage import read_json
 
 
@@ -40,7 +40,7 @@ def main(args) -> None:
         if (ratio, "vanilla") not in tables:
             raise StageError(f"forget ratio {ratio} has no vanilla point to measure changes from")
         vanilla = tables[(ratio, "vanilla")]
-        points.append({"method": parse_variant(variant)["method"], "ratio": ratio,
+        points.append({"method": Variant.parse(variant).method, "ratio": ratio,
                        "delta": {column: table[column] - vanilla[column] for column in table}})
     save(tradeoff(points, args.title), args.out)
 

@@ -65,8 +65,9 @@ def test_real_config_plans_the_paper_dag_with_a_gpu_per_gpu_stage(real_workspace
     assert model_entry["device"] == "auto" and model_entry["dtype"] == "bfloat16"
     assert (entry["finetune"]["batch_size"], entry["finetune"]["learning_rate"]) == PAPER_FINETUNE[name]
     assert entry["finetune"]["epochs"] == 4 and entry["finetune"]["lora_r"] > 0
-    assert (entry["unlearn"]["epochs"], entry["unlearn"]["batch_size"]) == (2, 4)
-    assert entry["unlearn"]["learning_rate"] == PAPER_FINETUNE[name][1] and entry["unlearn"]["npo_beta"] == 0.4
+    shared = entry["unlearn"]["shared"]
+    assert (shared["epochs"], shared["batch_size"]) == (2, 4)
+    assert shared["learning_rate"] == PAPER_FINETUNE[name][1] and entry["unlearn"]["npo"]["beta"] == 0.4
 
     result = snakemake(real_workspace, "-n", "--printshellcmds", "--configfile", f"config/{name}.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -97,10 +98,10 @@ def clear_instead(config):
 
 
 @pytest.mark.parametrize("change,message", [
-    (lambda c: c["benchmarks"]["mini"].update(format="clear"), "benchmarks.mini: only format mllmu_bench can be synthesized"),
+    (lambda c: c["benchmarks"]["mini"].update(format="clear"), "benchmarks.mini: format clear cannot be synthesized"),
     (lambda c: (clear_instead(c), c["experiments"][0].update(forget_ratios=[5, 15])),
      "benchmark 'mini' has no forget ratio 15 (its format offers 1, 5, 10)"),
-    (lambda c: c["benchmarks"]["mini"].update(seed=1), "benchmarks.mini sets both seed and test_image_seed"),
+    (lambda c: c["benchmarks"]["mini"].update(test_image_seed=1), "'test_image_seed' was unexpected"),
 ])
 def test_bad_clear_config_stops_before_any_job(tmp_path, change, message):
     config = json.loads(json.dumps(SMALL))
@@ -231,12 +232,12 @@ def test_the_workflow_runs_the_check_first_and_shows_its_findings(tmp_path, tiny
     planned = snakemake(tmp_path, "-n")
     assert planned.returncode == 0, planned.stderr[-2000:]
     assert "build_base" not in planned_jobs(planned) and planned_jobs(planned)["check_environment"] == 1
-    result = snakemake(tmp_path, "--cores", "1", "results/mini/mini_llava/preflight.json")
+    result = snakemake(tmp_path, "--cores", "1", "results/mini/mini_llava/check_environment.json")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads((tmp_path / "results/mini/mini_llava/preflight.json").read_text())["shape"]["layers"] == 2
+    assert json.loads((tmp_path / "results/mini/mini_llava/check_environment.json").read_text())["shape"]["layers"] == 2
 
     config["benchmarks"]["mini"] = {"format": "mllmu_bench", "hub": "MLLMMU/MLLMU-Bench"}
     workspace(tmp_path / "hub", config)
-    failed = snakemake(tmp_path / "hub", "--cores", "1", "results/mini/mini_llava/preflight.json")
+    failed = snakemake(tmp_path / "hub", "--cores", "1", "results/mini/mini_llava/check_environment.json")
     assert failed.returncode != 0
     assert "benchmark 'mini' (hub dataset 'MLLMMU/MLLMU-Bench'): HF_HUB_OFFLINE" in failed.stderr

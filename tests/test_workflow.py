@@ -14,31 +14,7 @@ import yaml
 from conftest import REPO
 from pipeline_steps.benchmarks.synthetic.world import ATTRIBUTES
 
-SMALL = {
-    "benchmarks": {"mini": {"format": "mllmu_bench", "test_image_seed": 0,
-                            "synthetic": {"seed": 1, "fictitious_profiles": 20, "real_profiles": 4,
-                                          "image_size": 32, "test_images": 2}}},
-    "models": {"mini_llava": {
-        "tiny": {"family": "llava", "seed": 0,
-                 "architecture": {"image_size": 32, "patch_size": 8, "vision_hidden": 32, "vision_layers": 2,
-                                  "vision_heads": 2, "text_hidden": 64, "text_layers": 2, "text_heads": 2,
-                                  "vocab_size": 600},
-                 "pretrain": {"epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "views": 1,
-                              "perception_faces": 8}},
-        "device": "cpu", "dtype": "float32", "threads": 1}},
-    "experiments": [{"benchmark": "mini", "model": "mini_llava", "forget_ratios": [10],
-                     "finetune": {"epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "lora_r": 4,
-                                  "lora_alpha": 8, "lora_dropout": 0.0, "modalities": ["vqa", "text"]},
-                     "unlearn": {"methods": ["ga", "ga_diff", "kl_min", "npo", "mmunlearner"], "epochs": 1,
-                                 "batch_size": 8, "learning_rate": 1e-3, "weight_decay": 0.0,
-                                 "max_grad_norm": 1.0, "retain_weight": 1.0, "npo_beta": 0.4, "seed": 0}}],
-    "saliency": {"estimator": "per_sample", "batch_size": 8,
-                 "fisher_splits": ["forget_vqa", "forget_text", "retain_vqa", "retain_text"],
-                 "target": "forget_vqa", "preserve": ["forget_text", "retain_vqa", "retain_text"],
-                 "betas": [1.0], "module_groups": ["all"], "max_shard_gb": 1},
-    "evaluation": {"scoring": ["likelihood", "generate"], "primary": "likelihood", "batch_size": 32,
-                   "max_new_tokens": 3, "seed": 0},
-}
+SMALL = yaml.safe_load((REPO / "config" / "small.yaml").read_text())
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -98,6 +74,14 @@ def broken(change) -> dict:
     (broken(lambda c: c["saliency"].update(preserve=["real_text"])),
      "saliency.preserve uses Fisher split 'real_text', which is not in saliency.fisher_splits"),
     (broken(lambda c: c["saliency"].update(module_groups=["decoder"])), "'decoder' is not one of"),
+    (broken(lambda c: c["experiments"][0]["unlearn"]["methods"].append("simnpo")),
+     "experiments[1].unlearn.methods[5]: 'simnpo' is not one of"),
+    (broken(lambda c: c["experiments"][0]["unlearn"]["npo"].update(gamma=1.0)),
+     "experiments[1].unlearn.npo: Additional properties are not allowed ('gamma' was unexpected)"),
+    (broken(lambda c: c["experiments"][0]["unlearn"]["npo"].update(beta=0)),
+     "experiments[1].unlearn.npo.beta: 0 is less than or equal to the minimum of 0"),
+    (broken(lambda c: c["experiments"][0]["unlearn"]["shared"].pop("epochs")),
+     "unlearning setting 'epochs' of method 'ga' has no default; set it under unlearn.shared or unlearn.ga"),
 ])
 def test_bad_config_stops_before_any_job(tmp_path, config, message):
     workspace(tmp_path, config)
@@ -165,6 +149,15 @@ def test_end_to_end_small_config(tmp_path):
     # A beta sweep adds masks and what uses them; no Fisher, fine-tuning or baseline job.
     assert planned_jobs(snakemake(tmp_path, "-n")) == {"build_mask": 1, "unlearn": 1, "evaluate": 1,
                                                        "render_sweep_table": 1, "all": 1}
+
+    # One method's own setting reruns that method's jobs and what reads them, no other method's.
+    npo = copy.deepcopy(SMALL)
+    npo["experiments"][0]["unlearn"]["npo"]["beta"] = 0.2
+    write_config(tmp_path, npo)
+    planned = snakemake(tmp_path, "-n")
+    assert planned_jobs(planned) == {"unlearn": 1, "evaluate": 1, "locate_changes": 1, "render_table1": 1,
+                                     "render_case_studies": 1, "render_tradeoffs": 1, "render_heatmaps": 1, "all": 1}
+    assert "output: results/mini/mini_llava/forget~10/unlearn/npo/weights" in planned.stdout
 
     changed = copy.deepcopy(SMALL)
     changed["evaluation"]["max_new_tokens"] = 5

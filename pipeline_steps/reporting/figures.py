@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..storage import atomic_file  # noqa: E402
-from .labels import COLUMNS, METHOD_NAMES, table_columns, utility_columns  # noqa: E402
+from .labels import COLUMNS, method_label, table_columns, utility_columns  # noqa: E402
 
 # Rows of the heatmaps: the linear layers of a transformer block, in the paper's order.
 BLOCK_ROWS = {
@@ -120,7 +120,7 @@ def tradeoff(points: list[dict], title: str):
                           f"Δ {subset} {task} {metric.lower()}. (pts)")
             ax.grid(alpha=0.3, linewidth=0.4)
         handles = [plt.Line2D([], [], linestyle="", marker="o", color=colours[m], markeredgecolor="black",
-                              label=METHOD_NAMES.get(m, m)) for m in methods]
+                              label=method_label(m)) for m in methods]
         handles += [plt.Line2D([], [], linestyle="", marker=markers[r], color="white", markeredgecolor="black",
                                label=f"forget {r}%") for r in ratios]
         figure.legend(handles=handles, loc="outside right center", frameon=False)

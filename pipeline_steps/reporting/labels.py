@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
-
 from ..benchmarks.layouts import LAYOUTS
+from ..study.variants import Variant
+from ..unlearning.methods import get_method
 
-METHOD_NAMES = {"base": "Base", "vanilla": "Vanilla", "ga": "GA", "ga_diff": "GA_Diff", "kl_min": "KL_Min",
-                "npo": "NPO", "mmunlearner": "MMUnlearner", "mask": "Saliency mask"}
-VARIANT = re.compile(r"^(?P<method>[a-z_]+)(/beta~(?P<beta>[^/]+)/modules~(?P<modules>[a-z]+))?$")
+# Names of what is not an unlearning method (those name themselves: ``Method.label``).
+OTHER_NAMES = {"base": "Base", "vanilla": "Vanilla", "mask": "Saliency mask"}
 
 # metrics.json "table" key (or evaluation group) -> (set, task, metric, lower is better). The paper's
 # Table 1 columns of both benchmarks: MLLMU-Bench's six accuracies first, then CLEAR's own.
@@ -41,21 +40,23 @@ def utility_columns(columns: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(column for column in columns if not COLUMNS[column][3])
 
 
-def parse_variant(variant: str) -> dict:
-    match = VARIANT.match(variant)
-    if not match:
-        raise ValueError(f"'{variant}' is not a variant name (method, or method/beta~B/modules~G)")
-    return match.groupdict()
+def method_label(method: str) -> str:
+    """A method's name in tables: its class's label (base, vanilla and the mask have their own)."""
+    if method in OTHER_NAMES:
+        return OTHER_NAMES[method]
+    return get_method(method).label
 
 
 def variant_label(variant: str, vary: str = "method") -> str:
     """A row label: the method's name, or what a sweep varies (``modules`` or ``beta``)."""
-    parts = parse_variant(variant)
-    if parts["method"] in ("base", "vanilla") or vary == "method" or parts["beta"] is None:
-        return METHOD_NAMES.get(parts["method"], parts["method"])
+    if variant == "mask":
+        return OTHER_NAMES["mask"]
+    parts = Variant.parse(variant)
+    if vary == "method" or parts.beta is None:
+        return method_label(parts.method)
     if vary == "modules":
-        return {"language": "Language model", "vision": "Vision encoder", "all": "All"}[parts["modules"]]
-    return f"β = {parts['beta']}"
+        return {"language": "Language model", "vision": "Vision encoder", "all": "All"}[parts.modules]
+    return f"β = {parts.beta}"
 
 
 def column_label(column: str, arrow: str = "↓/↑") -> str:

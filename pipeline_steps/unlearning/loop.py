@@ -37,19 +37,9 @@ from ..training.loop import batches
 from ..training.precision import upcast_trainable
 from ..training.progress import Progress, load_trainable_state, restore_rng, rng_state, trainable_state
 from .methods import LossTerms, Method
+from .settings import UnlearnSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class UnlearnSettings:
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    log_every: int = 1
 
 
 def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forget: Sequence[Example],

@@ -17,13 +17,28 @@ handed only its own method's settings, so changing ``npo.beta`` reruns NPO's job
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Iterable
 
-from .loop import UnlearnSettings
 from .methods import REGISTRY, Method, get_method
 
 JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string", "int": "integer",
               "float": "number", "bool": "boolean", "str": "string"}
+
+
+@dataclass(frozen=True)
+class UnlearnSettings:
+    """The shared loop's settings (paper Table 5), every method alike."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    log_every: int = 1
+
+
 # Bounds of the loop's settings (the methods declare theirs on their fields).
 LOOP_BOUNDS = {"epochs": {"minimum": 1}, "batch_size": {"minimum": 1}, "learning_rate": {"exclusiveMinimum": 0},
                "weight_decay": {"minimum": 0}, "max_grad_norm": {"exclusiveMinimum": 0}, "log_every": {"minimum": 1}}

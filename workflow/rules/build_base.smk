@@ -1,12 +1,17 @@
 """Stage 2: tiny base models, built and pretrained (hub models skip this stage)."""
 
 
+def tiny_flags(model):
+    tiny = model_settings(model)["tiny"]
+    return cli_flags({"family": tiny["family"], "seed": tiny["seed"], **tiny["architecture"], **tiny["pretrain"]})
+
+
 rule build_base:
     input:
-        benchmark="results/{benchmark}/benchmark",
+        benchmark=pattern("benchmark"),
         code=stage_sources("pipeline_steps.build_base"),
     output:
-        directory("results/{benchmark}/{model}/base"),
+        directory(pattern("base")),
     params:
         flags=lambda wc: tiny_flags(wc.model),
         device=lambda wc: model_settings(wc.model)["device"],

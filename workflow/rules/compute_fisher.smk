@@ -3,13 +3,13 @@
 
 rule compute_fisher:
     input:
-        model="results/{benchmark}/{model}/vanilla",
-        benchmark="results/{benchmark}/benchmark",
+        model=pattern("vanilla"),
+        benchmark=pattern("benchmark"),
         code=stage_sources("pipeline_steps.compute_fisher"),
     output:
-        "results/{benchmark}/{model}/forget~{ratio}/fisher/{split}.safetensors.index.json",
+        pattern("fisher"),
     params:
-        stem=lambda wc: f"results/{wc.benchmark}/{wc.model}/forget~{wc.ratio}/fisher/{wc.split}",
+        stem=subpath(output[0], strip_suffix=".safetensors.index.json"),
         estimator=config["saliency"]["estimator"],
         batch_size=config["saliency"]["batch_size"],
         max_shard_gb=config["saliency"]["max_shard_gb"],

@@ -3,23 +3,33 @@ the paper's Table 1 for its benchmark (MLLMU-Bench: six accuracies; CLEAR: four 
 ROUGE-L)."""
 
 
+def evaluated_model(wildcards):
+    """The files a variant's evaluation reads: the base model, the vanilla model, or the vanilla
+    model and an unlearned variant's changes."""
+    if wildcards.variant == "base":
+        return base_model(wildcards)
+    if wildcards.variant == "vanilla":
+        return artifact("vanilla", wildcards)
+    return [artifact("vanilla", wildcards), artifact("unlearned", wildcards)]
+
+
 rule evaluate:
     input:
         model=evaluated_model,
-        benchmark="results/{benchmark}/benchmark",
+        benchmark=pattern("benchmark"),
         code=stage_sources("pipeline_steps.evaluate"),
     output:
-        metrics="results/{benchmark}/{model}/forget~{ratio}/eval/{variant}/metrics.json",
-        predictions="results/{benchmark}/{model}/forget~{ratio}/eval/{variant}/predictions.jsonl",
+        metrics=pattern("metrics"),
+        predictions=pattern("predictions"),
     params:
-        model=evaluated_model_source,
+        model=lambda wc: base_model_source(wc) if wc.variant == "base" else artifact("vanilla", wc),
         changes=lambda wc: (
-            f"--changes results/{wc.benchmark}/{wc.model}/forget~{wc.ratio}/unlearn/{wc.variant}/weights"
-            if wc.variant not in ("base", "vanilla")
+            f"--changes {artifact('unlearned', wc).removesuffix('.safetensors.index.json')}"
+            if Variant.parse(wc.variant).unlearned
             else ""
         ),
         out=subpath(output.metrics, parent=True),
-        flags=lambda wc: cli_flags(config["evaluation"]),
+        flags=cli_flags(config["evaluation"]),
         device=lambda wc: model_settings(wc.model)["device"],
         dtype=lambda wc: model_settings(wc.model)["dtype"],
     threads: lambda wc: model_settings(wc.model)["threads"]
@@ -34,5 +44,4 @@ rule evaluate:
     shell:
         "python -m pipeline_steps.evaluate --model {params.model:q} --benchmark {input.benchmark}"
         " {params.changes} --forget-ratio {wildcards.ratio} --out {params.out} --device {params.device}"
-        " --dtype {params.dtype}"
-        " --threads {threads} {params.flags} > {log} 2>&1"
+        " --dtype {params.dtype} --threads {threads} {params.flags} > {log} 2>&1"

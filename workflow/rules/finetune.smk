@@ -1,16 +1,18 @@
-"""Stage 3: fine-tuning: the vanilla model (every fictitious profile) and NPO's reference model
-(the retain profiles of one forget ratio only)."""
+"""Stage 3: fine-tuning: the vanilla model (every fictitious profile) and the reference model (the
+retain profiles of one forget ratio only: NPO's frozen model, the model that never saw the forget
+profiles)."""
 
 
 rule finetune_vanilla:
     input:
         base=base_model,
-        benchmark="results/{benchmark}/benchmark",
+        benchmark=pattern("benchmark"),
         code=stage_sources("pipeline_steps.finetune"),
     output:
-        directory("results/{benchmark}/{model}/vanilla"),
+        directory(pattern("vanilla")),
     params:
-        base=lambda wc: base_model_source(wc.model, wc.benchmark),
+        base=base_model_source,
+        split="full",
         flags=lambda wc: cli_flags(experiment(wc.benchmark, wc.model)["finetune"]),
         training=lambda wc: training_flags(wc.model),
     threads: lambda wc: model_settings(wc.model)["threads"]
@@ -23,33 +25,16 @@ rule finetune_vanilla:
     benchmark:
         "logs/timings/finetune_vanilla/{benchmark}/{model}.tsv"
     shell:
-        "python -m pipeline_steps.finetune --base {params.base:q} --benchmark {input.benchmark} --split full"
-        " --out {output} {params.training} --threads {threads}"
-        " {params.flags} > {log} 2>&1"
+        "python -m pipeline_steps.finetune --base {params.base:q} --benchmark {input.benchmark}"
+        " --split {params.split} --out {output} {params.training} --threads {threads} {params.flags} > {log} 2>&1"
 
 
-rule finetune_reference:
-    input:
-        base=base_model,
-        benchmark="results/{benchmark}/benchmark",
-        code=stage_sources("pipeline_steps.finetune"),
+use rule finetune_vanilla as finetune_reference with:
     output:
-        directory("results/{benchmark}/{model}/forget~{ratio}/reference"),
+        directory(pattern("reference")),
     params:
-        base=lambda wc: base_model_source(wc.model, wc.benchmark),
-        split=lambda wc: f"retain_{100 - int(wc.ratio)}",
-        flags=lambda wc: cli_flags(experiment(wc.benchmark, wc.model)["finetune"]),
-        training=lambda wc: training_flags(wc.model),
-    threads: lambda wc: model_settings(wc.model)["threads"]
-    resources:
-        gpu=lambda wc: gpus(wc.model),
-    conda:
-        "../../environment.yml"
+        split=lambda wc: retain_split(int(wc.ratio)),
     log:
         "logs/finetune_reference/{benchmark}/{model}/forget~{ratio}.log",
     benchmark:
         "logs/timings/finetune_reference/{benchmark}/{model}/forget~{ratio}.tsv"
-    shell:
-        "python -m pipeline_steps.finetune --base {params.base:q} --benchmark {input.benchmark}"
-        " --split {params.split} --out {output} {params.training}"
-        " --threads {threads} {params.flags} > {log} 2>&1"

@@ -3,18 +3,12 @@
 
 rule locate_changes:
     input:
-        vanilla="results/{benchmark}/{model}/vanilla",
-        mask_stats=lambda wc: "results/{}/{}/forget~{}/masks/beta~{}/modules~{}/mask_stats.json".format(
-            wc.benchmark, wc.model, wc.ratio, *reference_mask()
-        ),
-        changes=lambda wc: (
-            []
-            if wc.variant == "mask"
-            else f"results/{wc.benchmark}/{wc.model}/forget~{wc.ratio}/unlearn/{wc.variant}/weights.safetensors.index.json"
-        ),
+        vanilla=pattern("vanilla"),
+        mask_stats=lambda wc: artifact("mask_stats", wc, **reported_mask()),
+        changes=lambda wc: [] if wc.variant == "mask" else artifact("unlearned", wc),
         code=stage_sources("pipeline_steps.locate_changes"),
     output:
-        "results/{benchmark}/{model}/forget~{ratio}/changes/{variant}.json",
+        pattern("changes"),
     params:
         changes=lambda wc, input: f"--changes {input.changes}" if input.changes else "",
     conda:

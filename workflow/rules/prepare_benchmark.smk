@@ -5,7 +5,7 @@ rule synthesize_benchmark:
     input:
         code=stage_sources("pipeline_steps.synthesize_benchmark"),
     output:
-        directory("results/{benchmark}/raw"),
+        directory(pattern("raw_benchmark")),
     params:
         flags=lambda wc: cli_flags(config["benchmarks"][wc.benchmark]["synthetic"]),
     conda:
@@ -20,19 +20,17 @@ rule synthesize_benchmark:
 
 rule prepare_benchmark:
     input:
-        raw=lambda wc: (
-            f"results/{wc.benchmark}/raw"
-            if "synthetic" in config["benchmarks"][wc.benchmark]
-            else []
-        ),
-        checks=preflight_checks,
+        raw=lambda wc: artifact("raw_benchmark", wc) if "synthetic" in config["benchmarks"][wc.benchmark] else [],
+        # Every real experiment on this benchmark is checked before anything is downloaded.
+        checks=lambda wc: [environment_check(e["benchmark"], e["model"]) for e in config["experiments"]
+                           if e["benchmark"] == wc.benchmark and needs_environment_check(e["benchmark"], e["model"])],
         code=stage_sources("pipeline_steps.prepare_benchmark"),
     output:
-        directory("results/{benchmark}/benchmark"),
+        directory(pattern("benchmark")),
     params:
         format=lambda wc: config["benchmarks"][wc.benchmark]["format"],
-        source=lambda wc: benchmark_source(wc.benchmark),
-        seed=lambda wc: benchmark_seed(wc.benchmark),
+        source=lambda wc: benchmark_source_flags(wc.benchmark),
+        seed=lambda wc: config["benchmarks"][wc.benchmark].get("seed", 0),
     conda:
         "../../environment.yml"
     log:
@@ -40,5 +38,5 @@ rule prepare_benchmark:
     benchmark:
         "logs/timings/prepare_benchmark/{benchmark}.tsv"
     shell:
-        "python -m pipeline_steps.prepare_benchmark --format {params.format} --source {params.source:q}"
+        "python -m pipeline_steps.prepare_benchmark --format {params.format} {params.source}"
         " --seed {params.seed} --out {output} > {log} 2>&1"

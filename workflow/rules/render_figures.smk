@@ -2,22 +2,29 @@
 forgetting/utility trade-off (Fig. 4)."""
 
 
+def heatmap_panels(wildcards):
+    return ("mask", *compared_variants(wildcards.benchmark, wildcards.model))
+
+
+def tradeoff_points(wildcards):
+    """``ratio|variant`` -> metrics of every compared variant at every forget ratio of an experiment."""
+    return {f"{ratio}|{v}": artifact("metrics", wildcards, ratio=ratio, variant=v)
+            for ratio in experiment(wildcards.benchmark, wildcards.model)["forget_ratios"]
+            for v in ("vanilla", *compared_variants(wildcards.benchmark, wildcards.model))}
+
+
 rule render_heatmaps:
     input:
-        changes=lambda wc: [f"results/{wc.benchmark}/{wc.model}/forget~{wc.ratio}/changes/{v}.json"
-                            for v in ("mask", *compared_variants(wc.benchmark, wc.model))],
+        changes=lambda wc: [artifact("changes", wc, variant=v) for v in heatmap_panels(wc)],
         code=stage_sources("pipeline_steps.render_heatmaps"),
     output:
-        png=report("results/figures/{benchmark}/{model}/layer_heatmap_forget~{ratio}.png",
-                   caption="../report/layer_heatmap.rst", category="{benchmark}", subcategory="{model}",
-                   labels={"figure": "layer heatmap", "forget ratio": "{ratio}%"}),
-        pdf="results/figures/{benchmark}/{model}/layer_heatmap_forget~{ratio}.pdf",
+        png=report(f"{pattern('layer_heatmap')}.png", caption="../report/layer_heatmap.rst", category="{benchmark}",
+                   subcategory="{model}", labels={"figure": "layer heatmap", "forget ratio": "{ratio}%"}),
+        pdf=f"{pattern('layer_heatmap')}.pdf",
     params:
-        panels=lambda wc, input: labelled_flags(
-            "--panel", zip(("mask", *compared_variants(wc.benchmark, wc.model)), input.changes)
-        ),
+        panels=lambda wc, input: labelled_flags("--panel", zip(heatmap_panels(wc), input.changes)),
         title=lambda wc: "Where the top-n changes land: {} on {}, forget ratio {}% (mask: beta {}, modules {})".format(
-            wc.model, wc.benchmark, wc.ratio, *reference_mask()
+            wc.model, wc.benchmark, wc.ratio, *reported_mask().values()
         ),
         stem=subpath(output.png, strip_suffix=".png"),
     conda:
@@ -33,21 +40,14 @@ rule render_heatmaps:
 
 rule render_tradeoffs:
     input:
-        metrics=lambda wc: [eval_path(wc.benchmark, wc.model, ratio, v)
-                            for ratio in experiment(wc.benchmark, wc.model)["forget_ratios"]
-                            for v in ("vanilla", *compared_variants(wc.benchmark, wc.model))],
+        metrics=lambda wc: list(tradeoff_points(wc).values()),
         code=stage_sources("pipeline_steps.render_tradeoffs"),
     output:
-        png=report("results/figures/{benchmark}/{model}/tradeoff.png", caption="../report/tradeoff.rst",
-                   category="{benchmark}", subcategory="{model}", labels={"figure": "trade-off", "forget ratio": "all"}),
-        pdf="results/figures/{benchmark}/{model}/tradeoff.pdf",
+        png=report(f"{pattern('tradeoff')}.png", caption="../report/tradeoff.rst", category="{benchmark}",
+                   subcategory="{model}", labels={"figure": "trade-off", "forget ratio": "all"}),
+        pdf=f"{pattern('tradeoff')}.pdf",
     params:
-        points=lambda wc: labelled_flags(
-            "--point",
-            [(f"{ratio}|{v}", eval_path(wc.benchmark, wc.model, ratio, v))
-             for ratio in experiment(wc.benchmark, wc.model)["forget_ratios"]
-             for v in ("vanilla", *compared_variants(wc.benchmark, wc.model))],
-        ),
+        points=lambda wc: labelled_flags("--point", tradeoff_points(wc).items()),
         title=lambda wc: f"Forgetting against utility: {wc.model} on {wc.benchmark}",
         stem=subpath(output.png, strip_suffix=".png"),
     conda:

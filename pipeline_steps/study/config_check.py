@@ -1,0 +1,91 @@
+"""The config's cross-checks: what its JSON schema cannot say, checked while Snakemake parses the
+workflow, before any job starts.
+
+The schema (``workflow/schemas/config.schema.yaml``) fixes each key's type and range. This adds
+what depends on other keys or on the registries: an experiment naming a benchmark or model that is
+not defined, a forget ratio its benchmark family does not have, a synthetic benchmark of a family
+that cannot be synthesized, a local path that does not exist, a saliency split that is not
+computed, the methods and their settings (checked against the schema the method registry builds).
+What needs the network or a GPU is checked by the first job of a real run, ``check_environment``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+
+from ..benchmarks.formats import benchmark_format
+from ..unlearning.settings import resolve, unlearn_block_schema
+
+
+class ConfigError(Exception):
+    """A config the workflow cannot run, with the key to fix."""
+
+
+def _dotted(path) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+
+
+def check_unlearn_block(block: dict, where: str) -> None:
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(unlearn_block_schema()).iter_errors(block))
+    if error is not None:
+        raise ConfigError(f"{where}{_dotted(error.absolute_path)}: {error.message}")
+    for method in block["methods"]:
+        try:
+            resolve(method, block)
+        except ValueError as problem:
+            raise ConfigError(f"{where}: {problem}") from None
+
+
+def check_experiments(config: dict) -> None:
+    benchmarks, models = config["benchmarks"], config["models"]
+    seen = set()
+    for index, experiment in enumerate(config["experiments"], start=1):
+        where = f"experiments[{index}]"
+        for kind, known in (("benchmark", benchmarks), ("model", models)):
+            if experiment[kind] not in known:
+                raise ConfigError(f"{where} names {kind} '{experiment[kind]}', which is not defined under "
+                                  f"'{kind}s' (defined: {', '.join(sorted(known))})")
+        pair = (experiment["benchmark"], experiment["model"])
+        if pair in seen:
+            raise ConfigError(f"{where} repeats the pair benchmark '{pair[0]}' / model '{pair[1]}'; "
+                              "merge the two entries")
+        seen.add(pair)
+        family = benchmark_format(benchmarks[experiment["benchmark"]]["format"])
+        for ratio in experiment["forget_ratios"]:
+            if ratio not in family.forget_ratios:
+                raise ConfigError(f"{where}: benchmark '{experiment['benchmark']}' has no forget ratio {ratio} "
+                                  f"(its format offers {', '.join(map(str, family.forget_ratios))})")
+        check_unlearn_block(experiment["unlearn"], f"{where}.unlearn")
+
+
+def check_sources(config: dict) -> None:
+    for name, entry in config["benchmarks"].items():
+        if "synthetic" in entry and not benchmark_format(entry["format"]).synthesizable:
+            raise ConfigError(f"benchmarks.{name}: format {entry['format']} cannot be synthesized; give it a hub: id "
+                              "or a local path:")
+    for kind in ("benchmarks", "models"):
+        for name, entry in config[kind].items():
+            if "path" in entry and not Path(entry["path"]).expanduser().is_dir():
+                raise ConfigError(f"{kind}.{name}.path: '{entry['path']}' is not a directory; point it at a "
+                                  f"local copy or use 'hub:' instead")
+
+
+def check_saliency_and_evaluation(config: dict) -> None:
+    saliency = config["saliency"]
+    for key in ("target", "preserve", "preserve_vision"):
+        for split in [saliency[key]] if key == "target" else saliency.get(key, []):
+            if split not in saliency["fisher_splits"]:
+                raise ConfigError(f"saliency.{key} uses Fisher split '{split}', which is not in saliency.fisher_splits "
+                                  f"{saliency['fisher_splits']}; add it there")
+    if config["evaluation"]["primary"] not in config["evaluation"]["scoring"]:
+        raise ConfigError(f"evaluation.primary '{config['evaluation']['primary']}' is not one of "
+                          f"evaluation.scoring {config['evaluation']['scoring']}")
+
+
+def check_config(config: dict) -> None:
+    """Raise ``ConfigError`` naming the first problem of a schema-valid config."""
+    check_experiments(config)
+    check_sources(config)
+    check_saliency_and_evaluation(config)
