@@ -11,7 +11,7 @@ nothing is downloaded. Each stage runs in this process through its own ``main`` 
 workflow runs, in bfloat16 on ``cuda`` with gradient checkpointing, the real configs' batch
 sizes) on a small synthetic MLLMU-Bench; between stages the peak counters are reset. Printed per
 stage: peak allocated and reserved memory, wall time (loading included), and the estimate
-``check_environment.memory_estimates`` gives for this model at the measured tokens per example
+``models.memory.memory_estimates`` gives for this model at the measured tokens per example
 (what ``config/README.md`` quotes for the 7B models). Without a GPU it still runs every stage on
 the CPU and reports times only; a smoke run there needs small sizes, e.g. ``--text-layers 1
 --vision-layers 1 --text-hidden 128 --vision-hidden 64 --vocab-size 4000``.
@@ -38,9 +38,9 @@ from pipeline_steps import (build_mask, compute_fisher, evaluate, finetune, prep
                             synthesize_benchmark, unlearn)
 from pipeline_steps.benchmarks.records import read_split  # noqa: E402
 from pipeline_steps.build_base import tokenizer_corpus  # noqa: E402
-from pipeline_steps.check_environment import GIB, RunPlan, memory_estimates, model_shape  # noqa: E402
 from pipeline_steps.models.encoding import Example, PromptEncoder  # noqa: E402
 from pipeline_steps.models.loading import save_model  # noqa: E402
+from pipeline_steps.models.memory import GIB, RunPlan, memory_estimates, model_shape  # noqa: E402
 from pipeline_steps.models.tiny import TinyArchitecture, build_tiny  # noqa: E402
 
 # The real checkpoints' sizes (their config.json), less the depth.

@@ -1,0 +1,151 @@
+"""The environment check says what is missing before a real run starts, without touching the
+network: hub datasets and models, local copies, and the GPU memory the stages need."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import huggingface_hub
+import pytest
+
+from conftest import REPO, copy_without_config, run_stage
+from pipeline_steps import check_environment, hub
+from pipeline_steps.benchmarks.availability import check_dataset
+from pipeline_steps.cli import StageError
+from pipeline_steps.models.availability import check_model
+from pipeline_steps.models.memory import GIB, ModelShape, RunPlan, memory_estimates
+
+
+def check(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "pipeline_steps.check_environment", *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO, env=env)
+
+
+def test_offline_with_an_empty_cache_names_the_dataset_the_model_and_the_fix(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "empty-hf-home"))
+    result = check("--benchmark-name", "clear", "--format", "clear", "--dataset-hub", "therem/CLEAR",
+                   "--forget-ratios", "5", "--model-name", "llava_7b", "--model-hub", "llava-hf/llava-1.5-7b-hf",
+                   "--device", "cpu", "--dtype", "bfloat16", "--out", tmp_path / "preflight.json", env=env)
+    assert result.returncode != 0
+    message = result.stderr
+    assert "the environment check found 2 problem(s); nothing was started" in message
+    assert "benchmark 'clear' (hub dataset 'therem/CLEAR'): HF_HUB_OFFLINE" in message
+    assert "has no copy of the config(s) forget05, forget05+tofu, full, full+tofu" in message
+    assert "hf download --repo-type dataset therem/CLEAR --local-dir <dir>" in message
+    assert "set benchmarks.clear.path: <dir> instead of hub:" in message
+    assert "model 'llava_7b' (hub model 'llava-hf/llava-1.5-7b-hf'): HF_HUB_OFFLINE is set" in message
+    assert "set models.llava_7b.path: <dir> instead of hub:" in message
+    assert not (tmp_path / "preflight.json").exists()
+
+
+def test_an_unreachable_hub_falls_back_to_the_cache_and_says_so(monkeypatch):
+    """Hub not switched off but out of reach (faked here: no test touches the network)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE")
+    monkeypatch.setattr(hub, "hub_status", lambda repo, kind: ("unreachable", "ConnectError: no route to host"))
+    findings, shape = check_model("qwen", "Qwen/Qwen2-VL-7B-Instruct", local=False)
+    assert shape is None
+    assert findings[0].problem.startswith("the hub cannot be reached (ConnectError: no route to host), and the "
+                                          "local hub cache")
+    (finding,) = check_dataset("mllmu", "MLLMMU/MLLMU-Bench", False, ["Full_Set"])
+    assert "the hub cannot be reached" in finding.problem and "config(s) Full_Set" in finding.problem
+    monkeypatch.setattr(hub, "hub_status", lambda repo, kind: ("reachable", ""))
+    assert check_dataset("mllmu", "MLLMMU/MLLMU-Bench", False, ["Full_Set"]) == []
+
+
+def run_check(*args):
+    """The check in this process (torch and transformers are imported once for all calls)."""
+    check_environment.main(check_environment.build_parser().parse_args([str(a) for a in args]))
+
+
+def test_a_cached_model_passes_offline_and_its_gpu_memory_is_estimated(tiny_models, tmp_path, monkeypatch):
+    # The model in the local hub cache, laid out as `hf download` leaves it (conftest switched the hub off).
+    repo = Path(huggingface_hub.constants.HF_HUB_CACHE) / "models--org--tiny-llava"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_models["llava"], snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    common = ["--model-name", "tiny", "--model-hub", "org/tiny-llava", "--dtype", "float32", "--methods", "npo"]
+    run_check(*common, "--device", "cpu", "--out", tmp_path / "ok.json")
+    report = json.loads((tmp_path / "ok.json").read_text())
+    assert report["warnings"][0]["problem"].startswith("the hub is switched off; the run will load the copy")
+    assert 10_000 < report["shape"]["parameters"] < 10_000_000
+    assert set(report["memory_estimates"]) == {"evaluate", "finetune", "compute_fisher", "unlearn"}
+
+    # A GPU too small for the model: named, with the estimate per stage and the fixes.
+    small = [*common, "--device", "cuda", "--gpu-memory-gib", "0.0001", "--out", tmp_path / "no.json"]
+    with pytest.raises(StageError) as error:
+        run_check(*small)
+    message = str(error.value)
+    assert "model 'tiny' on device 'cuda': planned GPU has 0.0 GiB, but" in message
+    assert "in float32 need an estimated evaluate ~0 GiB" in message and "unlearn ~" in message
+    assert "models.tiny.dtype: bfloat16" in message and "MMUNLEARNER_SKIP_MEMORY_CHECK=1" in message
+    assert not (tmp_path / "no.json").exists()
+    monkeypatch.setenv("MMUNLEARNER_SKIP_MEMORY_CHECK", "1")
+    run_check(*small)  # a warning now
+    assert "planned GPU has 0.0 GiB" in json.loads((tmp_path / "no.json").read_text())["warnings"][-1]["problem"]
+
+    # Half a snapshot (the weights missing) is as good as none.
+    (snapshot / "model.safetensors").unlink()
+    with pytest.raises(StageError, match="is incomplete: there are no safetensors weights"):
+        run_check(*common, "--device", "cpu", "--out", tmp_path / "broken.json")
+
+
+def test_a_local_copy_missing_a_config_is_named(raw_benchmark, tmp_path):
+    copy = copy_without_config(raw_benchmark, tmp_path / "mllmu", "Test_Set")
+    result = check("--benchmark-name", "mine", "--format", "mllmu_bench", "--dataset-path", copy,
+                   "--forget-ratios", "5", "--model-name", "m", "--out", tmp_path / "p.json")
+    assert result.returncode != 0 and f"benchmark 'mine' (local copy {copy}): the copy has no readable config Test_Set" \
+        in result.stderr
+    run_stage("check_environment", "--benchmark-name", "mine", "--format", "mllmu_bench", "--dataset-path",
+              raw_benchmark, "--forget-ratios", "5", "10", "15", "--model-name", "m", "--out", tmp_path / "ok.json")
+
+
+def test_the_probe_names_the_config_a_local_copy_lacks(raw_benchmark, tmp_path):
+    """The probe as the check runs it: a program of its own, with the hub switched off."""
+    copy = copy_without_config(raw_benchmark, tmp_path / "mllmu", "Test_Set")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    result = subprocess.run([sys.executable, "-m", "pipeline_steps.benchmarks.probe_configs", str(copy), "Full_Set",
+                             "Test_Set", "--cache-dir", str(tmp_path / "cache")],
+                            capture_output=True, text=True, cwd=REPO, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert list(json.loads(result.stdout.strip().splitlines()[-1])) == ["Test_Set"]
+
+
+@pytest.mark.parametrize("kind,value", [("dataset", "data/CLEAR"), ("model", "models/llava")])
+def test_a_source_is_either_a_hub_id_or_a_local_path(kind, value, capsys):
+    parser = check_environment.build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--model-name", "m", "--out", "r.json", f"--{kind}-hub", "org/x", f"--{kind}-path", value])
+    assert f"argument --{kind}-path: not allowed with argument --{kind}-hub" in capsys.readouterr().err
+    args = parser.parse_args(["--model-name", "m", "--out", "r.json", f"--{kind}-path", value])
+    assert check_environment.chosen(getattr(args, f"{kind}_hub"), getattr(args, f"{kind}_path")) == (value, True)
+
+
+def test_memory_estimates_of_the_paper_models():
+    """The numbers config/README.md quotes (LLaVA-1.5-7B: 7.06 B parameters, width 4096, 32 layers)."""
+    llava = ModelShape(7_063_427_072, 4096, 32)
+    plan = RunPlan(16, 4, 2, 4, 16, ("ga", "ga_diff", "kl_min", "npo", "mmunlearner"))
+    bf16 = {stage: e["bytes"] / GIB for stage, e in memory_estimates(llava, "bfloat16", plan).items()}
+    fp32 = {stage: e["bytes"] / GIB for stage, e in memory_estimates(llava, "float32", plan).items()}
+    assert [round(bf16[s]) for s in ("evaluate", "finetune", "compute_fisher", "unlearn")] == [23, 34, 67, 149]
+    # Trained tensors are float32 either way; float32 storage doubles the weights and the reference model.
+    assert round(fp32["unlearn"]) == 182 and fp32["finetune"] < 80
+    checkpointed = memory_estimates(llava, "bfloat16", replace(plan, gradient_checkpointing=True))
+    assert [round(checkpointed[s]["bytes"] / GIB) for s in ("finetune", "compute_fisher", "unlearn")] == [17, 67, 132]
+    # More than any one GPU: the check proposes sharding unlearning, over as few GPUs as fit.
+    plan = replace(plan, gradient_checkpointing=True)
+    sharded = memory_estimates(llava, "bfloat16", replace(plan, unlearn_gpus=4))
+    assert round(sharded["unlearn"]["bytes"] / GIB) == 34 and sharded["finetune"] == checkpointed["finetune"]
+    (finding,) = check_environment.check_gpu("llava_7b", "auto", "bfloat16", llava, checkpointed,
+                                             ("H100", 80 * 10**9), plan)
+    assert "need an estimated unlearn ~132 GiB" in finding.problem
+    assert "models.llava_7b.unlearn_gpus: 2 (shards unlearning" in finding.fix
+    parts = memory_estimates(llava, "bfloat16", plan)["unlearn"]["parts"]
+    assert "frozen reference model (KL_Min, NPO)" in parts and "saliency mask (MMUnlearner)" not in parts
+    alone = memory_estimates(llava, "bfloat16", RunPlan(16, 4, 2, 4, 16, ("mmunlearner",)))["unlearn"]["parts"]
+    assert alone["saliency mask (MMUnlearner)"] == llava.parameters
