@@ -1,5 +1,5 @@
 """Peak GPU memory and time of each GPU stage on a mid-size model of a real family, against the
-pre-flight estimate for the same model.
+environment check's estimate for the same model.
 
     python perf/gpu_stage_memory.py --family llava --text-layers 4 --vision-layers 4 --out llava.json
     python perf/gpu_stage_memory.py --family qwen2_vl --text-layers 4 --vision-layers 4 --out qwen.json

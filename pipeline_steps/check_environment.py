@@ -2,7 +2,7 @@
 
     python -m pipeline_steps.check_environment --benchmark-name clear --format clear --dataset-hub therem/CLEAR \\
         --forget-ratios 1 5 10 --model-name llava --model-hub llava-hf/llava-1.5-7b-hf --device auto \\
-        --dtype bfloat16 --methods ga ga_diff kl_min npo mmunlearner --out results/clear/llava/preflight.json
+        --dtype bfloat16 --methods ga ga_diff kl_min npo mmunlearner --out results/clear/llava/check_environment.json
 
 It reports at once, each with its config key and fix, what would stop the run: a benchmark or
 model that cannot be read (``benchmarks/availability.py``, ``models/availability.py``), no GPU, or

@@ -29,7 +29,7 @@ def test_offline_with_an_empty_cache_names_the_dataset_the_model_and_the_fix(tmp
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "empty-hf-home"))
     result = check("--benchmark-name", "clear", "--format", "clear", "--dataset-hub", "therem/CLEAR",
                    "--forget-ratios", "5", "--model-name", "llava_7b", "--model-hub", "llava-hf/llava-1.5-7b-hf",
-                   "--device", "cpu", "--dtype", "bfloat16", "--out", tmp_path / "preflight.json", env=env)
+                   "--device", "cpu", "--dtype", "bfloat16", "--out", tmp_path / "check_environment.json", env=env)
     assert result.returncode != 0
     message = result.stderr
     assert "the environment check found 2 problem(s); nothing was started" in message
@@ -39,7 +39,7 @@ def test_offline_with_an_empty_cache_names_the_dataset_the_model_and_the_fix(tmp
     assert "set benchmarks.clear.path: <dir> instead of hub:" in message
     assert "model 'llava_7b' (hub model 'llava-hf/llava-1.5-7b-hf'): HF_HUB_OFFLINE is set" in message
     assert "set models.llava_7b.path: <dir> instead of hub:" in message
-    assert not (tmp_path / "preflight.json").exists()
+    assert not (tmp_path / "check_environment.json").exists()
 
 
 def test_an_unreachable_hub_falls_back_to_the_cache_and_says_so(monkeypatch):

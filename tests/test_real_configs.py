@@ -1,4 +1,4 @@
-"""The real configs (7B models, hub datasets) plan the paper's whole DAG, and the pre-flight check
+"""The real configs (7B models, hub datasets) plan the paper's whole DAG, and the environment check
 that starts a real run says what is missing, without touching the network."""
 
 import json
@@ -103,7 +103,7 @@ def test_bad_clear_config_stops_before_any_job(tmp_path, change, message):
     assert not (tmp_path / "results").exists()
 
 
-# --- the pre-flight check ----------------------------------------------------------------------
+# --- the environment check ----------------------------------------------------------------------
 
 def test_the_workflow_runs_the_check_first_and_shows_its_findings(tmp_path, tiny_models):
     config = json.loads(json.dumps(SMALL))

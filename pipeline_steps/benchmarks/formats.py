@@ -1,6 +1,6 @@
 """The benchmark families, each declared once by its reader: name, forget ratios, configs, reader.
 
-Everything that needs a fact about a family (the workflow's config check, the pre-flight check,
+Everything that needs a fact about a family (the workflow's config check, the environment check,
 ``prepare_benchmark``) looks it up through ``benchmark_format`` instead of repeating it.
 """
 

@@ -5,7 +5,7 @@ A method turns ``{"forget": batch, "retain": batch}`` into loss terms: the ``for
 one a saliency mask restricts) and the ``retain`` term; the loss is their sum. Its class also says
 what its jobs need (retain examples, a frozen model, a saliency mask), its name in tables, and its
 own hyper-parameters (a frozen dataclass with defaults, descriptions and bounds). The workflow, the
-config check, the pre-flight check and the report read these instead of naming methods, so adding
+config check, the environment check and the report read these instead of naming methods, so adding
 a method is one class here and one entry in a config. Losses are per-example means over answer
 tokens (paper Eq. 13), averaged over the batch:
 
