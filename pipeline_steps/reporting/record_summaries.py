@@ -54,10 +54,11 @@ def family_of_names(names) -> object | None:
     """The family whose parameter prefixes cover every name (a change file records no model type)."""
     for family in FAMILIES.values():
         try:
-            [family.module_of(name) for name in names]
-            return family
+            for name in names:
+                family.module_of(name)
         except ValueError:
             continue
+        return family
     return None
 
 
@@ -88,8 +89,9 @@ def variant_summary(changes_path: Path, vanilla: Path | None = None) -> Summary:
             notes.append(f"{vanilla} is not the model these changes were computed from (fingerprint differs); "
                          "sizes are not computed")
         else:
-            # The model's parameter names, not the checkpoint's (see locate_changes).
-            loaded = load_model(str(vanilla))
+            # The model's parameter names, not the checkpoint's (see locate_changes), in the dtype the
+            # changes are stored in: half the memory of float32 for a bfloat16 model, same deltas.
+            loaded = load_model(str(vanilla), dtype=manifest.get("dtype", "float32"))
             tensors, family = dict(loaded.model.named_parameters()), loaded.family
             notes.append(f"|delta| = |unlearned - vanilla|, vanilla read from {vanilla}")
     family = family or family_of_names(stored_names(changes))
@@ -114,7 +116,8 @@ def metrics_summary(path: Path, metrics: dict) -> Summary:
         "model": metrics.get("model"), "changes": metrics.get("changes") or None,
         "benchmark": metrics.get("benchmark"), "forget ratio": metrics.get("forget_ratio"),
         "primary scoring": primary, "scoring modes": metrics.get("scoring_modes"), "seed": metrics.get("seed")})
-    row = SummaryTable(f"Table row ({primary} scoring for multiple choice)", ["column", "label", "value", "shown", "from"])
+    row = SummaryTable(f"Table row ({primary} scoring for multiple choice)",
+                       ["column", "label", "value", "shown", "from"])
     for key, value in table.items():
         column = layout.columns[key] if layout else None
         measure = column.measure if column else ("rouge_l" if "rouge" in key else "choice")
