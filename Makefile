@@ -23,5 +23,6 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-clean-results:
-	rm -rf results logs .snakemake
+clean-results:  # everything the workflow wrote; results/README.md (tracked) stays
+	find results -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	rm -rf logs .snakemake
