@@ -73,7 +73,9 @@ def check_compatible(target: TensorFile, others: list[TensorFile]) -> None:
                                  f"but {list(target.spec(name)[1])} in {target.index_path}")
 
 
-def finite(fisher: TensorFile, name: str, start: int, count: int) -> torch.Tensor:
+def read_without_nan(fisher: TensorFile, name: str, start: int, count: int) -> torch.Tensor:
+    """A chunk of a Fisher tensor, refused if it holds NaN (infinities are kept: the mask rule has
+    a documented outcome for them, NaN has none)."""
     chunk = fisher.read_flat(name, start, count)
     if torch.isnan(chunk).any():
         raise StageError(f"tensor '{name}' of {fisher.index_path} contains NaN")
@@ -99,11 +101,11 @@ def main(args) -> None:
         for start in range(0, total, CHUNK):
             count = min(CHUNK, total - start)
             if family.in_group(name, args.modules):
-                preserve_sum = finite(sources[0], name, start, count).double()
+                preserve_sum = read_without_nan(sources[0], name, start, count).double()
                 for other in sources[1:]:
-                    preserve_sum += finite(other, name, start, count)
-                chunk = select(finite(target, name, start, count), target_count, preserve_sum, preserve_count,
-                               args.beta)
+                    preserve_sum += read_without_nan(other, name, start, count)
+                chunk = select(read_without_nan(target, name, start, count), target_count, preserve_sum,
+                               preserve_count, args.beta)
             else:
                 chunk = torch.zeros(count, dtype=torch.bool)
             selected += int(chunk.sum())

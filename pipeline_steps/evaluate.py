@@ -23,7 +23,7 @@ from PIL import Image
 from .benchmarks.layouts import layout_of
 from .benchmarks.records import ProfileRecord, forget_ratios, read_manifest
 from .cli import StageError, run_stage, stage_parser
-from .evaluation.scoring import (Asked, accuracy, fills_blank, generate_answers, option_loglikelihoods,
+from .evaluation.scoring import (PosedItem, accuracy, fills_blank, generate_answers, option_loglikelihoods,
                                  parse_choice, rouge_l)
 from .models.encoding import Example, PromptEncoder, multiple_choice_question
 from .models.loading import DTYPES, load_model, model_fingerprint
@@ -53,7 +53,7 @@ def build_parser():
     return parser
 
 
-def asked_items(records: list[ProfileRecord], modality: str, kind: str, benchmark: Path) -> list[Asked]:
+def asked_items(records: list[ProfileRecord], modality: str, kind: str, benchmark: Path) -> list[PosedItem]:
     asked = []
     for record in records:
         image = None
@@ -62,7 +62,7 @@ def asked_items(records: list[ProfileRecord], modality: str, kind: str, benchmar
                 continue
             if modality == "vqa" and image is None:
                 image = Image.open(benchmark / record.image).convert("RGB")
-            asked.append(Asked(item, image if modality == "vqa" else None, record.id))
+            asked.append(PosedItem(item, image if modality == "vqa" else None, record.id))
     return asked
 
 

@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from pipeline_steps.benchmarks.records import ChoiceItem
-from pipeline_steps.evaluation.scoring import (Asked, accuracy, fills_blank, option_loglikelihoods, parse_choice,
+from pipeline_steps.evaluation.scoring import (PosedItem, accuracy, fills_blank, option_loglikelihoods, parse_choice,
                                                rouge_l)
 from pipeline_steps.models.encoding import IGNORE_INDEX, Example, PromptEncoder
 from pipeline_steps.models.loading import load_model
@@ -49,8 +49,8 @@ def test_option_likelihood_is_the_mean_answer_token_logprob(tiny_models, family)
     loaded = load_model(str(tiny_models[family]))
     encoder = PromptEncoder(loaded.processor)
     image = Image.new("RGB", (32, 32), "purple")
-    items = [Asked(ChoiceItem("vqa", "What is the profession of the person in the image?", OPTIONS, "B"), image, "1"),
-             Asked(ChoiceItem("text", "What is the profession of Anika Graves?", OPTIONS, "A"), None, "1")]
+    items = [PosedItem(ChoiceItem("vqa", "What is the profession of the person in the image?", OPTIONS, "B"), image, "1"),
+             PosedItem(ChoiceItem("text", "What is the profession of Anika Graves?", OPTIONS, "A"), None, "1")]
     scores = option_loglikelihoods(loaded.model, encoder, items, batch_size=3)
     for asked, item_scores in zip(items, scores):
         for text, score in zip(OPTIONS.values(), item_scores):

@@ -1,7 +1,7 @@
 """Whether the benchmark a run reads is there: a hub dataset reachable, or every config it reads
 in the local ``datasets`` cache; a local copy with every config.
 
-Asked by the environment check before any job, so that a missing config is named with its fix,
+PosedItem by the environment check before any job, so that a missing config is named with its fix,
 together with every other problem, instead of failing ``prepare_benchmark`` partway through.
 """
 

@@ -28,7 +28,7 @@ _rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
 @dataclass(frozen=True)
-class Asked:
+class PosedItem:
     """An evaluation item as put to the model: the item and the image it is asked with (if any)."""
 
     item: ChoiceItem | OpenItem
@@ -46,7 +46,7 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 
 @torch.no_grad()
-def option_loglikelihoods(model, encoder: PromptEncoder, asked: Sequence[Asked], batch_size: int,
+def option_loglikelihoods(model, encoder: PromptEncoder, asked: Sequence[PosedItem], batch_size: int,
                           desc: str = "likelihood") -> list[list[float]]:
     """Mean answer-token log-probability of every option of every item."""
     sequences = [(index, Example(a.item.question, text, a.image))

@@ -21,6 +21,7 @@ COLUMNS = {
     "forget_qa_rouge_l": ("Forget", "QA", "ROUGE-L", False),
     "retain_qa_rouge_l": ("Retain", "QA", "ROUGE-L", False),
     "real_face_vqa": ("Realface", "VQA", "Acc", False),
+    "test_vqa": ("Test", "VQA", "Acc", True),  # MLLMU-Bench's transformed portraits of the forget profiles
 }
 # The column sets a table shows, one per benchmark family, told apart by the keys of the metrics.
 TABLE_LAYOUTS = tuple(layout.table1 for layout in LAYOUTS.values())
