@@ -13,6 +13,10 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+# The package beside this workflow, whichever copy of it is installed: the jobs run it from here too.
+REPO = Path(workflow.basedir).parent
+sys.path.insert(0, str(REPO))
+
 from pipeline_steps.benchmarks.records import retain_split
 from pipeline_steps.study import code_dependencies
 from pipeline_steps.study.artifacts import path as artifact, pattern
@@ -27,8 +31,6 @@ try:
     check_config(config)
 except ConfigError as error:
     sys.exit(f"Configuration error: {error}")
-
-REPO = Path(workflow.basedir).parent
 
 
 def stage_sources(module):
