@@ -1,0 +1,104 @@
+"""The workflow's plain-Python planning: variant names, artifact paths, per-method settings, the
+config's registry checks and the import walker that makes code edits rerun the right stages."""
+
+from pathlib import Path
+
+import pytest
+
+from pipeline_steps.study.artifacts import path, pattern
+from pipeline_steps.study.code_dependencies import stage_sources
+from pipeline_steps.study.config_check import ConfigError, check_unlearn_block
+from pipeline_steps.study.flags import cli_flags, hyperparameter_flags
+from pipeline_steps.study.variants import Variant, beta_label, unlearned_variants
+from pipeline_steps.unlearning.methods import REGISTRY, get_method
+from pipeline_steps.unlearning.settings import parse_hyperparameters, resolve
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_variant_names_round_trip_and_masked_methods_expand_per_mask():
+    variants = unlearned_variants(["ga", "mmunlearner"], [1, 2.5], ["all", "language"])
+    assert [v.name for v in variants] == ["ga", "mmunlearner/beta~1.0/modules~all",
+                                          "mmunlearner/beta~1.0/modules~language",
+                                          "mmunlearner/beta~2.5/modules~all", "mmunlearner/beta~2.5/modules~language"]
+    assert all(Variant.parse(v.name) == v for v in variants)
+    assert not Variant.parse("vanilla").unlearned and Variant.parse("npo").unlearned
+    assert beta_label(1) == "1.0"
+    with pytest.raises(ValueError, match="not a variant name"):
+        Variant.parse("mmunlearner/beta~1.0")
+
+
+def test_artifact_paths_fill_one_pattern_from_wildcards_or_values():
+    class Wildcards(dict):
+        pass
+
+    wildcards = Wildcards(benchmark="b", model="m", ratio="5", variant="npo")
+    assert path("unlearned", wildcards) == "results/b/m/forget~5/unlearn/npo/weights.safetensors.index.json"
+    assert path("metrics", wildcards, variant="ga") == "results/b/m/forget~5/eval/ga/metrics.json"
+    assert "{split}" in pattern("fisher")
+    with pytest.raises(KeyError, match="no artifact kind 'weights'"):
+        pattern("weights")
+
+
+def test_a_method_gets_its_own_block_then_shared_then_its_default():
+    block = {"methods": ["ga_diff", "npo"], "shared": {"epochs": 2, "batch_size": 4, "learning_rate": 3e-4,
+                                                       "retain_weight": 0.5},
+             "npo": {"beta": 0.2, "learning_rate": 1e-4}}
+    npo, ga_diff = resolve("npo", block), resolve("ga_diff", block)
+    assert npo["hyperparameters"] == {"beta": 0.2} and npo["loop"]["learning_rate"] == 1e-4
+    assert ga_diff["hyperparameters"] == {"retain_weight": 0.5} and ga_diff["loop"]["learning_rate"] == 3e-4
+    assert ga_diff["loop"]["max_grad_norm"] == 1.0  # the loop's default
+    assert resolve("ga", block)["hyperparameters"] == {}
+    assert hyperparameter_flags(npo["hyperparameters"]) == "--hparam beta=0.2"
+    assert cli_flags({"batch_size": 4, "modalities": ["vqa", "text"], "fast": True, "slow": False}) == \
+        "--batch-size 4 --modalities vqa text --fast"
+
+
+@pytest.mark.parametrize("block,message", [
+    ({"methods": ["ga"], "shared": {"epochs": 2, "batch_size": 4}}, "'learning_rate' of method 'ga' has no default"),
+    ({"methods": ["gaa"], "shared": {}}, "x.methods[0]: 'gaa' is not one of"),
+    ({"methods": ["ga"], "shared": {"epochs": 0}}, "x.shared.epochs: 0 is less than the minimum of 1"),
+    ({"methods": ["ga"], "shared": {}, "ga": {"retain_weight": 1.0}}, "x.ga: Additional properties are not allowed"),
+    ({"methods": ["npo"], "shared": {}, "npo": {"beta": "high"}}, "x.npo.beta: 'high' is not of type 'number'"),
+])
+def test_the_unlearn_block_is_checked_against_the_registry(block, message):
+    with pytest.raises(ConfigError) as error:
+        check_unlearn_block(block, "x")
+    assert message in str(error.value)
+
+
+def test_hyperparameters_on_the_command_line_are_typed_and_checked():
+    npo = get_method("npo")
+    assert parse_hyperparameters(npo, ["beta=0.25"]).beta == 0.25
+    assert parse_hyperparameters(npo, []).beta == 0.4
+    with pytest.raises(ValueError, match="method 'npo' has no hyper-parameter 'gamma' \\(it has: beta\\)"):
+        parse_hyperparameters(npo, ["gamma=1"])
+    with pytest.raises(ValueError, match="takes a float, not 'x'"):
+        parse_hyperparameters(npo, ["beta=x"])
+
+
+def test_every_method_declares_what_the_workflow_reads():
+    for name, method in REGISTRY.items():
+        assert method.name == name and method.label
+        assert method.frozen_model in (None, "vanilla", "retain_finetuned")
+        assert not (method.needs_mask and not method.uses_retain and method.frozen_model), name
+
+
+def test_the_import_walker_follows_relative_and_package_imports(tmp_path):
+    package = tmp_path / "pipeline_steps"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("from . import leaf\n")
+    (package / "sub" / "leaf.py").write_text("from ..shared import helper\n")
+    (package / "shared.py").write_text("import json\n")
+    (package / "unused.py").write_text("")
+    (package / "stage.py").write_text("import os\nfrom .sub import thing\nfrom pipeline_steps import shared\n")
+    files = {Path(p).relative_to(package).as_posix() for p in stage_sources("pipeline_steps.stage", tmp_path)}
+    assert files == {"stage.py", "sub/__init__.py", "sub/leaf.py", "shared.py", "__init__.py"}
+
+
+def test_the_unlearn_stage_depends_on_the_methods_and_not_on_evaluation():
+    files = {Path(p).relative_to(REPO).as_posix() for p in stage_sources("pipeline_steps.unlearn", REPO)}
+    assert {"pipeline_steps/unlearn.py", "pipeline_steps/unlearning/methods.py",
+            "pipeline_steps/unlearning/settings.py", "pipeline_steps/training/losses.py"} <= files
+    assert "pipeline_steps/evaluate.py" not in files and "pipeline_steps/evaluation/scoring.py" not in files
