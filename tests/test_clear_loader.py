@@ -14,6 +14,7 @@ from clear_fixture import AUTHORS, CELEBRITIES, FORGET_AUTHORS, clear_configs, q
 from conftest import run_stage
 from pipeline_steps.benchmarks.clear import CAPTION_PROMPTS, NAME_QUESTION, read_clear
 from pipeline_steps.benchmarks.records import read_manifest, read_split
+from pipeline_steps.benchmarks.source import Source
 from pipeline_steps.evaluation.scoring import rouge_l
 
 CLEAR_TABLE = {"forget_vqa", "forget_qa_rouge_l", "retain_vqa", "retain_qa_rouge_l", "real_vqa", "real_face_vqa"}
@@ -28,12 +29,13 @@ def clear_raw(tmp_path_factory):
 def clear_benchmark(clear_raw, tmp_path_factory):
     """The fixture prepared by the stage, as the workflow runs it (local copy, seed 0)."""
     out = tmp_path_factory.mktemp("clear-prepared") / "benchmark"
-    run_stage("prepare_benchmark", "--format", "clear", "--source", clear_raw, "--out", out)
+    run_stage("prepare_benchmark", "--format", "clear", "--path", clear_raw, "--out", out)
     return out
 
 
 def read(source, out, seed=0):
-    return read_clear(str(source), out, seed=seed, cache_dir=str(out.parent / f"{out.name}-cache"))
+    """As prepare_benchmark reads a local copy: through a cache of its own."""
+    return read_clear(Source.path(source, cache_dir=str(out.parent / f"{out.name}-cache")), out, seed=seed)
 
 
 def test_the_fixture_has_the_hub_columns_and_types(clear_raw):

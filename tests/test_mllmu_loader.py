@@ -11,6 +11,7 @@ from PIL import Image
 from conftest import copy_without_config, run_stage
 from pipeline_steps.benchmarks.mllmu import TASK_MODALITY, read_mllmu
 from pipeline_steps.benchmarks.records import read_manifest, read_split
+from pipeline_steps.benchmarks.source import Source
 
 
 def test_prepared_benchmark_has_every_split(benchmark):
@@ -126,7 +127,7 @@ def test_images_are_stored_once(benchmark):
 
 def read(source, out, seed=0):
     """As prepare_benchmark reads a local copy: through a cache of its own."""
-    return read_mllmu(str(source), out, seed=seed, cache_dir=str(out.parent / f"{out.name}-cache"))
+    return read_mllmu(Source.path(source, cache_dir=str(out.parent / f"{out.name}-cache")), out, seed=seed)
 
 
 def test_test_split_picks_one_transformed_image_per_profile_reproducibly(raw_benchmark, tmp_path):
@@ -182,7 +183,7 @@ def test_a_wrong_correct_answer_letter_is_refused(raw_benchmark, tmp_path):
 
 
 def test_missing_local_path_is_a_clear_error(tmp_path):
-    with pytest.raises(AssertionError, match="neither an existing directory nor a hub id"):
-        run_stage("prepare_benchmark", "--format", "mllmu_bench", "--source", str(tmp_path / "nowhere"),
+    with pytest.raises(AssertionError, match="--path '.*nowhere' does not exist"):
+        run_stage("prepare_benchmark", "--format", "mllmu_bench", "--path", str(tmp_path / "nowhere"),
                   "--out", str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
