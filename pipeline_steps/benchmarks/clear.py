@@ -26,6 +26,13 @@ it), else from ``retain_perturbed`` without the forget authors; a perturbed row 
 no record of the split is added as an evaluation-only record; without any perturbed config every
 image is asked about with other authors' names as the wrong options; a row with fewer than three
 distinct wrong names is topped up from other authors' names.
+
+Older revisions of the hub data are read where the information is there and refused, naming the
+config, the column and the download to use, where it is not (``COLUMNS``): the first
+``retain_perturbed`` had no ``name``/``perturbed_names``, so a row's author is the one ``full``
+shows with the same image; the earliest plain configs had no ``name`` at all, and nothing else
+says whose face an image is. Every row is accounted for in the manifest's ``rows``, and the
+images a split asks no name question about are listed (``images_without_name_question``).
 """
 
 from __future__ import annotations
@@ -251,14 +258,16 @@ def read_clear(source: Source, out_dir: Path, *, seed: int = 0) -> dict:
             forget_split(ratio), forget, reader.config(f"{forget_config(ratio)}_perturbed", required=False), set())
         perturbed, key = reader.config(f"{retain_config(ratio)}_perturbed", required=False), None
         if perturbed is None:  # retain_perturbed serves every ratio without its own: accounted per split
-            perturbed, key = reader.config("retain_perturbed", required=False), f"retain_perturbed for {retain_split(ratio)}"
-        name_questions[retain_split(ratio)] = reader.ask_names(retain_split(ratio), retain, perturbed, forget_authors, key)
+            perturbed = reader.config("retain_perturbed", required=False)
+            key = f"retain_perturbed for {retain_split(ratio)}"
+        name_questions[retain_split(ratio)] = reader.ask_names(retain_split(ratio), retain, perturbed,
+                                                               forget_authors, key)
         forget += reader.text_records(reader.config(f"{forget_config(ratio)}+tofu", required=True))
         retain += reader.text_records(reader.config(f"{retain_config(ratio)}+tofu", required=True))
         shared = {r.id for r in forget} & {r.id for r in retain}
         if shared:
-            raise ValueError(f"{reader.source.describe()}: rows {sorted(shared)[:5]} are in both {forget_config(ratio)} "
-                             f"and {retain_config(ratio)} (or their +tofu configs); {reader.source.download_hint()}")
+            raise ValueError(f"{reader.source.describe()}: rows {sorted(shared)[:5]} are in both "
+                             f"{forget_config(ratio)} and {retain_config(ratio)} (or their +tofu configs); {reader.source.download_hint()}")
         for name, records in ((forget_split(ratio), forget), (retain_split(ratio), retain)):
             write_split(out_dir, name, records)
             sizes[name] = len(records)

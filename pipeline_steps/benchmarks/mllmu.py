@@ -11,6 +11,10 @@ records what it found in the manifest:
   classification questions asked openly, answered with the right option's text (TOFU's practice:
   the model is taught the facts the benchmark asks about). Whether a stage trains on them is its
   own setting.
+
+A profile repeated within a config is one record (the manifest's ``rows`` counts the merged
+rows); two different rows under one ID are refused, since which is right cannot be told.
+Column cells a revision stores as JSON strings instead of structs are parsed either way.
 """
 
 from __future__ import annotations

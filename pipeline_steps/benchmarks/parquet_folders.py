@@ -43,7 +43,8 @@ def read_card(root: Path, where: str) -> dict:
     try:
         card = yaml.safe_load(header) or {}
     except yaml.YAMLError as error:
-        raise ValueError(f"{where}: the dataset card {path} has a malformed YAML header ({str(error).splitlines()[0]}); "
+        first_line = str(error).splitlines()[0]
+        raise ValueError(f"{where}: the dataset card {path} has a malformed YAML header ({first_line}); "
                          f"fix it or move it away to read the config folders as they are") from None
     return card if isinstance(card, dict) else {}
 
@@ -112,11 +113,11 @@ def check_shard(path: Path, fix: str) -> int:
         raise ValueError(f"{path} is empty (an interrupted download?); {fix}")
     if head[:4] != PARQUET_MAGIC or tail != PARQUET_MAGIC:
         state = "is truncated (no parquet footer)" if head[:4] == PARQUET_MAGIC else "is not a parquet file"
-        raise ValueError(f"{path} {state}; {size} bytes on disk; download it again: {fix}")
+        raise ValueError(f"{path} {state} ({size} bytes on disk); {fix}")
     try:
         return pq.ParquetFile(path).metadata.num_rows
     except (pyarrow.ArrowException, OSError) as error:
-        raise ValueError(f"{path} is a corrupt parquet file ({error}); download it again: {fix}") from None
+        raise ValueError(f"{path} is a corrupt parquet file ({error}); {fix}") from None
 
 
 def declared_rows(card: dict, config: str, split: str) -> int | None:
@@ -137,5 +138,5 @@ def check_declared_rows(card: dict, config: str, split: str, shards: dict[Path, 
     if declared is not None and declared != found:
         files = ", ".join(f"{path.relative_to(root)} ({rows} rows)" for path, rows in shards.items())
         raise ValueError(f"{where}: the card {root / CARD} declares {declared} rows in split '{split}' but the files "
-                         f"hold {found}: {files}; the card and the files come from different revisions: download "
-                         f"both from one revision ({fix}), or move {CARD} away to read the files as they are")
+                         f"hold {found}: {files}; the card and the files come from different revisions: take both "
+                         f"from one revision ({fix}), or move {CARD} away to read the files as they are")

@@ -53,7 +53,8 @@ class Source:
         if self.kind == "hub":
             return f"check the id (the benchmark is '{self.home}') and read the current revision"
         include = f" --include '{config}/*'" if config else ""
-        return f"download it: hf download {self.home or '<dataset id>'} --repo-type dataset{include} --local-dir {self.location}"
+        return (f"download the current revision: hf download {self.home or '<dataset id>'} --repo-type dataset"
+                f"{include} --local-dir {self.location}")
 
     def missing_config(self, config: str) -> ValueError:
         return ValueError(f"{self.describe()} has no config '{config}' (no card entry with its files and no folder "
@@ -136,7 +137,7 @@ class Config:
         for column in columns:
             if not self.has(column):
                 raise ValueError(f"{self.where}: no column '{column}' (it has: {', '.join(self.table.column_names)}); "
-                                 f"{revision}; use the current revision: {self.fix}")
+                                 f"{revision}; {self.fix}")
 
     def map(self, convert: Callable[[dict], object]) -> Iterator:
         """``convert`` of each row, with any failure reported as one line naming the config and row."""
