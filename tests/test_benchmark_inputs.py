@@ -13,12 +13,11 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 
-from clear_fixture import AUTHORS, FEATURES, RETAIN_PERTURBED, clear_configs, image_of, png, write_clear
+from clear_fixture import AUTHORS, FEATURES, RETAIN_PERTURBED, clear_configs, write_clear
 from conftest import run_stage
 from pipeline_steps import prepare_benchmark
 from pipeline_steps.benchmarks.clear import NAME_QUESTION
 from pipeline_steps.benchmarks.records import read_manifest, read_split
-from pipeline_steps.benchmarks.source import content_id
 
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize 48213\n".format("ab" * 32)
 
@@ -117,10 +116,12 @@ REFUSED = [
      ["Test_Set/train-00001-of-00002.parquet is a git-lfs pointer file", "git lfs pull"]),
     ("mllmu-truncated", "mllmu_bench",
      lambda r: shard(r, "Full_Set").write_bytes(shard(r, "Full_Set").read_bytes()[:600]),
-     ["Full_Set/train-00000-of-00001.parquet is truncated (no parquet footer)", "hf download"]),
+     ["Full_Set/train-00000-of-00001.parquet is truncated: no parquet footer, 600 bytes", "hf download"]),
     ("mllmu-html-page", "mllmu_bench",
      lambda r: shard(r, "forget_5").write_text("<!DOCTYPE html><html>Rate limited</html>"),
      ["forget_5/train-00000-of-00001.parquet is not a parquet file"]),
+    ("mllmu-corrupt-footer", "mllmu_bench", lambda r: shard(r, "retain_85").write_bytes(b"PAR1" + bytes(64) + b"PAR1"),
+     ["retain_85/train-00000-of-00001.parquet is a corrupt parquet file"]),
     ("mllmu-empty-file", "mllmu_bench", lambda r: shard(r, "Retain_Set").write_bytes(b""),
      ["Retain_Set/train-00000-of-00001.parquet is empty"]),
     ("mllmu-card-sizes", "mllmu_bench", declare_rows("Full_Set", 500),
@@ -132,7 +133,7 @@ REFUSED = [
                                              drop_column("Test_Set", "images", 1)],
      ["config 'Test_Set': no column 'images' (it has: ID, Classification_Task"]),
     ("mllmu-bad-json", "mllmu_bench", set_cell("Full_Set", 3, "biography", "{\"Name\": \"Unclosed"),
-     ["config 'Full_Set', row 3: profile", "column 'biography' is not valid JSON"]),
+     ["config 'Full_Set', row 3: profile", "column 'biography' is not valid JSON", "hf download MLLMMU/MLLMU-Bench"]),
     ("mllmu-two-splits", "mllmu_bench", two_splits("Retain_Set"),
      ["config 'Retain_Set': splits test, validation and none is 'train'"]),
     ("mllmu-conflicting-ids", "mllmu_bench",
@@ -140,7 +141,7 @@ REFUSED = [
      ["config 'Full_Set': two different rows have the id"]),
     ("mllmu-mixed-shards", "mllmu_bench", [without_card, drop_column("Test_Set", "Mask_Task")],
      ["config 'Test_Set': its files (Test_Set/train-00000-of-00002.parquet, Test_Set/train-00001-of-00002.parquet) "
-      "could not be read together"]),
+      "could not be read together", "must share their columns and types"]),
     ("mllmu-bad-card", "mllmu_bench", lambda r: (r / "README.md").write_text("---\nconfigs: [unclosed\n---\n"),
      ["README.md has a malformed YAML header", "move it away"]),
     ("mllmu-not-an-image", "mllmu_bench", set_cell("Retain_Set", 2, "image", {"bytes": b"GIF89", "path": None}),
@@ -251,69 +252,6 @@ def test_the_first_retain_perturbed_without_names_is_named_from_its_images(tmp_p
     assert counts["retain_95"]["perturbed rows of forget authors, left out"] == 1
 
 
-def image_id(author: str, index: int) -> str:
-    return f"img-{content_id(image_of(author, index)['bytes'], 16)}"
-
-
-def test_clear_manifest_accounts_for_every_row(clear_raw, tmp_path):
-    configs = clear_configs()
-    tofu_kind, tofu = configs["full+tofu"]
-    repeated = next(row for row in tofu if row["image"] is None)
-    tofu = tofu + [repeated, repeated, {"image": None, "caption": None, "question": "Who?", "answer": None}]
-    configs["full+tofu"] = (tofu_kind, tofu)
-    stranger = {"image": {"bytes": png(9999), "path": None}, "caption": "", "name": None, "paraphrased_caption": "",
-                "perturbed_captions": [], "perturbed_names": []}
-    configs["retain_perturbed"] = ("perturbed", configs["retain_perturbed"][1] + [stranger])
-    world_kind, world = configs["real_world"]
-    configs["real_world"] = (world_kind, world + [dict(world[0], image=None)])
-    out = prepared("clear", write_clear(tmp_path / "raw", configs), tmp_path / "out")
-    rows = read_manifest(out)["rows"]
-    qa_id = f"qa-{content_id((repeated['question'] + chr(0) + repeated['answer']).encode(), 16)}"
-    # full+tofu: 30 image rows + 20 TOFU rows + 2 repeats + 1 without an answer.
-    assert rows["full+tofu"]["rows"] == 53 and rows["full+tofu"]["read"] == 20
-    assert rows["full+tofu"]["merged"] == {"count": 2, "records": 1, "into": {qa_id: 2}}
-    skipped = rows["full+tofu"]["skipped"]
-    assert skipped["image row (its image and caption are read from 'full')"]["count"] == 30
-    assert skipped["text row without a question or an answer"] == {"count": 1, "ids": ["row 52"]}
-    # retain_perturbed at 5 %: 8 fixture rows, one of a forget author (Ines Moreau), one nameless stranger.
-    at_95 = rows["retain_perturbed for retain_95"]
-    assert (at_95["rows"], at_95["read"], at_95["merged"]["count"]) == (9, 7, 0)
-    assert at_95["skipped"] == {
-        "a forget author's row, left out of the retain split": {"count": 1, "ids": [image_id(AUTHORS[8], 0)]},
-        "no name, and its image is in no record of 'full'": {
-            "count": 1, "ids": [f"img-{content_id(png(9999), 16)}"]}}
-    assert rows["retain_perturbed for retain_99"]["read"] == 8
-    assert rows["real_world"] == {"rows": 5, "read": 4, "merged": {"count": 0, "records": 0, "into": {}},
-                                  "skipped": {"no image": {"count": 1, "ids": ["row 4"]}}}
-    # Images no perturbed row shows: retain_99 has authors 0-8's 27 images, 8 of them shown.
-    uncovered = read_manifest(out)["images_without_name_question"]
-    shown = set(RETAIN_PERTURBED)
-    assert uncovered["retain_99"] == {"count": 19, "ids": [image_id(a, i) for a in AUTHORS[:9] for i in range(3)
-                                                           if (a, i) not in shown]}
-    assert uncovered["forget_5"] == {"count": 0, "ids": []}
-
-
-def test_mllmu_manifest_accounts_for_every_row(raw_benchmark, tmp_path):
-    copy = tmp_path / "copy"
-    shutil.copytree(raw_benchmark, copy)
-    edit_rows("Full_Set", lambda rows: rows + [rows[5]])(copy)  # an identical repeat: merged
-    edit_rows("ft_Data", lambda rows: rows + [dict(rows[0], ID="999"), rows[1], dict(rows[2], metadata="[]")])(copy)
-    edit_rows("Test_Set", lambda rows: rows[:-1] + [dict(rows[-1], images=[])], 1)(copy)
-    out = prepared("mllmu_bench", copy, tmp_path / "out")
-    rows = read_manifest(out)["rows"]
-    full_ids = [r.id for r in read_split(out, "full")]
-    assert len(full_ids) == 40 and rows["Full_Set"]["rows"] == 41 and rows["Full_Set"]["read"] == 40
-    assert rows["Full_Set"]["merged"]["into"] == {full_ids[5]: 1}
-    ft = datasets.load_dataset(str(raw_benchmark), "ft_Data", split="train")
-    assert rows["ft_Data"]["rows"] == 43 and rows["ft_Data"]["read"] == 40
-    assert rows["ft_Data"]["merged"] == {"count": 1, "records": 1, "into": {ft[1]["ID"]: 1}}
-    assert rows["ft_Data"]["skipped"] == {"no such profile in Full_Set": {"count": 1, "ids": ["999"]},
-                                          "no VQA pairs in its metadata": {"count": 1, "ids": [ft[2]["ID"]]}}
-    last_test_id = pq.read_table(shard(raw_benchmark, "Test_Set", 1)).column("ID")[-1].as_py()
-    assert rows["Test_Set"]["skipped"] == {"no transformed images": {"count": 1, "ids": [last_test_id]}}
-    assert len(read_split(out, "test")) == 39
-
-
 def test_the_stage_prints_where_the_rows_went(clear_raw, tmp_path):
     result = run_stage("prepare_benchmark", "--format", "clear", "--path", clear_raw, "--out", tmp_path / "out")
     lines = result.stdout.splitlines()
@@ -327,4 +265,5 @@ def test_the_source_is_named_explicitly(clear_raw, tmp_path, capsys):
         with pytest.raises(SystemExit) as exit:
             prepare_benchmark.build_parser().parse_args(["--format", "clear", "--out", str(tmp_path), *arguments])
         assert exit.value.code == 2
-    assert "one of the arguments --hub --path is required" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "one of the arguments --hub --path is required" in err and "--path: not allowed with argument --hub" in err

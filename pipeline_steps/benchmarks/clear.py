@@ -267,7 +267,8 @@ def read_clear(source: Source, out_dir: Path, *, seed: int = 0) -> dict:
         shared = {r.id for r in forget} & {r.id for r in retain}
         if shared:
             raise ValueError(f"{reader.source.describe()}: rows {sorted(shared)[:5]} are in both "
-                             f"{forget_config(ratio)} and {retain_config(ratio)} (or their +tofu configs); {reader.source.download_hint()}")
+                             f"{forget_config(ratio)} and {retain_config(ratio)} (or their +tofu configs); "
+                             f"{reader.source.download_hint()}")
         for name, records in ((forget_split(ratio), forget), (retain_split(ratio), retain)):
             write_split(out_dir, name, records)
             sizes[name] = len(records)

@@ -112,12 +112,12 @@ def check_shard(path: Path, fix: str) -> int:
     if size == 0:
         raise ValueError(f"{path} is empty (an interrupted download?); {fix}")
     if head[:4] != PARQUET_MAGIC or tail != PARQUET_MAGIC:
-        state = "is truncated (no parquet footer)" if head[:4] == PARQUET_MAGIC else "is not a parquet file"
-        raise ValueError(f"{path} {state} ({size} bytes on disk); {fix}")
+        state = "is truncated: no parquet footer" if head[:4] == PARQUET_MAGIC else "is not a parquet file"
+        raise ValueError(f"{path} {state}, {size} bytes on disk; {fix}")
     try:
         return pq.ParquetFile(path).metadata.num_rows
     except (pyarrow.ArrowException, OSError) as error:
-        raise ValueError(f"{path} is a corrupt parquet file ({error}); {fix}") from None
+        raise ValueError(f"{path} is a corrupt parquet file ({str(error).strip().splitlines()[0]}); {fix}") from None
 
 
 def declared_rows(card: dict, config: str, split: str) -> int | None:

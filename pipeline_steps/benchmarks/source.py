@@ -108,9 +108,9 @@ class Source:
         except (hf_errors.DatasetsError, OSError) as error:
             cause = error.__cause__ or error
             names = ", ".join(str(p.relative_to(root)) for p in shards)
-            raise ValueError(f"{where}: its files ({names}) could not be read together "
-                             f"({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}); "
-                             f"{fix}") from None
+            detail = str(cause).splitlines()[0] if str(cause) else ""
+            raise ValueError(f"{where}: its files ({names}) could not be read together ({type(cause).__name__}: "
+                             f"{detail}): the shards of a config must share their columns and types; {fix}") from None
         return table, split
 
 
@@ -145,7 +145,7 @@ class Config:
             try:
                 result = convert(row)
             except ValueError as error:
-                raise ValueError(f"{self.where}, row {index}: {error}") from None
+                raise ValueError(f"{self.where}, row {index}: {error}; {self.fix}") from None
             except ROW_ERRORS as error:
                 raise ValueError(f"{self.where}, row {index}: unexpected content ({type(error).__name__}: {error}), "
                                  f"not the {self.benchmark} schema; {self.fix}") from None
@@ -180,8 +180,9 @@ class ImageStore:
         data = image_bytes(value)
         try:
             kind = Image.open(io.BytesIO(data)).format.lower()
-        except (OSError, AttributeError) as error:
-            raise ValueError(f"an image cell holds {len(data)} bytes that are not an image ({error})") from None
+        except (OSError, AttributeError):
+            raise ValueError(f"an image cell holds {len(data)} bytes that are not an image PIL can read "
+                             f"(they begin {data[:8]!r})") from None
         relative = f"images/{content_id(data)}.{kind}"
         target = self.root / relative
         if not target.exists():
