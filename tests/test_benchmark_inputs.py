@@ -154,6 +154,9 @@ REFUSED = [
      ["real_faces/train-00000-of-00001.parquet is a git-lfs pointer file"]),
     ("clear-card-sizes", "clear", declare_rows("real_world", 367),
      ["config 'real_world'", "declares 367 rows in split 'train' but the files hold 4"]),
+    ("clear-card-without-configs", "clear", lambda r: (r / "README.md").write_text(
+        "---\ndataset_info:\n- config_name: full\n  splits:\n  - name: train\n    num_examples: 3768\n---\n"),
+     ["config 'full'", "declares 3768 rows in split 'train' but the files hold 30", "full/train-00000-of-00001.parquet"]),
     ("clear-tofu-no-question", "clear", drop_column("forget05+tofu", "question"),
      ["config 'forget05+tofu': no column 'question'"]),
     ("clear-real-faces-no-options", "clear", drop_column("real_faces", "options"),

@@ -98,8 +98,8 @@ class Source:
         split = folders.choose_split(files.splits, where)
         fix = self.download_hint(config)
         shards = {path: folders.check_shard(path, fix) for path in files.splits[split]}
+        folders.check_declared_rows(card, config, split, shards, root, where, fix)
         if files.from_card:
-            folders.check_declared_rows(card, config, split, shards, root, where, fix)
             arguments = dict(path=str(root), name=config)
         else:
             arguments = dict(path="parquet", data_files={split: [str(p) for p in shards]})
