@@ -117,14 +117,16 @@ def clear_configs() -> dict[str, tuple[str, list[dict]]]:
     return configs
 
 
-def write_clear(out_dir: Path, configs: dict[str, tuple[str, list[dict]]] | None = None) -> Path:
-    """Write ``configs`` (default: ``clear_configs()``) as a hub-style dataset directory."""
+def write_clear(out_dir: Path, configs: dict[str, tuple[str | datasets.Features, list[dict]]] | None = None) -> Path:
+    """Write ``configs`` (default: ``clear_configs()``) as a hub-style dataset directory; a config's
+    kind names one of ``FEATURES`` or is a ``Features`` of its own (an older revision's columns)."""
     out_dir = Path(out_dir)
     configs = clear_configs() if configs is None else configs
     card = ["---", "configs:"]
     for name, (kind, rows) in configs.items():
         (out_dir / name).mkdir(parents=True, exist_ok=True)
-        datasets.Dataset.from_list(rows, features=FEATURES[kind]).to_parquet(
+        features = FEATURES[kind] if isinstance(kind, str) else kind
+        datasets.Dataset.from_list(rows, features=features).to_parquet(
             str(out_dir / name / "train-00000-of-00001.parquet"))
         card += [f"- config_name: {name}", "  data_files:", "  - split: train", f"    path: {name}/train-*"]
     card += ["---", "", "# A small CLEAR for tests", ""]

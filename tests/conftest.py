@@ -57,7 +57,7 @@ def raw_benchmark(tmp_path_factory) -> Path:
 def benchmark(raw_benchmark, tmp_path_factory) -> Path:
     """``raw_benchmark`` read into canonical records."""
     out = tmp_path_factory.mktemp("prepared") / "benchmark"
-    run_stage("prepare_benchmark", "--format", "mllmu_bench", "--source", raw_benchmark, "--out", out)
+    run_stage("prepare_benchmark", "--format", "mllmu_bench", "--path", raw_benchmark, "--out", out)
     return out
 
 

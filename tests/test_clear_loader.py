@@ -10,10 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from clear_fixture import AUTHORS, CELEBRITIES, FORGET_AUTHORS, clear_configs, questions, write_clear
+from clear_fixture import (AUTHORS, CELEBRITIES, FORGET_AUTHORS, RETAIN_PERTURBED, clear_configs, image_of, png,
+                           questions, write_clear)
 from conftest import run_stage
 from pipeline_steps.benchmarks.clear import CAPTION_PROMPTS, NAME_QUESTION, read_clear
 from pipeline_steps.benchmarks.records import read_manifest, read_split
+from pipeline_steps.benchmarks.source import Source, content_id
 from pipeline_steps.evaluation.scoring import rouge_l
 
 CLEAR_TABLE = {"forget_vqa", "forget_qa_rouge_l", "retain_vqa", "retain_qa_rouge_l", "real_vqa", "real_face_vqa"}
@@ -28,12 +30,13 @@ def clear_raw(tmp_path_factory):
 def clear_benchmark(clear_raw, tmp_path_factory):
     """The fixture prepared by the stage, as the workflow runs it (local copy, seed 0)."""
     out = tmp_path_factory.mktemp("clear-prepared") / "benchmark"
-    run_stage("prepare_benchmark", "--format", "clear", "--source", clear_raw, "--out", out)
+    run_stage("prepare_benchmark", "--format", "clear", "--path", clear_raw, "--out", out)
     return out
 
 
 def read(source, out, seed=0):
-    return read_clear(str(source), out, seed=seed, cache_dir=str(out.parent / f"{out.name}-cache"))
+    """As prepare_benchmark reads a local copy: through a cache of its own."""
+    return read_clear(Source.path(source, cache_dir=str(out.parent / f"{out.name}-cache")), out, seed=seed)
 
 
 def test_the_fixture_has_the_hub_columns_and_types(clear_raw):
@@ -150,6 +153,49 @@ def test_a_missing_required_config_is_named(tmp_path):
     configs = {name: value for name, value in clear_configs().items() if name != "real_faces"}
     with pytest.raises(ValueError, match="has no config 'real_faces'"):
         read(write_clear(tmp_path / "raw", configs), tmp_path / "out")
+
+
+def image_id(author: str, index: int) -> str:
+    return f"img-{content_id(image_of(author, index)['bytes'], 16)}"
+
+
+def test_the_manifest_accounts_for_every_row(tmp_path):
+    """Read, merged (with how many) or skipped (with the reason and the ids), per config; numbers by hand."""
+    configs = clear_configs()
+    tofu_kind, tofu = configs["full+tofu"]
+    repeated = next(row for row in tofu if row["image"] is None)
+    tofu = tofu + [repeated, repeated, {"image": None, "caption": None, "question": "Who?", "answer": None}]
+    configs["full+tofu"] = (tofu_kind, tofu)
+    stranger = {"image": {"bytes": png(9999), "path": None}, "caption": "", "name": None, "paraphrased_caption": "",
+                "perturbed_captions": [], "perturbed_names": []}
+    configs["retain_perturbed"] = ("perturbed", configs["retain_perturbed"][1] + [stranger])
+    world_kind, world = configs["real_world"]
+    configs["real_world"] = (world_kind, world + [dict(world[0], image=None)])
+    manifest = read(write_clear(tmp_path / "raw", configs), tmp_path / "out")
+    rows = manifest["rows"]
+    qa_id = f"qa-{content_id((repeated['question'] + chr(0) + repeated['answer']).encode(), 16)}"
+    # full+tofu: 30 image rows + 20 TOFU rows + 2 repeats + 1 without an answer.
+    assert rows["full+tofu"]["rows"] == 53 and rows["full+tofu"]["read"] == 20
+    assert rows["full+tofu"]["merged"] == {"count": 2, "records": 1, "into": {qa_id: 2}}
+    skipped = rows["full+tofu"]["skipped"]
+    assert skipped["image row (its image and caption are read from 'full')"]["count"] == 30
+    assert skipped["text row without a question or an answer"] == {"count": 1, "ids": ["row 52"]}
+    # retain_perturbed at 5 %: 8 fixture rows, one of a forget author (Ines Moreau), one nameless stranger.
+    at_95 = rows["retain_perturbed for retain_95"]
+    assert (at_95["rows"], at_95["read"], at_95["merged"]["count"]) == (9, 7, 0)
+    assert at_95["skipped"] == {
+        "a forget author's row, left out of the retain split": {"count": 1, "ids": [image_id(AUTHORS[8], 0)]},
+        "no name, and its image is in no record of 'full'": {
+            "count": 1, "ids": [f"img-{content_id(png(9999), 16)}"]}}
+    assert rows["retain_perturbed for retain_99"]["read"] == 8
+    assert rows["real_world"] == {"rows": 5, "read": 4, "merged": {"count": 0, "records": 0, "into": {}},
+                                  "skipped": {"no image": {"count": 1, "ids": ["row 4"]}}}
+    # Images no perturbed row shows: retain_99 has authors 0-8's 27 images, 8 of them shown.
+    uncovered = manifest["images_without_name_question"]
+    shown = set(RETAIN_PERTURBED)
+    assert uncovered["retain_99"] == {"count": 19, "ids": [image_id(a, i) for a in AUTHORS[:9] for i in range(3)
+                                                           if (a, i) not in shown]}
+    assert uncovered["forget_5"] == {"count": 0, "ids": []}
 
 
 def test_evaluate_reports_the_six_clear_columns(clear_benchmark, tiny_models, tmp_path):

@@ -5,12 +5,15 @@ import json
 import shutil
 
 import datasets
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from conftest import copy_without_config, run_stage
+from test_benchmark_inputs import edit_rows, shard
 from pipeline_steps.benchmarks.mllmu import TASK_MODALITY, read_mllmu
 from pipeline_steps.benchmarks.records import read_manifest, read_split
+from pipeline_steps.benchmarks.source import Source
 
 
 def test_prepared_benchmark_has_every_split(benchmark):
@@ -126,7 +129,7 @@ def test_images_are_stored_once(benchmark):
 
 def read(source, out, seed=0):
     """As prepare_benchmark reads a local copy: through a cache of its own."""
-    return read_mllmu(str(source), out, seed=seed, cache_dir=str(out.parent / f"{out.name}-cache"))
+    return read_mllmu(Source.path(source, cache_dir=str(out.parent / f"{out.name}-cache")), out, seed=seed)
 
 
 def test_test_split_picks_one_transformed_image_per_profile_reproducibly(raw_benchmark, tmp_path):
@@ -182,7 +185,29 @@ def test_a_wrong_correct_answer_letter_is_refused(raw_benchmark, tmp_path):
 
 
 def test_missing_local_path_is_a_clear_error(tmp_path):
-    with pytest.raises(AssertionError, match="neither an existing directory nor a hub id"):
-        run_stage("prepare_benchmark", "--format", "mllmu_bench", "--source", str(tmp_path / "nowhere"),
+    with pytest.raises(AssertionError, match="--path '.*nowhere' does not exist"):
+        run_stage("prepare_benchmark", "--format", "mllmu_bench", "--path", str(tmp_path / "nowhere"),
                   "--out", str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_the_manifest_accounts_for_every_row(raw_benchmark, tmp_path):
+    """A repeated profile is merged; ft_Data and Test_Set rows that yield nothing are skipped by id."""
+    copy = tmp_path / "copy"
+    shutil.copytree(raw_benchmark, copy)
+    edit_rows("Full_Set", lambda rows: rows + [rows[5]])(copy)  # an identical repeat: merged
+    edit_rows("ft_Data", lambda rows: rows + [dict(rows[0], ID="999"), rows[1], dict(rows[2], metadata="[]")])(copy)
+    edit_rows("Test_Set", lambda rows: rows[:-1] + [dict(rows[-1], images=[])], 1)(copy)
+    out = tmp_path / "out"
+    rows = read(copy, out)["rows"]
+    full_ids = [r.id for r in read_split(out, "full")]
+    assert len(full_ids) == 40 and rows["Full_Set"]["rows"] == 41 and rows["Full_Set"]["read"] == 40
+    assert rows["Full_Set"]["merged"]["into"] == {full_ids[5]: 1}
+    ft = datasets.load_dataset(str(raw_benchmark), "ft_Data", split="train")
+    assert rows["ft_Data"]["rows"] == 43 and rows["ft_Data"]["read"] == 40
+    assert rows["ft_Data"]["merged"] == {"count": 1, "records": 1, "into": {ft[1]["ID"]: 1}}
+    assert rows["ft_Data"]["skipped"] == {"no such profile in Full_Set": {"count": 1, "ids": ["999"]},
+                                          "no VQA pairs in its metadata": {"count": 1, "ids": [ft[2]["ID"]]}}
+    last_test_id = pq.read_table(shard(raw_benchmark, "Test_Set", 1)).column("ID")[-1].as_py()
+    assert rows["Test_Set"]["skipped"] == {"no transformed images": {"count": 1, "ids": [last_test_id]}}
+    assert len(read_split(out, "test")) == 39

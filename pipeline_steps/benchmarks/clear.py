@@ -26,6 +26,13 @@ it), else from ``retain_perturbed`` without the forget authors; a perturbed row 
 no record of the split is added as an evaluation-only record; without any perturbed config every
 image is asked about with other authors' names as the wrong options; a row with fewer than three
 distinct wrong names is topped up from other authors' names.
+
+Older revisions of the hub data are read where the information is there and refused, naming the
+config, the column and the download to use, where it is not (``COLUMNS``): the first
+``retain_perturbed`` had no ``name``/``perturbed_names``, so a row's author is the one ``full``
+shows with the same image; the earliest plain configs had no ``name`` at all, and nothing else
+says whose face an image is. Every row is accounted for in the manifest's ``rows``, and the
+images a split asks no name question about are listed (``images_without_name_question``).
 """
 
 from __future__ import annotations
@@ -35,12 +42,12 @@ import string
 from collections import Counter
 from pathlib import Path
 
-import datasets
-
+from .accounting import Ledger, Skip, gather
 from .formats import BenchmarkFormat
 from .records import ChoiceItem, OpenItem, ProfileRecord, forget_split, retain_split, write_split
-from .source import ImageStore, content_id, image_bytes, open_config
+from .source import Config, ImageStore, Source, content_id, image_bytes
 
+HUB_ID = "therem/CLEAR"
 FORGET_RATIOS = (1, 5, 10)
 NAME_QUESTION = "What is the name of the person in the image?"
 MIN_DISTRACTORS = 3
@@ -57,6 +64,23 @@ CAPTION_PROMPTS = (
     "Provide a description of the person in the image.",
     "What is in this photo?",
 )
+
+
+# The columns the reader cannot do without, by kind of config, and which revision lacks them.
+EARLY = "an early revision of CLEAR (image and caption only) does not say whose face an image is"
+COLUMNS = {
+    "plain": (("image", "caption", "name"), EARLY),
+    "tofu": (("question", "answer"), "a +tofu config without TOFU's question/answer columns is not CLEAR's"),
+    "perturbed": (("image",), "a perturbed config without images is not CLEAR's"),
+    "real_faces": (("image", "answer", "options"), "real_faces needs its answer and options (the wrong names)"),
+    "real_world": (("image", "answer", "options"), "real_world needs its answer and options (the wrong answers)"),
+}
+
+
+def _kind(config: str) -> str:
+    if config in ("real_faces", "real_world"):
+        return config
+    return "tofu" if config.endswith("+tofu") else "perturbed" if config.endswith("_perturbed") else "plain"
 
 
 def forget_config(ratio: int) -> str:
@@ -94,49 +118,62 @@ def choice_item(question: str, answer: str, wrong: list[str], key: str) -> Choic
 
 
 class _Reader:
-    def __init__(self, source: str, out_dir: Path, seed: int, cache_dir: str | None):
-        self.source, self.seed, self.cache_dir = source, seed, cache_dir
+    def __init__(self, source: Source, out_dir: Path, seed: int):
+        self.source, self.seed = source.of("CLEAR", HUB_ID), seed
         self.images = ImageStore(out_dir)
+        self.ledger = Ledger()
         self.configs: dict[str, int] = {}
+        self.splits_read: dict[str, str] = {}
+        self.opened: dict[str, Config | None] = {}
         self.authors: list[str] = []
+        self.names_by_image: dict[str, str] = {}  # image record id -> author, from ``full``
 
-    def config(self, name: str, required: bool) -> datasets.Dataset | None:
-        table = open_config(self.source, name, self.cache_dir)
-        if table is None and required:
-            raise ValueError(f"CLEAR source '{self.source}' has no config '{name}'")
-        if table is not None:
-            self.configs[name] = len(table)
-        return table
+    def config(self, name: str, required: bool) -> Config | None:
+        if name not in self.opened:  # retain_perturbed serves several splits: open it once
+            table = self.opened[name] = self.source.open(name)
+            if table is not None:
+                columns, revision = COLUMNS[_kind(name)]
+                table.require(columns, revision)
+                self.configs[name] = len(table)
+                if table.split != "train":
+                    self.splits_read[name] = table.split
+        if self.opened[name] is None and required:
+            raise self.source.missing_config(name)
+        return self.opened[name]
 
-    def image_records(self, table: datasets.Dataset) -> list[ProfileRecord]:
-        records, seen = [], Counter()
-        for row in table:
+    def image_records(self, table: Config) -> list[ProfileRecord]:
+        """One record per row: an image shown twice in one config is two training rows, kept apart."""
+        seen, account = Counter(), self.ledger.open(table.name, len(table))
+
+        def record(row):
             record_id = f"img-{content_id(image_bytes(row['image']), 16)}"
             seen[record_id] += 1
-            if seen[record_id] > 1:  # the same image twice in one config: keep both rows apart
+            if seen[record_id] > 1:
                 record_id += f"~{seen[record_id]}"
             prompt = CAPTION_PROMPTS[random.Random(f"{self.seed}/caption/{record_id}").randrange(len(CAPTION_PROMPTS))]
             captions = row["caption"] if isinstance(row["caption"], list) else [row["caption"]]
-            records.append(ProfileRecord(id=record_id, name=row["name"], image=self.images.save(row["image"]),
-                                         train=[OpenItem("vqa", prompt, c) for c in captions if c]))
-        return records
+            account.keep()
+            return ProfileRecord(id=record_id, name=row["name"], image=self.images.save(row["image"]),
+                                 train=[OpenItem("vqa", prompt, c) for c in captions if c])
+        return list(table.map(record))
 
-    @staticmethod
-    def text_records(table: datasets.Dataset) -> list[ProfileRecord]:
-        records, seen = [], set()
-        for row in table:
-            if row.get("image") is not None or not row.get("question") or not row.get("answer"):
-                continue  # an image row of a +tofu config: read from the plain config instead
+    def text_records(self, table: Config) -> list[ProfileRecord]:
+        """TOFU's questions of a ``+tofu`` config; a repeated question/answer pair is merged and counted."""
+        plain = table.name.removesuffix("+tofu")
+
+        def record(row):
+            if row.get("image") is not None:
+                return Skip(f"image row (its image and caption are read from '{plain}')",
+                            f"img-{content_id(image_bytes(row['image']), 16)}")
+            if not row.get("question") or not row.get("answer"):
+                return Skip("text row without a question or an answer")
             record_id = f"qa-{content_id((row['question'] + chr(0) + row['answer']).encode(), 16)}"
-            if record_id in seen:
-                continue
-            seen.add(record_id)
             pair = OpenItem("text", row["question"], row["answer"])
-            records.append(ProfileRecord(id=record_id, name="", image=None, train=[pair], generation=[pair]))
-        return records
+            return ProfileRecord(id=record_id, name="", image=None, train=[pair], generation=[pair])
+        return gather(table, record, self.ledger.open(table.name, len(table)))
 
-    def ask_names(self, records: list[ProfileRecord], perturbed: datasets.Dataset | None,
-                  skip_authors: set[str]) -> dict:
+    def ask_names(self, split: str, records: list[ProfileRecord], perturbed: Config | None,
+                  skip_authors: set[str], key: str | None = None) -> dict:
         """Add the name question to the image records (see the module docstring); return counts."""
         counts = Counter()
         if perturbed is None:
@@ -146,21 +183,32 @@ class _Reader:
                     counts["wrong names from other authors"] += 1
             return dict(counts)
         by_id = {r.id: r for r in records}
-        for row in perturbed:
-            if row["name"] in skip_authors:
-                counts["perturbed rows of forget authors, left out"] += 1
-                continue
+        account = self.ledger.open(key or perturbed.name, len(perturbed))
+
+        def ask(row):
             record_id = f"img-{content_id(image_bytes(row['image']), 16)}"
+            name = row.get("name") or self.names_by_image.get(record_id)
+            if not name:  # the first retain_perturbed had no name column: the image says whose it is
+                return account.skip("no name, and its image is in no record of 'full'", record_id)
+            if name in skip_authors:
+                counts["perturbed rows of forget authors, left out"] += 1
+                return account.skip("a forget author's row, left out of the retain split", record_id)
+            if not row.get("name"):
+                counts["name taken from the image's record in 'full'"] += 1
             record = by_id.get(record_id)
             if record is None:
-                record = ProfileRecord(id=record_id, name=row["name"], image=self.images.save(row["image"]))
+                record = ProfileRecord(id=record_id, name=name, image=self.images.save(row["image"]))
                 records.append(record)
                 by_id[record_id] = record
                 counts["perturbed rows added as evaluation-only images"] += 1
-            wrong = _distinct(row.get("perturbed_names"), row["name"])
+            wrong = _distinct(row.get("perturbed_names"), name)
             counts["wrong names from perturbed_names" if len(wrong) >= MIN_DISTRACTORS
                    else "wrong names topped up from other authors"] += 1
-            record.multiple_choice.append(self._name_item(record.id, row["name"], wrong))
+            record.multiple_choice.append(self._name_item(record.id, name, wrong))
+            account.keep()
+        for _ in perturbed.map(ask):
+            pass
+        self.ledger.uncovered[split] = [r.id for r in records if r.image is not None and not r.multiple_choice]
         return dict(counts)
 
     def _name_item(self, record_id: str, name: str, wrong: list[str]) -> ChoiceItem:
@@ -170,36 +218,35 @@ class _Reader:
             wrong = wrong + [n for n in others if n not in wrong][:MIN_DISTRACTORS - len(wrong)]
         return choice_item(NAME_QUESTION, name, wrong, f"{self.seed}/options/{record_id}")
 
-    def real_records(self, table: datasets.Dataset, kind: str, counts: Counter) -> list[ProfileRecord]:
-        records = []
-        for row in table:
+    def real_records(self, table: Config, kind: str, counts: Counter) -> list[ProfileRecord]:
+        def record(row):
             if row.get("image") is None:
                 counts[f"{kind} rows without an image, left out"] += 1
-                continue
+                return Skip("no image")
             question = row.get("question") or NAME_QUESTION
             answer = str(row["answer"])
             data = image_bytes(row["image"])
             record_id = f"{kind}-{content_id(data + question.encode(), 16)}"
             item = choice_item(question, answer, _distinct(map(str, row.get("options") or []), answer),
                                f"{self.seed}/options/{record_id}")
-            records.append(ProfileRecord(id=record_id, name=answer if kind == "face" else "",
-                                         image=self.images.save(row["image"]),
-                                         train=[OpenItem("vqa", question, answer)], multiple_choice=[item]))
-        return records
+            return ProfileRecord(id=record_id, name=answer if kind == "face" else "",
+                                 image=self.images.save(row["image"]),
+                                 train=[OpenItem("vqa", question, answer)], multiple_choice=[item])
+        return gather(table, record, self.ledger.open(table.name, len(table)))
 
 
-def read_clear(source: str, out_dir: Path, *, seed: int = 0, cache_dir: str | None = None) -> dict:
+def read_clear(source: Source, out_dir: Path, *, seed: int = 0) -> dict:
     """Write the canonical splits of CLEAR at ``source`` under ``out_dir``; return the manifest."""
     out_dir = Path(out_dir)
-    reader = _Reader(source, out_dir, seed, cache_dir)
+    reader = _Reader(source, out_dir, seed)
     full = reader.image_records(reader.config("full", required=True))
     reader.authors = sorted({r.name for r in full})
+    reader.names_by_image = {r.id: r.name for r in full}
     full += reader.text_records(reader.config("full+tofu", required=True))
     write_split(out_dir, "full", full)
     full_ids = {r.id for r in full}
 
     name_questions, outside_full, ratios, sizes = {}, {}, [], {"full": len(full)}
-    retain_perturbed = reader.config("retain_perturbed", required=False)
     for ratio in FORGET_RATIOS:
         forget_table = reader.config(forget_config(ratio), required=False)
         retain_table = reader.config(retain_config(ratio), required=False)
@@ -207,24 +254,29 @@ def read_clear(source: str, out_dir: Path, *, seed: int = 0, cache_dir: str | No
             continue
         forget, retain = reader.image_records(forget_table), reader.image_records(retain_table)
         forget_authors = {r.name for r in forget}
-        perturbed_retain = reader.config(f"{retain_config(ratio)}_perturbed", required=False)
         name_questions[forget_split(ratio)] = reader.ask_names(
-            forget, reader.config(f"{forget_config(ratio)}_perturbed", required=False), set())
-        name_questions[retain_split(ratio)] = reader.ask_names(
-            retain, perturbed_retain if perturbed_retain is not None else retain_perturbed, forget_authors)
+            forget_split(ratio), forget, reader.config(f"{forget_config(ratio)}_perturbed", required=False), set())
+        perturbed, key = reader.config(f"{retain_config(ratio)}_perturbed", required=False), None
+        if perturbed is None:  # retain_perturbed serves every ratio without its own: accounted per split
+            perturbed = reader.config("retain_perturbed", required=False)
+            key = f"retain_perturbed for {retain_split(ratio)}"
+        name_questions[retain_split(ratio)] = reader.ask_names(retain_split(ratio), retain, perturbed,
+                                                               forget_authors, key)
         forget += reader.text_records(reader.config(f"{forget_config(ratio)}+tofu", required=True))
         retain += reader.text_records(reader.config(f"{retain_config(ratio)}+tofu", required=True))
         shared = {r.id for r in forget} & {r.id for r in retain}
         if shared:
-            raise ValueError(f"CLEAR rows {sorted(shared)[:5]} are in both {forget_config(ratio)} and "
-                             f"{retain_config(ratio)} (or their +tofu configs)")
+            raise ValueError(f"{reader.source.describe()}: rows {sorted(shared)[:5]} are in both "
+                             f"{forget_config(ratio)} and {retain_config(ratio)} (or their +tofu configs); "
+                             f"{reader.source.download_hint()}")
         for name, records in ((forget_split(ratio), forget), (retain_split(ratio), retain)):
             write_split(out_dir, name, records)
             sizes[name] = len(records)
             outside_full[name] = sum(1 for r in records if r.train and r.id not in full_ids)
         ratios.append(ratio)
     if not ratios:
-        raise ValueError(f"CLEAR source '{source}' has no forget<r>/retain<100-r> pair of configs")
+        raise ValueError(f"{reader.source.describe()} has no forget<r>/retain<100-r> pair of configs; "
+                         f"{reader.source.download_hint()}")
 
     real_counts = Counter()
     for split, config, kind in (("real_world", "real_world", "world"), ("real_faces", "real_faces", "face")):
@@ -233,9 +285,12 @@ def read_clear(source: str, out_dir: Path, *, seed: int = 0, cache_dir: str | No
         sizes[split] = len(records)
 
     return {
-        "format": FORMAT.name, "source": source, "configs": reader.configs, "forget_ratios": ratios, "seed": seed,
-        "name_questions": name_questions, "real_rows": dict(real_counts),
+        "format": FORMAT.name, "source": reader.source.location, "source_kind": reader.source.kind,
+        "configs": reader.configs, "splits_read": reader.splits_read, "forget_ratios": ratios, "seed": seed,
+        "name_questions": name_questions,
+        "real_rows": dict(real_counts),
         "training_records_missing_from_full": outside_full, "splits": sizes,
+        "rows": reader.ledger.as_dict(), "images_without_name_question": reader.ledger.uncovered_dict(),
     }
 
 

@@ -17,7 +17,8 @@ class BenchmarkFormat:
     forget_ratios: tuple[int, ...]
     # The configs (hub dataset subsets) a run at some forget ratios reads.
     required_configs: Callable[[Iterable[int]], list[str]]
-    # read(source, out_dir, seed=..., cache_dir=...) -> manifest: writes the canonical splits.
+    # read(source: source.Source, out_dir, *, seed) -> manifest: writes the canonical splits under
+    # out_dir, or raises ValueError (one line naming source, config, file or column, and the fix).
     read: Callable[..., dict]
     synthesizable: bool = False  # ``synthesize_benchmark`` can write a synthetic copy
 

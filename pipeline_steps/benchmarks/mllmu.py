@@ -11,6 +11,10 @@ records what it found in the manifest:
   classification questions asked openly, answered with the right option's text (TOFU's practice:
   the model is taught the facts the benchmark asks about). Whether a stage trains on them is its
   own setting.
+
+A profile repeated within a config is one record (the manifest's ``rows`` counts the merged
+rows); two different rows under one ID are refused, since which is right cannot be told.
+Column cells a revision stores as JSON strings instead of structs are parsed either way.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ import random
 from pathlib import Path
 from typing import Iterable
 
-import datasets
-
+from .accounting import Ledger, Skip, gather
 from .formats import BenchmarkFormat
 from .records import ChoiceItem, OpenItem, ProfileRecord, forget_split, retain_split, write_split
-from .source import ImageStore, open_config
+from .source import Config, ImageStore, Source
 
+HUB_ID = "MLLMMU/MLLMU-Bench"
 FORGET_RATIOS = (5, 10, 15)
 TASK_MODALITY = {"Image_Textual": "vqa", "Pure_Text": "text"}
 
@@ -103,81 +107,126 @@ def profile_record(row: dict, images: ImageStore, ft_pairs: dict[str, list[OpenI
     if pairs is None:
         pairs, origin = [], "none"
     found[origin] = found.get(origin, 0) + 1
-    choices = choice_items(row.get("Classification_Task"), row_id)
+    choices = choice_items(_json(row.get("Classification_Task"), "Classification_Task", row_id), row_id)
     text_pairs = [OpenItem("text", c.question, c.answer_text) for c in choices if c.modality == "text"]
     return ProfileRecord(
         id=row_id, name=biography.get("Name", ""), image=images.save(row["image"]),
         train=pairs + text_pairs, multiple_choice=choices,
-        generation=open_items(row.get("Generation_Task"), row_id),
-        fill_blank=open_items(row.get("Mask_Task"), row_id),
+        generation=open_items(_json(row.get("Generation_Task"), "Generation_Task", row_id), row_id),
+        fill_blank=open_items(_json(row.get("Mask_Task"), "Mask_Task", row_id), row_id),
     )
 
 
-def read_mllmu(source: str, out_dir: Path, *, seed: int, cache_dir: str | None = None) -> dict:
-    """Write the canonical splits of MLLMU-Bench at ``source`` under ``out_dir``; return the manifest."""
-    out_dir = Path(out_dir)
-    images = ImageStore(out_dir)
-    configs = {}
+class _Reader:
+    """One reading of MLLMU-Bench: the source, the image store and the account of every row."""
 
-    def config(name: str, required: bool) -> datasets.Dataset | None:
-        table = open_config(source, name, cache_dir)
+    def __init__(self, source: Source, out_dir: Path):
+        self.source = source.of("MLLMU-Bench", HUB_ID)
+        self.images = ImageStore(out_dir)
+        self.ledger = Ledger()
+        self.configs: dict[str, int] = {}
+        self.splits_read: dict[str, str] = {}
+        self.ft_pairs: dict[str, list[OpenItem]] = {}
+
+    def config(self, name: str, required: bool, columns=("ID", "image")) -> Config | None:
+        table = self.source.open(name)
         if table is None and required:
-            raise ValueError(f"MLLMU-Bench source '{source}' has no config '{name}'")
+            raise self.source.missing_config(name)
         if table is not None:
-            configs[name] = len(table)
+            table.require(columns, "every published revision of MLLMU-Bench has it, so these files are damaged "
+                                   "or not MLLMU-Bench's")
+            self.configs[name] = len(table)
+            if table.split != "train":
+                self.splits_read[name] = table.split
         return table
 
-    ft_data = config("ft_Data", required=False)
-    ft_pairs = {}
-    if ft_data is not None:
-        for row in ft_data:
-            pairs = vqa_pairs_from_row(row, str(row["ID"]))
-            if pairs:
-                ft_pairs[str(row["ID"])] = pairs
+    def profiles(self, table: Config, found: dict | None = None) -> list[ProfileRecord]:
+        found = {} if found is None else found
+        return gather(table, lambda row: profile_record(row, self.images, self.ft_pairs, found),
+                      self.ledger.open(table.name, len(table)))
 
+    def read_ft_data(self) -> list[tuple[str, list[OpenItem] | None]]:
+        """ft_Data's VQA pairs by profile; a profile's repeated rows are merged, their distinct pairs kept."""
+        table = self.config("ft_Data", required=False, columns=("ID",))
+        rows = [] if table is None else list(table.map(
+            lambda row: (str(row["ID"]), vqa_pairs_from_row(row, str(row["ID"])))))
+        for row_id, pairs in rows:
+            if pairs:
+                known = self.ft_pairs.setdefault(row_id, [])
+                known += [pair for pair in pairs if pair not in known]
+        return rows
+
+    def account_ft_data(self, rows, profiles: set[str]) -> None:
+        if not rows:
+            return
+        account, seen = self.ledger.open("ft_Data", len(rows)), set()
+        for row_id, pairs in rows:
+            if not pairs:
+                account.skip("no VQA pairs in its metadata", row_id)
+            elif row_id not in profiles:
+                account.skip("no such profile in Full_Set", row_id)
+            elif row_id in seen:
+                account.merge(row_id)
+            else:
+                seen.add(row_id)
+                account.keep()
+
+    def test_record(self, row: dict, by_id: dict[str, ProfileRecord], seed: int) -> ProfileRecord | Skip:
+        row_id = str(row["ID"])
+        choices = row.get("images") or []
+        if not choices:
+            return Skip("no transformed images", row_id)
+        pick = random.Random(f"{seed}/{row_id}").randrange(len(choices))
+        known = by_id.get(row_id)
+        items = choice_items(_json(row.get("Classification_Task"), "Classification_Task", row_id), row_id) or (
+            [c for c in known.multiple_choice if c.modality == "vqa"] if known else [])
+        return ProfileRecord(
+            id=row_id, name=known.name if known else "", image=self.images.save(choices[pick]),
+            multiple_choice=items, generation=open_items(_json(row.get("Generation_Task"), "Generation_Task", row_id),
+                                                         row_id),
+            fill_blank=open_items(_json(row.get("Mask_Task"), "Mask_Task", row_id), row_id))
+
+
+def read_mllmu(source: Source, out_dir: Path, *, seed: int) -> dict:
+    """Write the canonical splits of MLLMU-Bench at ``source`` under ``out_dir``; return the manifest."""
+    out_dir = Path(out_dir)
+    reader = _Reader(source, out_dir)
+    ft_rows = reader.read_ft_data()
     found: dict[str, int] = {}
-    full = [profile_record(row, images, ft_pairs, found) for row in config("Full_Set", required=True)]
+    full = reader.profiles(reader.config("Full_Set", required=True), found)
     write_split(out_dir, "full", full)
     by_id = {record.id: record for record in full}
-    real = [profile_record(row, images, ft_pairs, {}) for row in config("Retain_Set", required=True)]
+    reader.account_ft_data(ft_rows, set(by_id))
+    real = reader.profiles(reader.config("Retain_Set", required=True))
     write_split(out_dir, "real_world", real)
 
     ratios = []
     for ratio in FORGET_RATIOS:
-        forget_table = config(forget_split(ratio), required=False)
-        retain_table = config(retain_split(ratio), required=False)
+        forget_table = reader.config(forget_split(ratio), required=False)
+        retain_table = reader.config(retain_split(ratio), required=False)
         if forget_table is None or retain_table is None:
             continue
-        forget = [profile_record(row, images, ft_pairs, {}) for row in forget_table]
-        retain = [profile_record(row, images, ft_pairs, {}) for row in retain_table]
+        forget, retain = reader.profiles(forget_table), reader.profiles(retain_table)
         _check_partition(ratio, forget, retain, by_id)
         write_split(out_dir, forget_split(ratio), forget)
         write_split(out_dir, retain_split(ratio), retain)
         ratios.append(ratio)
     if not ratios:
-        raise ValueError(f"MLLMU-Bench source '{source}' has no forget_<r>/retain_<100-r> pair of configs")
+        raise ValueError(f"{reader.source.describe()} has no forget_<r>/retain_<100-r> pair of configs; "
+                         f"{reader.source.download_hint()}")
 
-    test = []
-    for row in config("Test_Set", required=True):
-        row_id = str(row["ID"])
-        choices = row.get("images") or []
-        if not choices:
-            raise ValueError(f"Test_Set profile {row_id} has no images")
-        pick = random.Random(f"{seed}/{row_id}").randrange(len(choices))
-        known = by_id.get(row_id)
-        items = choice_items(row.get("Classification_Task"), row_id) or (
-            [c for c in known.multiple_choice if c.modality == "vqa"] if known else [])
-        test.append(ProfileRecord(
-            id=row_id, name=known.name if known else "", image=images.save(choices[pick]),
-            multiple_choice=items, generation=open_items(row.get("Generation_Task"), row_id),
-            fill_blank=open_items(row.get("Mask_Task"), row_id)))
+    test_table = reader.config("Test_Set", required=True, columns=("ID", "images"))
+    test = gather(test_table, lambda row: reader.test_record(row, by_id, seed),
+                  reader.ledger.open("Test_Set", len(test_table)))
     write_split(out_dir, "test", test)
 
     return {
-        "format": FORMAT.name, "source": source, "configs": configs, "forget_ratios": ratios,
+        "format": FORMAT.name, "source": reader.source.location, "source_kind": reader.source.kind,
+        "configs": reader.configs, "splits_read": reader.splits_read, "forget_ratios": ratios,
         "vqa_training_pairs_from": found, "seed": seed,
         "splits": {name: len(records) for name, records in
                    [("full", full), ("real_world", real), ("test", test)]},
+        "rows": reader.ledger.as_dict(),
     }
 
 
