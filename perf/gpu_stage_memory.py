@@ -128,7 +128,7 @@ def main() -> None:
         ["--out", str(raw), "--fictitious-profiles", str(args.profiles), "--real-profiles", "4", "--image-size",
          "64", "--test-images", "1"]))
     prepare_benchmark.main(prepare_benchmark.build_parser().parse_args(
-        ["--format", "mllmu_bench", "--source", str(raw), "--out", str(benchmark)]))
+        ["--format", "mllmu_bench", "--path", str(raw), "--out", str(benchmark)]))
     corpus = tokenizer_corpus(read_split(benchmark, "full") + read_split(benchmark, "real_world"))
     model, processor = build_model(args.family, corpus, args)
     save_model(model.to(torch.bfloat16), processor, model_dir)
