@@ -102,3 +102,60 @@ def test_the_unlearn_stage_depends_on_the_methods_and_not_on_evaluation():
     assert {"pipeline_steps/unlearn.py", "pipeline_steps/unlearning/methods.py",
             "pipeline_steps/unlearning/settings.py", "pipeline_steps/training/losses.py"} <= files
     assert "pipeline_steps/evaluate.py" not in files and "pipeline_steps/evaluation/scoring.py" not in files
+
+
+def small_config(**saliency):
+    import yaml
+
+    config = yaml.safe_load((REPO / "config" / "small.yaml").read_text())
+    config["saliency"].update(saliency)
+    return config
+
+
+def test_each_unlearn_job_gets_its_own_inputs_and_flags():
+    from pipeline_steps.study.plan import StudyPlan
+
+    plan = StudyPlan(small_config())
+    run = ("mini", "mini_llava", "10")
+    npo = plan.unlearn_flags(*run, "npo")
+    assert "--method npo" in npo and "--hparam beta=0.4" in npo and "retain_weight" not in npo
+    assert "--reference results/mini/mini_llava/forget~10/reference" in npo
+    masked = plan.unlearn_flags(*run, "mmunlearner/beta~1.0/modules~all")
+    assert "--mask results/mini/mini_llava/forget~10/masks/beta~1.0/modules~all" in masked
+    assert "--hparam retain_weight=1.0" in masked and "--reference" not in masked
+    assert plan.unlearn_inputs(*run, "ga") == {}
+
+
+def test_a_real_run_is_checked_with_its_sources_named_as_the_config_gives_them(tmp_path):
+    from pipeline_steps.study.plan import StudyPlan
+
+    config = small_config()
+    config["benchmarks"]["mini"] = {"format": "mllmu_bench", "hub": "MLLMMU/MLLMU-Bench"}
+    config["models"]["mini_llava"] = {"path": str(tmp_path), "device": "cpu", "dtype": "float32", "threads": 1}
+    plan = StudyPlan(config)
+    flags = plan.environment_check_flags("mini", "mini_llava")
+    assert "--dataset-hub MLLMMU/MLLMU-Bench" in flags and f"--model-path {tmp_path}" in flags
+    assert "--forget-ratios 10" in flags and "--unlearn-batch-size 8" in flags
+    assert plan.needs_environment_check("mini", "mini_llava")
+    assert plan.benchmark_source_flags("mini") == "--hub MLLMMU/MLLMU-Bench"
+
+
+def test_reports_compare_masked_methods_at_the_reported_mask_and_sweep_the_rest():
+    from pipeline_steps.study.plan import StudyPlan
+    from pipeline_steps.study.report_selection import ReportSelection
+
+    reports = ReportSelection(StudyPlan(small_config(betas=[2, 1.0], module_groups=["language", "all"])))
+    assert reports.reported_mask() == {"beta": "2.0", "modules": "all"}
+    assert reports.compared_variants("mini", "mini_llava") == ["ga", "ga_diff", "kl_min", "npo",
+                                                                "mmunlearner/beta~2.0/modules~all"]
+    assert reports.sweeps() == ["modules", "beta"]
+    assert reports.sweep_variants("mini", "mini_llava", "modules") == ["mmunlearner/beta~2.0/modules~language",
+                                                                       "mmunlearner/beta~2.0/modules~all"]
+    assert reports.sweep_variants("mini", "mini_llava", "beta") == ["mmunlearner/beta~2.0/modules~all",
+                                                                    "mmunlearner/beta~1.0/modules~all"]
+    cells = reports.table1_cells("10")
+    assert list(cells)[:2] == ["mini_llava|vanilla|mini", "mini_llava|ga|mini"]
+    assert cells["mini_llava|npo|mini"] == "results/mini/mini_llava/forget~10/eval/npo/metrics.json"
+    outputs = reports.outputs()
+    assert "results/tables/mini/mini_llava/beta_sweep_forget~10.md" in outputs
+    assert "results/figures/mini/mini_llava/tradeoff.pdf" in outputs

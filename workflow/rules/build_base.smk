@@ -1,11 +1,6 @@
 """Stage 2: tiny base models, built and pretrained (hub models skip this stage)."""
 
 
-def tiny_flags(model):
-    tiny = model_settings(model)["tiny"]
-    return cli_flags({"family": tiny["family"], "seed": tiny["seed"], **tiny["architecture"], **tiny["pretrain"]})
-
-
 rule build_base:
     input:
         benchmark=pattern("benchmark"),
@@ -13,11 +8,11 @@ rule build_base:
     output:
         directory(pattern("base")),
     params:
-        flags=lambda wc: tiny_flags(wc.model),
-        device=lambda wc: model_settings(wc.model)["device"],
-    threads: lambda wc: model_settings(wc.model)["threads"]
+        flags=lambda wc: plan.tiny_flags(wc.model),
+        device=device,
+    threads: threads
     resources:
-        gpu=lambda wc: gpus(wc.model),
+        gpu=gpu,
     conda:
         "../../environment.yml"
     log:

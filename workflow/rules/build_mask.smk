@@ -1,17 +1,11 @@
 """Stage 6: saliency masks, one job per forget ratio, beta and module group."""
 
 
-def fisher_files(wildcards, key):
-    """The Fisher files of a saliency set (``target``, ``preserve`` or ``preserve_vision``)."""
-    splits = config["saliency"].get(key, [])
-    return [artifact("fisher", wildcards, split=s) for s in ([splits] if isinstance(splits, str) else splits)]
-
-
 rule build_mask:
     input:
-        target=lambda wc: fisher_files(wc, "target"),
-        preserve=lambda wc: fisher_files(wc, "preserve"),
-        preserve_vision=lambda wc: fisher_files(wc, "preserve_vision"),
+        target=lambda wc: saliency_fisher_files(wc, "target"),
+        preserve=lambda wc: saliency_fisher_files(wc, "preserve"),
+        preserve_vision=lambda wc: saliency_fisher_files(wc, "preserve_vision"),
         code=stage_sources("pipeline_steps.build_mask"),
     output:
         mask=pattern("mask"),

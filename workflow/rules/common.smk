@@ -3,8 +3,10 @@
 The config is checked while Snakemake parses the workflow, before any job: the schema fixes each
 key's type and range, ``pipeline_steps/study/config_check.py`` what depends on other keys or on
 the method and benchmark registries, and a bad config stops here with the key to fix. What needs
-the network or a GPU is checked by the first job of a real run (``check_environment``). Variant
-names, artifact paths, flags and code dependencies are plain Python in ``pipeline_steps/study/``.
+the network or a GPU is checked by the first job of a real run (``check_environment``). What the
+config asks for (``study/plan.py``), which variants each report compares
+(``study/report_selection.py``), variant names and artifact paths are plain Python in
+``pipeline_steps/study/``; the functions here only hand them Snakemake's wildcards.
 """
 
 import shlex
@@ -21,10 +23,10 @@ from pipeline_steps.benchmarks.records import retain_split
 from pipeline_steps.study import code_dependencies
 from pipeline_steps.study.artifacts import path as artifact, pattern
 from pipeline_steps.study.config_check import ConfigError, check_config
-from pipeline_steps.study.flags import cli_flags, hyperparameter_flags, labelled_flags
-from pipeline_steps.study.variants import Variant, beta_label, unlearned_variants
-from pipeline_steps.unlearning.methods import get_method
-from pipeline_steps.unlearning.settings import resolve as method_settings
+from pipeline_steps.study.flags import cli_flags, labelled_flags
+from pipeline_steps.study.plan import StudyPlan
+from pipeline_steps.study.report_selection import SWEEPS, ReportSelection
+from pipeline_steps.study.variants import Variant, beta_label
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 try:
@@ -32,51 +34,29 @@ try:
 except ConfigError as error:
     sys.exit(f"Configuration error: {error}")
 
+plan = StudyPlan(config)
+reports = ReportSelection(plan)
+FSDP_CONFIG = REPO / "profiles" / "accelerate" / "fsdp.yaml"
+
 
 def stage_sources(module):
     return code_dependencies.stage_sources(module, REPO)
 
 
-def experiment(benchmark, model):
-    return next(e for e in config["experiments"] if (e["benchmark"], e["model"]) == (benchmark, model))
+def threads(wc):
+    return plan.model(wc.model)["threads"]
 
 
-def runs():
-    """Every (benchmark, model, forget ratio) the config asks for."""
-    for entry in config["experiments"]:
-        for ratio in entry["forget_ratios"]:
-            yield entry["benchmark"], entry["model"], ratio
+def device(wc):
+    return plan.model(wc.model)["device"]
 
 
-def model_settings(model):
-    return config["models"][model]
+def dtype(wc):
+    return plan.model(wc.model)["dtype"]
 
 
-def is_tiny(model):
-    return "tiny" in model_settings(model)
-
-
-def gpus(model, processes=1):
-    """GPU count a job of this model asks the scheduler for (one per process)."""
-    return 0 if model_settings(model)["device"] == "cpu" else processes
-
-
-def source_flags(entry, prefix=""):
-    """``--<prefix>hub ID`` or ``--<prefix>path DIR``: where a benchmark or model comes from, as the
-    config says it (never guessed from the string)."""
-    kind = "hub" if "hub" in entry else "path"
-    value = entry[kind] if kind == "hub" else str(Path(entry[kind]).expanduser())
-    return f"--{prefix}{kind} {shlex.quote(value)}"
-
-
-def benchmark_source_flags(benchmark):
-    entry = config["benchmarks"][benchmark]
-    return f"--path {artifact('raw_benchmark', benchmark=benchmark)}" if "synthetic" in entry else source_flags(entry)
-
-
-def needs_environment_check(benchmark, model):
-    """A real run, which ``check_environment`` checks first: a hub or local model, or a hub benchmark."""
-    return not is_tiny(model) or "hub" in config["benchmarks"][benchmark]
+def gpu(wc):
+    return plan.gpus(wc.model)
 
 
 def environment_check(benchmark, model):
@@ -85,35 +65,40 @@ def environment_check(benchmark, model):
     return ancient(artifact("environment_check", benchmark=benchmark, model=model))
 
 
-def base_model(wildcards):
+def environment_checks(wc):
+    """Every real experiment on a benchmark is checked before anything is downloaded."""
+    return [environment_check(e["benchmark"], e["model"]) for e in config["experiments"]
+            if e["benchmark"] == wc.benchmark and plan.needs_environment_check(e["benchmark"], e["model"])]
+
+
+def base_model(wc):
     """Inputs of a stage that starts from the base model: a tiny model's directory, or for a hub
     or local model its environment check."""
-    if is_tiny(wildcards.model):
-        return artifact("base", wildcards)
-    return [environment_check(wildcards.benchmark, wildcards.model)]
+    if plan.is_tiny(wc.model):
+        return artifact("base", wc)
+    return [environment_check(wc.benchmark, wc.model)]
 
 
-def base_model_source(wildcards):
-    entry = model_settings(wildcards.model)
-    if is_tiny(wildcards.model):
-        return artifact("base", wildcards)
-    return entry.get("hub") or str(Path(entry["path"]).expanduser())
+def evaluated_model(wc):
+    """The files a variant's evaluation reads: the base model, the vanilla model, or the vanilla
+    model and an unlearned variant's changes."""
+    if wc.variant == "base":
+        return base_model(wc)
+    if wc.variant == "vanilla":
+        return artifact("vanilla", wc)
+    return [artifact("vanilla", wc), artifact("unlearned", wc)]
 
 
-def training_flags(model):
-    """Device, precision and memory flags of the stages that train ``model`` (finetune, unlearn)."""
-    settings = model_settings(model)
-    return cli_flags({key: settings.get(key, False) for key in ("device", "dtype", "gradient_checkpointing")})
+def saliency_fisher_files(wc, key):
+    """The Fisher files of a saliency set (``target``, ``preserve`` or ``preserve_vision``)."""
+    splits = config["saliency"].get(key, [])
+    return [artifact("fisher", wc, split=s) for s in ([splits] if isinstance(splits, str) else splits)]
 
 
-def variant_names(benchmark, model):
-    """Every unlearned variant an experiment asks for, by name."""
-    methods = experiment(benchmark, model)["unlearn"]["methods"]
-    saliency = config["saliency"]
-    return [v.name for v in unlearned_variants(methods, saliency["betas"], saliency["module_groups"])]
-
-
-def unlearn_job(wildcards):
-    """The method of an unlearn job and its resolved settings (only its own)."""
-    method = get_method(Variant.parse(wildcards.variant).method)
-    return method, method_settings(method.name, experiment(wildcards.benchmark, wildcards.model)["unlearn"])
+def unlearn_launcher(wc):
+    """How an unlearning job starts: one process, or one per GPU with the model sharded across them
+    (FSDP; ``pipeline_steps/training/distributed.py``)."""
+    processes = plan.unlearn_processes(wc.model)
+    if processes == 1:
+        return "python -m"
+    return f"accelerate launch --config_file {shlex.quote(str(FSDP_CONFIG))} --num_processes {processes} -m"

@@ -13,11 +13,11 @@ rule compute_fisher:
         estimator=config["saliency"]["estimator"],
         batch_size=config["saliency"]["batch_size"],
         max_shard_gb=config["saliency"]["max_shard_gb"],
-        device=lambda wc: model_settings(wc.model)["device"],
-        dtype=lambda wc: model_settings(wc.model)["dtype"],
-    threads: lambda wc: model_settings(wc.model)["threads"]
+        device=device,
+        dtype=dtype,
+    threads: threads
     resources:
-        gpu=lambda wc: gpus(wc.model),
+        gpu=gpu,
     conda:
         "../../environment.yml"
     log:

@@ -3,16 +3,6 @@ the paper's Table 1 for its benchmark (MLLMU-Bench: six accuracies; CLEAR: four 
 ROUGE-L)."""
 
 
-def evaluated_model(wildcards):
-    """The files a variant's evaluation reads: the base model, the vanilla model, or the vanilla
-    model and an unlearned variant's changes."""
-    if wildcards.variant == "base":
-        return base_model(wildcards)
-    if wildcards.variant == "vanilla":
-        return artifact("vanilla", wildcards)
-    return [artifact("vanilla", wildcards), artifact("unlearned", wildcards)]
-
-
 rule evaluate:
     input:
         model=evaluated_model,
@@ -22,7 +12,7 @@ rule evaluate:
         metrics=pattern("metrics"),
         predictions=pattern("predictions"),
     params:
-        model=lambda wc: base_model_source(wc) if wc.variant == "base" else artifact("vanilla", wc),
+        model=lambda wc: plan.base_model_source(wc.benchmark, wc.model) if wc.variant == "base" else artifact("vanilla", wc),
         changes=lambda wc: (
             f"--changes {artifact('unlearned', wc).removesuffix('.safetensors.index.json')}"
             if Variant.parse(wc.variant).unlearned
@@ -30,11 +20,11 @@ rule evaluate:
         ),
         out=subpath(output.metrics, parent=True),
         flags=cli_flags(config["evaluation"]),
-        device=lambda wc: model_settings(wc.model)["device"],
-        dtype=lambda wc: model_settings(wc.model)["dtype"],
-    threads: lambda wc: model_settings(wc.model)["threads"]
+        device=device,
+        dtype=dtype,
+    threads: threads
     resources:
-        gpu=lambda wc: gpus(wc.model),
+        gpu=gpu,
     conda:
         "../../environment.yml"
     log:

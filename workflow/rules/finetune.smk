@@ -11,13 +11,13 @@ rule finetune_vanilla:
     output:
         directory(pattern("vanilla")),
     params:
-        base=base_model_source,
+        base=lambda wc: plan.base_model_source(wc.benchmark, wc.model),
         split="full",
-        flags=lambda wc: cli_flags(experiment(wc.benchmark, wc.model)["finetune"]),
-        training=lambda wc: training_flags(wc.model),
-    threads: lambda wc: model_settings(wc.model)["threads"]
+        flags=lambda wc: cli_flags(plan.experiment(wc.benchmark, wc.model)["finetune"]),
+        training=lambda wc: plan.training_flags(wc.model),
+    threads: threads
     resources:
-        gpu=lambda wc: gpus(wc.model),
+        gpu=gpu,
     conda:
         "../../environment.yml"
     log:

@@ -4,7 +4,7 @@
 rule locate_changes:
     input:
         vanilla=pattern("vanilla"),
-        mask_stats=lambda wc: artifact("mask_stats", wc, **reported_mask()),
+        mask_stats=lambda wc: artifact("mask_stats", wc, **reports.reported_mask()),
         changes=lambda wc: [] if wc.variant == "mask" else artifact("unlearned", wc),
         code=stage_sources("pipeline_steps.locate_changes"),
     output:

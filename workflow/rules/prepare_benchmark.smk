@@ -21,15 +21,13 @@ rule synthesize_benchmark:
 rule prepare_benchmark:
     input:
         raw=lambda wc: artifact("raw_benchmark", wc) if "synthetic" in config["benchmarks"][wc.benchmark] else [],
-        # Every real experiment on this benchmark is checked before anything is downloaded.
-        checks=lambda wc: [environment_check(e["benchmark"], e["model"]) for e in config["experiments"]
-                           if e["benchmark"] == wc.benchmark and needs_environment_check(e["benchmark"], e["model"])],
+        checks=environment_checks,
         code=stage_sources("pipeline_steps.prepare_benchmark"),
     output:
         directory(pattern("benchmark")),
     params:
         format=lambda wc: config["benchmarks"][wc.benchmark]["format"],
-        source=lambda wc: benchmark_source_flags(wc.benchmark),
+        source=lambda wc: plan.benchmark_source_flags(wc.benchmark),
         seed=lambda wc: config["benchmarks"][wc.benchmark].get("seed", 0),
     conda:
         "../../environment.yml"

@@ -2,29 +2,20 @@
 forgetting/utility trade-off (Fig. 4)."""
 
 
-def heatmap_panels(wildcards):
-    return ("mask", *compared_variants(wildcards.benchmark, wildcards.model))
-
-
-def tradeoff_points(wildcards):
-    """``ratio|variant`` -> metrics of every compared variant at every forget ratio of an experiment."""
-    return {f"{ratio}|{v}": artifact("metrics", wildcards, ratio=ratio, variant=v)
-            for ratio in experiment(wildcards.benchmark, wildcards.model)["forget_ratios"]
-            for v in ("vanilla", *compared_variants(wildcards.benchmark, wildcards.model))}
-
-
 rule render_heatmaps:
     input:
-        changes=lambda wc: [artifact("changes", wc, variant=v) for v in heatmap_panels(wc)],
+        changes=lambda wc: [artifact("changes", wc, variant=v) for v in reports.heatmap_panels(wc.benchmark, wc.model)],
         code=stage_sources("pipeline_steps.render_heatmaps"),
     output:
         png=report(f"{pattern('layer_heatmap')}.png", caption="../report/layer_heatmap.rst", category="{benchmark}",
                    subcategory="{model}", labels={"figure": "layer heatmap", "forget ratio": "{ratio}%"}),
         pdf=f"{pattern('layer_heatmap')}.pdf",
     params:
-        panels=lambda wc, input: labelled_flags("--panel", zip(heatmap_panels(wc), input.changes)),
+        panels=lambda wc, input: labelled_flags(
+            "--panel", zip(reports.heatmap_panels(wc.benchmark, wc.model), input.changes)
+        ),
         title=lambda wc: "Where the top-n changes land: {} on {}, forget ratio {}% (mask: beta {}, modules {})".format(
-            wc.model, wc.benchmark, wc.ratio, *reported_mask().values()
+            wc.model, wc.benchmark, wc.ratio, *reports.reported_mask().values()
         ),
         stem=subpath(output.png, strip_suffix=".png"),
     conda:
@@ -40,14 +31,14 @@ rule render_heatmaps:
 
 rule render_tradeoffs:
     input:
-        metrics=lambda wc: list(tradeoff_points(wc).values()),
+        metrics=lambda wc: list(reports.tradeoff_points(wc.benchmark, wc.model).values()),
         code=stage_sources("pipeline_steps.render_tradeoffs"),
     output:
         png=report(f"{pattern('tradeoff')}.png", caption="../report/tradeoff.rst", category="{benchmark}",
                    subcategory="{model}", labels={"figure": "trade-off", "forget ratio": "all"}),
         pdf=f"{pattern('tradeoff')}.pdf",
     params:
-        points=lambda wc: labelled_flags("--point", tradeoff_points(wc).items()),
+        points=lambda wc: labelled_flags("--point", reports.tradeoff_points(wc.benchmark, wc.model).items()),
         title=lambda wc: f"Forgetting against utility: {wc.model} on {wc.benchmark}",
         stem=subpath(output.png, strip_suffix=".png"),
     conda:

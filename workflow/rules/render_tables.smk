@@ -1,73 +1,11 @@
 """Stage 10: the paper's tables from evaluation results on disk: Table 1 (methods), the module-group
 ablation (Table 2) and a beta sweep when several are configured, and case studies (Table 3).
-
-Which variants each report compares is chosen here, beside the report rules."""
-
-
-def reported_mask():
-    """The mask at which masked methods enter Table 1 and the figures, and whose size sets n in the
-    heatmaps: the first configured beta, module group ``all`` if configured (the paper's main
-    setting), else the first one."""
-    groups = config["saliency"]["module_groups"]
-    return {"beta": beta_label(config["saliency"]["betas"][0]), "modules": "all" if "all" in groups else groups[0]}
-
-
-def compared_variants(benchmark, model):
-    """Table 1's unlearned rows: every unmasked method, and masked methods at the reported mask."""
-    reported = reported_mask()
-    return [name for name in variant_names(benchmark, model)
-            if Variant.parse(name).beta in (None, reported["beta"])
-            and Variant.parse(name).modules in (None, reported["modules"])]
-
-
-SWEEPS = {"modules": "module_groups", "beta": "betas"}  # sweep table -> the saliency list it varies
-
-
-def sweep_variants(benchmark, model, sweep):
-    """Masked methods' variants of a sweep table: over module groups at the reported beta, or over
-    betas at the reported module group."""
-    reported, saliency = reported_mask(), config["saliency"]
-    masked = [m for m in experiment(benchmark, model)["unlearn"]["methods"] if get_method(m).needs_mask]
-    if sweep == "modules":
-        return [Variant(m, reported["beta"], g).name for m in masked for g in saliency["module_groups"]]
-    return [Variant(m, beta_label(b), reported["modules"]).name for m in masked for b in saliency["betas"]]
-
-
-def sweeps():
-    """Sweep tables worth drawing: those whose list has more than one entry."""
-    return [sweep for sweep, key in SWEEPS.items() if len(config["saliency"][key]) > 1]
-
-
-def cells(benchmark, model, ratio, variants):
-    """``--cell`` labels (row group, variant, column group) and the metrics each reads."""
-    return {f"{model}|{v}|{benchmark}": artifact("metrics", benchmark=benchmark, model=model, ratio=ratio, variant=v)
-            for v in ("vanilla", *variants)}
-
-
-def table1_cells(wildcards):
-    """Table 1 at one forget ratio: models as row groups, benchmarks as column groups."""
-    return {label: path for b, m, r in runs() if str(r) == wildcards.ratio
-            for label, path in cells(b, m, r, compared_variants(b, m)).items()}
-
-
-def report_outputs():
-    """Every table and figure of the report stages, for ``rule all``."""
-    tables = lambda kind, **values: [f"{artifact(kind, **values)}.{s}" for s in ("csv", "md", "tex")]
-    figure = lambda kind, **values: [f"{artifact(kind, **values)}.{s}" for s in ("png", "pdf")]
-    outputs = [path for ratio in sorted({r for _, _, r in runs()}) for path in tables("table1", ratio=ratio)]
-    for benchmark, model, ratio in runs():
-        run = {"benchmark": benchmark, "model": model, "ratio": ratio}
-        outputs += figure("layer_heatmap", **run) + [artifact("case_studies", **run)]
-        outputs += [path for sweep in sweeps() if sweep_variants(benchmark, model, sweep)
-                    for path in tables("sweep_table", sweep=sweep, **run)]
-    for entry in config["experiments"]:
-        outputs += figure("tradeoff", benchmark=entry["benchmark"], model=entry["model"])
-    return outputs
+Which variants each compares: ``pipeline_steps/study/report_selection.py``."""
 
 
 rule render_table1:
     input:
-        metrics=lambda wc: list(table1_cells(wc).values()),
+        metrics=lambda wc: list(reports.table1_cells(wc.ratio).values()),
         code=stage_sources("pipeline_steps.render_tables"),
     output:
         csv=f"{pattern('table1')}.csv",
@@ -75,7 +13,7 @@ rule render_table1:
                   labels={"table": "Table 1", "forget ratio": "{ratio}%"}),
         tex=f"{pattern('table1')}.tex",
     params:
-        cells=lambda wc: labelled_flags("--cell", table1_cells(wc).items()),
+        cells=lambda wc: labelled_flags("--cell", reports.table1_cells(wc.ratio).items()),
         title=lambda wc: f"Table 1: unlearning methods at forget ratio {wc.ratio}%.",
         stem=subpath(output.csv, strip_suffix=".csv"),
     conda:
@@ -91,8 +29,7 @@ rule render_table1:
 
 rule render_sweep_table:
     input:
-        metrics=lambda wc: list(cells(wc.benchmark, wc.model, wc.ratio,
-                                      sweep_variants(wc.benchmark, wc.model, wc.sweep)).values()),
+        metrics=lambda wc: list(reports.sweep_cells(wc.benchmark, wc.model, wc.ratio, wc.sweep).values()),
         code=stage_sources("pipeline_steps.render_tables"),
     output:
         csv=f"{pattern('sweep_table')}.csv",
@@ -100,12 +37,8 @@ rule render_sweep_table:
                   subcategory="{model}", labels={"table": "{sweep} sweep", "forget ratio": "{ratio}%"}),
         tex=f"{pattern('sweep_table')}.tex",
     params:
-        cells=lambda wc: labelled_flags("--cell", cells(wc.benchmark, wc.model, wc.ratio,
-                                                        sweep_variants(wc.benchmark, wc.model, wc.sweep)).items()),
-        title=lambda wc: "{} of {}, {} on {}, forget ratio {}%.".format(
-            "Table 2: module groups" if wc.sweep == "modules" else "Beta sweep",
-            ", ".join(get_method(m).label for m in experiment(wc.benchmark, wc.model)["unlearn"]["methods"]
-                      if get_method(m).needs_mask), wc.model, wc.benchmark, wc.ratio),
+        cells=lambda wc: labelled_flags("--cell", reports.sweep_cells(wc.benchmark, wc.model, wc.ratio, wc.sweep).items()),
+        title=lambda wc: reports.sweep_title(wc.benchmark, wc.model, wc.sweep, wc.ratio),
         stem=subpath(output.csv, strip_suffix=".csv"),
     conda:
         "../../environment.yml"
@@ -121,14 +54,14 @@ rule render_sweep_table:
 rule render_case_studies:
     input:
         predictions=lambda wc: [artifact("predictions", wc, variant=v)
-                                for v in ("vanilla", *compared_variants(wc.benchmark, wc.model))],
+                                for v in ("vanilla", *reports.compared_variants(wc.benchmark, wc.model))],
         code=stage_sources("pipeline_steps.render_case_studies"),
     output:
         report(pattern("case_studies"), caption="../report/case_studies.rst", category="{benchmark}",
                subcategory="{model}", labels={"table": "case studies", "forget ratio": "{ratio}%"}),
     params:
         variants=lambda wc, input: labelled_flags(
-            "--variant", zip(("vanilla", *compared_variants(wc.benchmark, wc.model)), input.predictions)
+            "--variant", zip(("vanilla", *reports.compared_variants(wc.benchmark, wc.model)), input.predictions)
         ),
         title=lambda wc: f"Case studies: {wc.model} on {wc.benchmark}, forget ratio {wc.ratio}%",
         scoring=config["evaluation"]["primary"],

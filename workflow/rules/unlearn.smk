@@ -3,40 +3,9 @@ masked methods), from the vanilla model. A job's params hold only its own method
 changing one method's settings reruns that method's jobs and what follows, no other's."""
 
 
-def unlearn_inputs(wildcards):
-    """What a method's job reads besides the vanilla model: its mask, its frozen retain-set model."""
-    variant, (method, _) = Variant.parse(wildcards.variant), unlearn_job(wildcards)
-    inputs = {}
-    if method.needs_mask:
-        inputs["mask"] = artifact("mask", wildcards, beta=variant.beta, modules=variant.modules)
-    if method.frozen_model == "retain_finetuned":
-        inputs["reference"] = artifact("reference", wildcards)
-    return inputs
-
-
-def unlearn_flags(wildcards, input):
-    method, settings = unlearn_job(wildcards)
-    flags = [f"--method {method.name}", cli_flags(settings["loop"]), hyperparameter_flags(settings["hyperparameters"])]
-    if "mask" in input.keys():
-        flags.append(f"--mask {Path(input.mask).parent}")
-    if "reference" in input.keys():
-        flags.append(f"--reference {input.reference}")
-    return " ".join(flags)
-
-
-def unlearn_launcher(model):
-    """How an unlearning job starts: one process, or one per GPU with the model sharded across them
-    (FSDP; ``pipeline_steps/training/distributed.py``)."""
-    processes = model_settings(model).get("unlearn_gpus", 1)
-    if processes == 1:
-        return "python -m"
-    fsdp = REPO / "profiles" / "accelerate" / "fsdp.yaml"
-    return f"accelerate launch --config_file {shlex.quote(str(fsdp))} --num_processes {processes} -m"
-
-
 rule unlearn:
     input:
-        unpack(unlearn_inputs),
+        unpack(lambda wc: plan.unlearn_inputs(wc.benchmark, wc.model, wc.ratio, wc.variant)),
         vanilla=pattern("vanilla"),
         benchmark=pattern("benchmark"),
         code=stage_sources("pipeline_steps.unlearn"),
@@ -46,12 +15,12 @@ rule unlearn:
         manifest=pattern("unlearn_manifest"),
     params:
         out=subpath(output.manifest, parent=True),
-        flags=unlearn_flags,
-        training=lambda wc: training_flags(wc.model),
-        launch=lambda wc: unlearn_launcher(wc.model),
-    threads: lambda wc: model_settings(wc.model)["threads"]
+        flags=lambda wc: plan.unlearn_flags(wc.benchmark, wc.model, wc.ratio, wc.variant),
+        training=lambda wc: plan.training_flags(wc.model),
+        launch=unlearn_launcher,
+    threads: threads
     resources:
-        gpu=lambda wc: gpus(wc.model, model_settings(wc.model).get("unlearn_gpus", 1)),
+        gpu=lambda wc: plan.gpus(wc.model, plan.unlearn_processes(wc.model)),
     conda:
         "../../environment.yml"
     log:

@@ -1,0 +1,136 @@
+"""What a config asks the workflow to run: its experiments, runs, model variants and each job's
+settings, as lookups the rules call.
+
+Plain Python over the validated config dict, so the rules stay declarative and the lookups are
+tested without Snakemake. Everything a rule needs from Snakemake itself (``ancient``, wildcards
+objects) stays in ``workflow/rules/common.smk``.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from ..unlearning.methods import Method, get_method
+from ..unlearning.settings import resolve
+from .artifacts import path as artifact
+from .flags import cli_flags, hyperparameter_flags
+from .variants import Variant, unlearned_variants
+
+
+def source_flags(entry: dict, prefix: str = "") -> str:
+    """``--<prefix>hub ID`` or ``--<prefix>path DIR``: where a benchmark or model comes from, as the
+    config says it (never guessed from the string)."""
+    kind = "hub" if "hub" in entry else "path"
+    value = entry[kind] if kind == "hub" else str(Path(entry[kind]).expanduser())
+    return f"--{prefix}{kind} {shlex.quote(value)}"
+
+
+class StudyPlan:
+    def __init__(self, config: dict):
+        self.config = config
+
+    def experiment(self, benchmark: str, model: str) -> dict:
+        return next(e for e in self.config["experiments"] if (e["benchmark"], e["model"]) == (benchmark, model))
+
+    def runs(self):
+        """Every (benchmark, model, forget ratio) the config asks for."""
+        for entry in self.config["experiments"]:
+            for ratio in entry["forget_ratios"]:
+                yield entry["benchmark"], entry["model"], ratio
+
+    def model(self, name: str) -> dict:
+        return self.config["models"][name]
+
+    def is_tiny(self, model: str) -> bool:
+        return "tiny" in self.model(model)
+
+    def gpus(self, model: str, processes: int = 1) -> int:
+        """GPU count a job of this model asks the scheduler for (one per process)."""
+        return 0 if self.model(model)["device"] == "cpu" else processes
+
+    def needs_environment_check(self, benchmark: str, model: str) -> bool:
+        """A real run, which ``check_environment`` checks first: a hub or local model, or a hub benchmark."""
+        return not self.is_tiny(model) or "hub" in self.config["benchmarks"][benchmark]
+
+    def benchmark_source_flags(self, benchmark: str) -> str:
+        entry = self.config["benchmarks"][benchmark]
+        if "synthetic" in entry:
+            return f"--path {artifact('raw_benchmark', benchmark=benchmark)}"
+        return source_flags(entry)
+
+    def base_model_source(self, benchmark: str, model: str) -> str:
+        """What the first training stage loads: a tiny model's directory, a hub id or a local path."""
+        entry = self.model(model)
+        if self.is_tiny(model):
+            return artifact("base", benchmark=benchmark, model=model)
+        return entry.get("hub") or str(Path(entry["path"]).expanduser())
+
+    def training_flags(self, model: str) -> str:
+        """Device, precision and memory flags of the stages that train ``model`` (finetune, unlearn)."""
+        entry = self.model(model)
+        return cli_flags({key: entry.get(key, False) for key in ("device", "dtype", "gradient_checkpointing")})
+
+    def tiny_flags(self, model: str) -> str:
+        tiny = self.model(model)["tiny"]
+        return cli_flags({"family": tiny["family"], "seed": tiny["seed"], **tiny["architecture"], **tiny["pretrain"]})
+
+    # --- unlearning ---------------------------------------------------------------------------------
+
+    def variant_names(self, benchmark: str, model: str) -> list[str]:
+        """Every unlearned variant an experiment asks for, by name."""
+        saliency = self.config["saliency"]
+        methods = self.experiment(benchmark, model)["unlearn"]["methods"]
+        return [v.name for v in unlearned_variants(methods, saliency["betas"], saliency["module_groups"])]
+
+    def unlearn_job(self, benchmark: str, model: str, variant: str) -> tuple[Method, dict]:
+        """The method of an unlearn job and its resolved settings (only its own)."""
+        method = get_method(Variant.parse(variant).method)
+        return method, resolve(method.name, self.experiment(benchmark, model)["unlearn"])
+
+    def unlearn_inputs(self, benchmark: str, model: str, ratio: str, variant: str) -> dict[str, str]:
+        """What a method's job reads besides the vanilla model: its mask, its frozen retain-set model."""
+        method, _ = self.unlearn_job(benchmark, model, variant)
+        run, parsed = {"benchmark": benchmark, "model": model, "ratio": ratio}, Variant.parse(variant)
+        inputs = {}
+        if method.needs_mask:
+            inputs["mask"] = artifact("mask", **run, beta=parsed.beta, modules=parsed.modules)
+        if method.frozen_model == "retain_finetuned":
+            inputs["reference"] = artifact("reference", **run)
+        return inputs
+
+    def unlearn_flags(self, benchmark: str, model: str, ratio: str, variant: str) -> str:
+        method, settings = self.unlearn_job(benchmark, model, variant)
+        inputs = self.unlearn_inputs(benchmark, model, ratio, variant)
+        flags = [f"--method {method.name}", cli_flags(settings["loop"]),
+                 hyperparameter_flags(settings["hyperparameters"])]
+        if "mask" in inputs:
+            flags.append(f"--mask {Path(inputs['mask']).parent}")
+        if "reference" in inputs:
+            flags.append(f"--reference {inputs['reference']}")
+        return " ".join(flags)
+
+    def unlearn_processes(self, model: str) -> int:
+        return self.model(model).get("unlearn_gpus", 1)
+
+    # --- the environment check ------------------------------------------------------------------
+
+    def environment_check_flags(self, benchmark: str, model: str) -> str:
+        """What to check for one experiment, and what will run (the memory estimate needs both)."""
+        entry, bench, settings = self.experiment(benchmark, model), self.config["benchmarks"][benchmark], self.model(model)
+        methods = entry["unlearn"]["methods"]
+        flags = {"benchmark_name": benchmark, "format": bench["format"], "model_name": model,
+                 "device": settings["device"], "dtype": settings["dtype"], "finetune_lora_r": entry["finetune"]["lora_r"],
+                 "finetune_batch_size": entry["finetune"]["batch_size"],
+                 "fisher_batch_size": self.config["saliency"]["batch_size"],
+                 "unlearn_batch_size": max(resolve(m, entry["unlearn"])["loop"]["batch_size"] for m in methods),
+                 "eval_batch_size": self.config["evaluation"]["batch_size"], "methods": methods,
+                 "gradient_checkpointing": settings.get("gradient_checkpointing", False),
+                 "unlearn_gpus": self.unlearn_processes(model)}
+        sources = []
+        if "synthetic" not in bench:
+            flags["forget_ratios"] = entry["forget_ratios"]
+            sources.append(source_flags(bench, "dataset-"))
+        if not self.is_tiny(model):
+            sources.append(source_flags(settings, "model-"))
+        return " ".join([cli_flags(flags), *sources])
