@@ -24,6 +24,7 @@ facts: answer loss 1.8 after 200 steps with rank 32, full-rank 128, PiSSA or rsL
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -34,7 +35,7 @@ from .cli import run_stage, stage_parser
 from .models.encoding import PromptEncoder
 from .models.loading import DTYPES, load_model, model_fingerprint, save_model
 from .storage import atomic_directory, write_json, write_jsonl
-from .training.loop import TrainSettings, fit, settings_dict
+from .training.loop import TrainSettings, fit
 from .training.distributed import Processes
 from .training.examples import split_examples
 from .training.precision import TRAINING_DTYPES, enable_gradient_checkpointing, training_accelerator
@@ -99,7 +100,7 @@ def main(args) -> None:
         save_model(merged, loaded.processor, scratch)
         write_json(scratch / "finetune_manifest.json", {
             "base": args.base, "benchmark": str(args.benchmark), "split": args.split, "rehearsal": args.rehearsal,
-            "modalities": args.modalities, "training_pairs": len(examples), "training": settings_dict(settings),
+            "modalities": args.modalities, "training_pairs": len(examples), "training": asdict(settings),
             "lora": ({"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
                       "target_modules": "all-linear"} if args.lora_r else None),
             "trainable_parameters": trainable})

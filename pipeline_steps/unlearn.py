@@ -32,7 +32,7 @@ from .training.distributed import Processes
 from .training.examples import split_examples
 from .training.precision import TRAINING_DTYPES, enable_gradient_checkpointing, training_accelerator
 from .training.progress import add_progress_arguments, examples_digest, job_progress
-from .unlearning.loop import UnlearnSettings, settings_dict, unlearn
+from .unlearning.loop import UnlearnSettings, unlearn
 from .unlearning.methods import REGISTRY, get_method
 from .unlearning.settings import describe_hyperparameters, parse_hyperparameters
 from .unlearning.weights import save_changes
@@ -134,7 +134,7 @@ def main(args) -> None:
     manifest = {"method": args.method, "vanilla": str(args.vanilla), "vanilla_fingerprint": fingerprint,
                 "benchmark": str(args.benchmark), "forget_ratio": args.forget_ratio, "mask": str(args.mask or ""),
                 "module_group": modules, "reference": str(args.reference or ""), "forget_examples": len(forget),
-                "retain_examples": len(retain), "training": settings_dict(settings),
+                "retain_examples": len(retain), "training": asdict(settings),
                 "hyperparameters": asdict(hparams), "dtype": args.dtype}
     with atomic_directory(args.out) as scratch:
         counts = save_changes(final, start_values, scratch / "weights",
