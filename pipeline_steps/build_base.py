@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from accelerate import Accelerator
@@ -33,7 +33,7 @@ from .models.encoding import Example, PromptEncoder, multiple_choice_question
 from .models.loading import resolve_device, save_model
 from .models.tiny import TinyArchitecture, build_tiny
 from .storage import atomic_directory, write_json, write_jsonl
-from .training.loop import TrainSettings, fit, settings_dict
+from .training.loop import TrainSettings, fit
 from .training.distributed import Processes
 from .training.progress import add_progress_arguments, examples_digest, job_progress
 
@@ -112,7 +112,7 @@ def main(args) -> None:
     with atomic_directory(args.out) as scratch:
         save_model(model, processor, scratch)
         write_json(scratch / "build_manifest.json", {
-            "family": args.family, "architecture": vars(arch), "training": settings_dict(settings),
+            "family": args.family, "architecture": vars(arch), "training": asdict(settings),
             "views": args.views, "perception_faces": args.perception_faces, "benchmark": str(args.benchmark),
             "parameters": sum(p.numel() for p in model.parameters())})
         write_jsonl(scratch / "train_log.jsonl", history)

@@ -18,21 +18,17 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from PIL import Image
 
-from .benchmarks.records import forget_split, read_split, retain_split
-from .cli import StageError, run_stage, stage_parser
-from .models.encoding import Example, PromptEncoder
+from .cli import run_stage, stage_parser
+from .models.encoding import PromptEncoder
 from .models.loading import DTYPES, load_model, model_fingerprint, resolve_device
 from .saliency.fisher import ESTIMATORS, LOSS_DEFINITION, estimate_fisher
 from .saliency.tensor_files import write_tensors
 from .training.distributed import Processes
+from .training.examples import FISHER_SPLITS, fisher_split_source, split_examples
 from .training.progress import add_progress_arguments, examples_digest, job_progress
 
 log = logging.getLogger("compute_fisher")
-GROUPS = ("forget", "retain", "real")
-MODALITY = {"vqa": "vqa", "text": "text"}
-SPLITS = tuple(f"{group}_{modality}" for group in GROUPS for modality in MODALITY)
 
 
 def build_parser():
@@ -40,7 +36,7 @@ def build_parser():
     parser.add_argument("--model", type=Path, required=True, help="the (local) vanilla model directory")
     parser.add_argument("--benchmark", type=Path, required=True)
     parser.add_argument("--forget-ratio", type=int, required=True)
-    parser.add_argument("--split", choices=SPLITS, required=True)
+    parser.add_argument("--split", choices=FISHER_SPLITS, required=True)
     parser.add_argument("--out", type=Path, required=True, help="output stem (without .safetensors)")
     parser.add_argument("--estimator", choices=ESTIMATORS, default="per_sample")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -51,22 +47,9 @@ def build_parser():
     return parser
 
 
-def split_examples(benchmark: Path, ratio: int, split: str) -> list[Example]:
-    """The training pairs of a Fisher split, each with its profile's image if image-grounded."""
-    group, modality = split.rsplit("_", 1)
-    canonical = {"forget": forget_split(ratio), "retain": retain_split(ratio), "real": "real_world"}[group]
-    examples = []
-    for record in read_split(benchmark, canonical):
-        pairs = [p for p in record.train if p.modality == MODALITY[modality]]
-        image = Image.open(benchmark / record.image).convert("RGB") if pairs and modality == "vqa" else None
-        examples += [Example(p.question, p.answer, image) for p in pairs]
-    if not examples:
-        raise StageError(f"split '{split}' ({canonical}, {modality}) of {benchmark} has no training pairs")
-    return examples
-
-
 def main(args) -> None:
-    examples = split_examples(args.benchmark, args.forget_ratio, args.split)
+    canonical, modality = fisher_split_source(args.split, args.forget_ratio)
+    examples = split_examples(args.benchmark, [canonical], [modality])
     fingerprint = model_fingerprint(args.model)
     # Under `accelerate launch --num_processes N`, each process takes every N-th batch.
     accelerator = Accelerator(cpu=resolve_device(args.device).type == "cpu")

@@ -24,19 +24,20 @@ facts: answer loss 1.8 after 200 steps with rank 32, full-rank 128, PiSSA or rsL
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
-from PIL import Image
 
-from .benchmarks.records import MODALITIES, read_split
+from .benchmarks.records import MODALITIES
 from .cli import run_stage, stage_parser
-from .models.encoding import Example, PromptEncoder
+from .models.encoding import PromptEncoder
 from .models.loading import DTYPES, load_model, model_fingerprint, save_model
 from .storage import atomic_directory, write_json, write_jsonl
-from .training.loop import TrainSettings, fit, settings_dict
+from .training.loop import TrainSettings, fit
 from .training.distributed import Processes
+from .training.examples import split_examples
 from .training.precision import TRAINING_DTYPES, enable_gradient_checkpointing, training_accelerator
 from .training.progress import add_progress_arguments, examples_digest, job_progress
 
@@ -67,20 +68,8 @@ def build_parser():
     return parser
 
 
-def training_examples(benchmark: Path, splits: list[str], modalities: list[str]) -> list[Example]:
-    examples = []
-    for record in [r for split in splits for r in read_split(benchmark, split)]:
-        image = Image.open(benchmark / record.image).convert("RGB") if record.image else None
-        for pair in record.train:
-            if pair.modality in modalities:
-                examples.append(Example(pair.question, pair.answer, image if pair.modality == "vqa" else None))
-    if not examples:
-        raise ValueError(f"splits {splits} of {benchmark} have no training pairs of modalities {modalities}")
-    return examples
-
-
 def main(args) -> None:
-    examples = training_examples(args.benchmark, [args.split, *args.rehearsal], args.modalities)
+    examples = split_examples(args.benchmark, [args.split, *args.rehearsal], args.modalities)
     # Under `accelerate launch --num_processes N` each process gets its own device and a share of
     # every batch (training/distributed.py); the main process writes the outputs.
     accelerator = training_accelerator(args.device, args.dtype)
@@ -111,7 +100,7 @@ def main(args) -> None:
         save_model(merged, loaded.processor, scratch)
         write_json(scratch / "finetune_manifest.json", {
             "base": args.base, "benchmark": str(args.benchmark), "split": args.split, "rehearsal": args.rehearsal,
-            "modalities": args.modalities, "training_pairs": len(examples), "training": settings_dict(settings),
+            "modalities": args.modalities, "training_pairs": len(examples), "training": asdict(settings),
             "lora": ({"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
                       "target_modules": "all-linear"} if args.lora_r else None),
             "trainable_parameters": trainable})

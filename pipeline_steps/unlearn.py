@@ -22,18 +22,17 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from PIL import Image
-
-from .benchmarks.records import forget_split, read_split, retain_split
+from .benchmarks.records import forget_split, retain_split
 from .cli import StageError, run_stage, stage_parser
-from .models.encoding import Example, PromptEncoder
+from .models.encoding import PromptEncoder
 from .models.loading import load_model, model_fingerprint
 from .saliency.tensor_files import TensorFile
 from .storage import atomic_directory, write_json, write_jsonl
 from .training.distributed import Processes
+from .training.examples import split_examples
 from .training.precision import TRAINING_DTYPES, enable_gradient_checkpointing, training_accelerator
 from .training.progress import add_progress_arguments, examples_digest, job_progress
-from .unlearning.loop import UnlearnSettings, settings_dict, unlearn
+from .unlearning.loop import UnlearnSettings, unlearn
 from .unlearning.methods import REGISTRY, get_method
 from .unlearning.settings import describe_hyperparameters, parse_hyperparameters
 from .unlearning.weights import save_changes
@@ -68,18 +67,6 @@ def build_parser():
     return parser
 
 
-def vqa_examples(benchmark: Path, split: str) -> list[Example]:
-    examples = []
-    for record in read_split(benchmark, split):
-        pairs = [p for p in record.train if p.modality == "vqa"]
-        if pairs:
-            image = Image.open(benchmark / record.image).convert("RGB")
-            examples += [Example(p.question, p.answer, image) for p in pairs]
-    if not examples:
-        raise StageError(f"split '{split}' of {benchmark} has no image-grounded training pairs")
-    return examples
-
-
 def load_mask(mask_dir: Path, model, fingerprint: str) -> tuple[dict, str]:
     """The mask as {parameter name: bool tensor} and its module group; refused unless it fits."""
     try:
@@ -108,8 +95,8 @@ def main(args) -> None:
         raise StageError(f"method '{args.method}' needs --mask")
     if method.frozen_model == "retain_finetuned" and args.reference is None:
         raise StageError(f"method '{args.method}' needs --reference (the base model fine-tuned on the retain set)")
-    forget = vqa_examples(args.benchmark, forget_split(args.forget_ratio))
-    retain = vqa_examples(args.benchmark, retain_split(args.forget_ratio)) if method.uses_retain else []
+    forget = split_examples(args.benchmark, [forget_split(args.forget_ratio)], ["vqa"])
+    retain = split_examples(args.benchmark, [retain_split(args.forget_ratio)], ["vqa"]) if method.uses_retain else []
     # Under `accelerate launch --num_processes N` each process gets its own device and a share of
     # every batch (training/distributed.py); the main process writes the outputs.
     accelerator = training_accelerator(args.device, args.dtype)
@@ -147,7 +134,7 @@ def main(args) -> None:
     manifest = {"method": args.method, "vanilla": str(args.vanilla), "vanilla_fingerprint": fingerprint,
                 "benchmark": str(args.benchmark), "forget_ratio": args.forget_ratio, "mask": str(args.mask or ""),
                 "module_group": modules, "reference": str(args.reference or ""), "forget_examples": len(forget),
-                "retain_examples": len(retain), "training": settings_dict(settings),
+                "retain_examples": len(retain), "training": asdict(settings),
                 "hyperparameters": asdict(hparams), "dtype": args.dtype}
     with atomic_directory(args.out) as scratch:
         counts = save_changes(final, start_values, scratch / "weights",

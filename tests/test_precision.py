@@ -100,7 +100,7 @@ def test_every_stage_in_bfloat16_with_checkpointing(benchmark, tiny_models, tmp_
     run_stage("build_mask", "--target", fisher["forget_vqa"], "--preserve", fisher["forget_text"],
               "--out", tmp_path / "mask")
     run_stage("unlearn", "--vanilla", model, "--method", "mmunlearner", "--mask", tmp_path / "mask", "--out",
-              tmp_path / "unlearned", "--epochs", "1", "--batch-size", "8", "--retain-weight", "0",
+              tmp_path / "unlearned", "--epochs", "1", "--batch-size", "8", "--hparam", "retain_weight=0",
               "--gradient-checkpointing", *common)
     run_stage("evaluate", "--model", model, "--changes", tmp_path / "unlearned" / "weights", "--out",
               tmp_path / "eval", "--scoring", "likelihood", "--batch-size", "32", *common)

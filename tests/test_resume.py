@@ -14,11 +14,11 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO
-from pipeline_steps.compute_fisher import split_examples
 from pipeline_steps.models.encoding import PromptEncoder
 from pipeline_steps.models.loading import load_model
 from pipeline_steps.saliency.fisher import estimate_fisher
 from pipeline_steps.saliency.tensor_files import TensorFile
+from pipeline_steps.training.examples import split_examples
 from pipeline_steps.training.progress import Progress
 
 
@@ -128,7 +128,7 @@ class KilledAfter(Progress):
 def test_interrupted_fisher_resumes_bit_identically(tiny_models, benchmark, tmp_path, estimator):
     loaded = load_model(str(tiny_models["qwen2_vl"]))
     encoder = PromptEncoder(loaded.processor)
-    examples = split_examples(benchmark, 10, "forget_vqa")
+    examples = split_examples(benchmark, ["forget_10"], ["vqa"])
     straight = estimate_fisher(loaded.model, encoder, examples, batch_size=3, estimator=estimator)
     with pytest.raises(Killed):
         estimate_fisher(loaded.model, encoder, examples, batch_size=3, estimator=estimator,

@@ -112,10 +112,6 @@ class Processes:
                 values[name] = value.to("cpu", dtypes[name])
         return values
 
-    def wait(self) -> None:
-        if self.count > 1:
-            dist.barrier()
-
     def close(self) -> None:
         """End the process group (gloo aborts at exit otherwise)."""
         if self.count > 1 and dist.is_initialized():

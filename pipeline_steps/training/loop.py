@@ -1,9 +1,15 @@
-"""The supervised training loop shared by base pretraining, vanilla and reference fine-tuning.
+"""The one training loop: base pretraining, vanilla and reference fine-tuning, and unlearning.
 
-It minimises the per-example mean answer NLL (paper Eq. 13-14) with AdamW, a warm-up then cosine
-learning-rate schedule and gradient clipping, on whatever device ``accelerate`` chose. Shuffling
-is seeded, so a run is reproducible, and a run killed part-way resumes bit-identically from its
-saved progress.
+It takes AdamW steps on whatever device ``accelerate`` chose, with gradient clipping and, when the
+settings have a warm-up (``TrainSettings``), a warm-up then cosine learning-rate schedule. What a
+step minimises, and what else it does, is its ``Objective`` (``training/objective.py``): by default
+the per-example mean answer NLL (paper Eq. 13-14); unlearning's is in ``unlearning/loop.py``.
+
+Examples are encoded once up front. Shuffling is seeded, so a run is reproducible, and a run
+killed part-way resumes bit-identically from its saved progress (``training/progress.py``). Under
+a multi-process launch every process draws the same global batches and takes its share of each;
+gradients are summed once per step, after the objective's backward pass
+(``training/distributed.py``).
 """
 
 from __future__ import annotations
@@ -11,8 +17,8 @@ from __future__ import annotations
 import logging
 import math
 import random
-from dataclasses import asdict, dataclass
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Protocol, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -20,8 +26,8 @@ from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from ..models.encoding import Example, PromptEncoder
-from .distributed import Processes
-from .losses import answer_logits, answer_nll
+from .distributed import Processes, whole
+from .objective import Objective
 from .precision import upcast_trainable
 from .progress import Progress, load_trainable_state, restore_rng, rng_state, trainable_state
 
@@ -40,6 +46,19 @@ class TrainSettings:
     log_every: int = 25
 
 
+class LoopSettings(Protocol):
+    """What the loop reads of its settings (``TrainSettings``, ``UnlearnSettings``); an optional
+    ``warmup_ratio`` turns the learning-rate schedule on."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    max_grad_norm: float
+    seed: int
+    log_every: int
+
+
 def batches(items: Sequence, batch_size: int, rng: random.Random) -> list[list]:
     """Shuffled batches.
 
@@ -52,22 +71,32 @@ def batches(items: Sequence, batch_size: int, rng: random.Random) -> list[list]:
     return [[items[i] for i in order[start:start + batch_size]] for start in range(0, len(order), batch_size)]
 
 
-def fit(model: torch.nn.Module, encoder: PromptEncoder, examples: Sequence[Example], settings: TrainSettings,
-        accelerator: Accelerator, description: str = "train", progress: Progress | None = None) -> list[dict]:
-    """Train ``model`` in place; return the logged history (one dict per ``log_every`` steps).
+def fit(model: torch.nn.Module, encoder: PromptEncoder, examples: Sequence[Example], settings: LoopSettings,
+        accelerator: Accelerator, objective: Objective | None = None, description: str = "train",
+        progress: Progress | None = None) -> list[dict]:
+    """Train ``model`` in place; return the logged history (one dict per logged step).
 
-    Examples are encoded once up front. With ``progress``, the loop saves its state as it goes
-    and, if an earlier run of the same job left one, starts from it (``training/progress.py``).
+    Each epoch goes once through ``examples`` in shuffled batches. With ``progress``, the loop
+    saves its state as it goes and, if an earlier run of the same job left one, starts from it.
     """
-    cache = [encoder.encode(example) for example in examples]
-    steps_per_epoch = math.ceil(len(cache) / settings.batch_size)
-    total_steps = steps_per_epoch * settings.epochs
+    objective = objective or Objective()
+    caches = {objective.batch_name: [encoder.encode(example) for example in examples]}
+    caches |= {name: [encoder.encode(example) for example in paired]
+               for name, paired in objective.paired_examples.items()}
+    total_steps = math.ceil(len(examples) / settings.batch_size) * settings.epochs
     upcast_trainable(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
-    model.to(accelerator.device).train()
+    device = accelerator.device
+    model.to(device).train()
     processes = Processes(accelerator)
+    parameters = objective.setup(model, processes)
+    if processes.sharded and progress is not None:
+        log.warning("progress is not saved in a sharded run: a killed job starts this stage over")
+        progress = None
+    optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate,
+                                  weight_decay=settings.weight_decay if objective.decay_in_optimizer else 0.0)
+    warmup_ratio = getattr(settings, "warmup_ratio", None)
+    scheduler = None if warmup_ratio is None else get_cosine_schedule_with_warmup(
+        optimizer, int(warmup_ratio * total_steps), total_steps)
     rng = random.Random(settings.seed)
     torch.manual_seed(settings.seed)
     history, window, step, first_epoch, pending = [], [], 0, 0, None
@@ -75,47 +104,62 @@ def fit(model: torch.nn.Module, encoder: PromptEncoder, examples: Sequence[Examp
     if saved:
         load_trainable_state(model, saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
         restore_rng(rng, saved["rng"])
+        objective.restore(saved["objective"])
         history, window, step, first_epoch, pending = (saved[k] for k in ("history", "window", "step", "epoch", "pending"))
+
+    def local_batch(name: str, indices: list[int]) -> tuple[dict, float]:
+        """This process's share of a global batch, on the device, and its weight."""
+        local, weight = processes.share(indices)
+        return {k: v.to(device) for k, v in encoder.collate([caches[name][i] for i in local]).items()}, weight
+
     bar = tqdm(total=total_steps, initial=step, desc=description, mininterval=5, disable=not accelerator.is_main_process)
     for epoch in range(first_epoch, settings.epochs):
-        order = pending if pending is not None else batches(range(len(cache)), settings.batch_size, rng)
+        order = pending if pending is not None else batches(range(len(examples)), settings.batch_size, rng)
         pending = None
         while order:
-            local, weight = processes.share(order.pop(0))
-            batch = encoder.collate([cache[i] for i in local])
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            # This process's share of the global batch mean (training/distributed.py).
+            global_batches = {objective.batch_name: order.pop(0), **objective.paired_batches(rng)}
+            step_batches, weights = {}, {}
+            for name, indices in global_batches.items():
+                step_batches[name], weights[name] = local_batch(name, indices)
             with accelerator.autocast():
-                loss = answer_nll(*answer_logits(model, batch)).mean() * weight
-            global_loss = processes.sum(loss.detach().clone()).item()
-            if not math.isfinite(global_loss):
-                raise FloatingPointError(f"{description}: loss is {global_loss} at step {step}; "
-                                         "lower the learning rate or check the data")
-            loss.backward()
-            processes.sum_gradients(trainable)
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
+                terms = objective.terms(model, step_batches)
+            # Each process's terms weighted by its share of the global batch (training/distributed.py).
+            terms = {name: term * weights[name] for name, term in terms.items()}
+            values = {name: processes.sum(term.detach().clone()).item() for name, term in terms.items()}
+            for name, value in values.items():
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"{description}: the {name} loss is {value} at step {step}; nothing "
+                                             "was written. Lower the learning rate or the number of epochs, or "
+                                             "check the data")
+            objective.backward(terms)
+            processes.sum_gradients(parameters)
+            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
+            objective.before_optimizer_step()
             optimizer.step()
-            scheduler.step()
+            if scheduler is not None:
+                scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            window.append(global_loss)
+            window.append(values)
             bar.update()
-            if step % settings.log_every == 0 or step == total_steps:
-                entry = {"step": step, "epoch": epoch, "loss": sum(window) / len(window),
-                         "grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0]}
+            if step % settings.log_every == 0 or step == total_steps or (objective.log_epoch_ends and not order):
+                entry = {"step": step, "epoch": epoch, **objective.loss_fields(window),
+                         "grad_norm": float(whole(grad_norm))}
+                if scheduler is not None:
+                    entry["lr"] = scheduler.get_last_lr()[0]
+                if not order:
+                    entry |= objective.epoch_end_fields()
                 history.append(entry)
-                log.info("%s step %d/%d loss %.4f", description, step, total_steps, entry["loss"])
+                log.info("%s step %d/%d: %s", description, step, total_steps,
+                         " ".join(f"{k} {v:.4g}" for k, v in entry.items() if k not in ("step", "epoch")))
                 window = []
             if progress and processes.is_main:
-                progress.maybe_save({"model": trainable_state(model),
-                                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                     "rng": rng_state(rng), "history": history, "window": window, "step": step,
-                                     "epoch": epoch, "pending": order})
+                progress.maybe_save({"model": trainable_state(model), "optimizer": optimizer.state_dict(),
+                                     "scheduler": None if scheduler is None else scheduler.state_dict(),
+                                     "rng": rng_state(rng), "objective": objective.state(), "history": history,
+                                     "window": window, "step": step, "epoch": epoch, "pending": order})
     bar.close()
     return history
-
-
-def settings_dict(settings: TrainSettings) -> dict:
-    return asdict(settings)

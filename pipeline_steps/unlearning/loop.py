@@ -1,4 +1,4 @@
-"""The unlearning loop shared by every method.
+"""Unlearning as an objective of the one training loop (``training/loop.py``), shared by every method.
 
 Each step pairs a forget batch with a retain batch (retain batches are cycled in a seeded order),
 asks the method for its loss terms, and takes one AdamW step. For a masked method (MMUnlearner,
@@ -23,9 +23,7 @@ host memory: a pass over every weight, too slow to take each step of a 7B run).
 
 from __future__ import annotations
 
-import logging
 import random
-from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import torch
@@ -33,13 +31,11 @@ from accelerate import Accelerator
 
 from ..models.encoding import Example, PromptEncoder
 from ..training.distributed import Processes, whole
-from ..training.loop import batches
-from ..training.precision import upcast_trainable
-from ..training.progress import Progress, load_trainable_state, restore_rng, rng_state, trainable_state
+from ..training.loop import batches, fit
+from ..training.objective import Objective
+from ..training.progress import Progress
 from .methods import LossTerms, Method
 from .settings import UnlearnSettings
-
-log = logging.getLogger(__name__)
 
 
 def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forget: Sequence[Example],
@@ -58,95 +54,86 @@ def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forg
         start_values = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters()}
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name in trainable)
-    upcast_trainable(model)
-    device = accelerator.device
-    model.to(device).train()
-    processes = Processes(accelerator)
-    # Under an FSDP launch each process keeps a shard of every tensor (training/distributed.py).
-    processes.shard(*[m for m in (model, reference_model) if m is not None])
-    if processes.sharded and progress is not None:
-        log.warning("progress is not saved in a sharded run: a killed job starts this stage over")
-        progress = None
-    named = dict(model.named_parameters())  # sharding replaces the parameters
-    params = {name: named[name] for name in sorted(trainable)}
-    masks = {name: processes.like(mask[name], params[name]) for name in params} if method.needs_mask else {}
-    retain_used = method.uses_retain and getattr(hparams, "retain_weight", 1.0) != 0
-    # Where decoupled weight decay may act: where some gradient can arrive.
-    decay_region = {name: (masks[name] if method.needs_mask and not retain_used else None) for name in params}
-    total_entries = sum(p.numel() for p in named.values())
+    objective = Unlearning(method, hparams, settings, retain, trainable=trainable, mask=mask,
+                           reference_model=reference_model, start_values=start_values)
+    return fit(model, encoder, forget, settings, accelerator, objective, description=method.name, progress=progress)
 
-    optimizer = torch.optim.AdamW(params.values(), lr=settings.learning_rate, weight_decay=0.0)
-    rng = random.Random(settings.seed)
-    torch.manual_seed(settings.seed)
-    forget_cache = [encoder.encode(e) for e in forget]
-    retain_cache = [encoder.encode(e) for e in retain] if method.uses_retain else []
-    retain_queue: list[list[int]] = []
-    history, step, first_epoch, pending = [], 0, 0, None
-    saved = progress.load() if progress else None
-    if saved:
-        load_trainable_state(model, saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        restore_rng(rng, saved["rng"])
-        history, step, first_epoch, pending, retain_queue = (
-            saved[k] for k in ("history", "step", "epoch", "pending", "retain_queue"))
 
-    def local_batch(cache: list[dict], indices: list[int]) -> tuple[dict, float]:
-        """This process's share of a global batch, on the device, and its weight."""
-        local, weight = processes.share(indices)
-        return {k: v.to(device) for k, v in encoder.collate([cache[i] for i in local]).items()}, weight
+class Unlearning(Objective):
+    """One method's unlearning step: forget batch, cycled retain batch, masked forget gradient."""
 
-    for epoch in range(first_epoch, settings.epochs):
-        order = pending if pending is not None else batches(range(len(forget_cache)), settings.batch_size, rng)
-        pending = None
-        while order:
-            step_batches, weights = {}, {}
-            step_batches["forget"], weights["forget"] = local_batch(forget_cache, order.pop(0))
-            if retain_cache:
-                if not retain_queue:
-                    retain_queue = batches(range(len(retain_cache)), settings.batch_size, rng)
-                step_batches["retain"], weights["retain"] = local_batch(retain_cache, retain_queue.pop())
-            with accelerator.autocast():
-                terms = method.terms(model, step_batches, hparams, reference_model)
-            # Each process's terms weighted by its share of the global batch (training/distributed.py).
-            terms = LossTerms(**{k: None if v is None else v * weights[k] for k, v in vars(terms).items()})
-            values = {k: processes.sum(v.detach().clone()) for k, v in vars(terms).items() if v is not None}
-            for key, value in values.items():
-                if not torch.isfinite(value):
-                    raise FloatingPointError(f"{method.name}: the {key} loss is {value.item()} at step {step}; "
-                                             "nothing was written. Lower the learning rate or the number of epochs")
-            if method.needs_mask:
-                terms.forget.backward()
-                for name, parameter in params.items():
-                    if parameter.grad is not None:
-                        parameter.grad.mul_(masks[name])
-                if terms.retain is not None:
-                    terms.retain.backward()
-            else:
-                terms.total().backward()
-            processes.sum_gradients(params.values())
-            grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), settings.max_grad_norm)
-            if settings.weight_decay:
-                with torch.no_grad():
-                    for name, parameter in params.items():
-                        decay = parameter * (settings.learning_rate * settings.weight_decay)
-                        region = decay_region[name]
-                        parameter.sub_(decay if region is None else decay * region)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if step % settings.log_every == 0 or not order:
-                entry = {"step": step, "epoch": epoch, **{f"{k}_loss": v.item() for k, v in values.items()},
-                         "loss": sum(v.item() for v in values.values()), "grad_norm": float(whole(grad_norm))}
-                if not order:
-                    entry["changed_fraction"] = changed_entries(named, start_values) / total_entries
-                history.append(entry)
-                log.info("%s step %d: %s", method.name, step,
-                         " ".join(f"{k} {v:.4g}" for k, v in entry.items() if k not in ("step", "epoch")))
-            if progress and processes.is_main:
-                progress.maybe_save({"model": trainable_state(model),
-                                     "optimizer": optimizer.state_dict(), "rng": rng_state(rng), "history": history,
-                                     "step": step, "epoch": epoch, "pending": order, "retain_queue": retain_queue})
-    return history
+    batch_name = "forget"
+    decay_in_optimizer = False  # decayed only where a gradient can arrive, in before_optimizer_step
+    log_epoch_ends = True  # with the changed fraction
+
+    def __init__(self, method: Method, hparams, settings: UnlearnSettings, retain: Sequence[Example], *,
+                 trainable: set[str], mask: dict[str, torch.Tensor] | None,
+                 reference_model: torch.nn.Module | None, start_values: dict[str, torch.Tensor]):
+        self.method, self.hparams, self.settings = method, hparams, settings
+        self.paired_examples = {"retain": retain} if method.uses_retain else {}
+        self.trainable, self.mask, self.reference_model = trainable, mask, reference_model
+        self.start_values = start_values
+        self.retain_queue: list[list[int]] = []
+
+    def setup(self, model: torch.nn.Module, processes: Processes) -> list[torch.Tensor]:
+        # Under an FSDP launch each process keeps a shard of every tensor (training/distributed.py).
+        processes.shard(*[m for m in (model, self.reference_model) if m is not None])
+        self.named = dict(model.named_parameters())  # sharding replaces the parameters
+        self.params = {name: self.named[name] for name in sorted(self.trainable)}
+        needs_mask = self.method.needs_mask
+        self.masks = {name: processes.like(self.mask[name], p) for name, p in self.params.items()} if needs_mask else {}
+        retain_used = self.method.uses_retain and getattr(self.hparams, "retain_weight", 1.0) != 0
+        # Where decoupled weight decay may act: where some gradient can arrive.
+        self.decay_region = {name: (self.masks[name] if needs_mask and not retain_used else None)
+                             for name in self.params}
+        self.total_entries = sum(p.numel() for p in self.named.values())
+        return list(self.params.values())
+
+    def paired_batches(self, rng: random.Random) -> dict[str, list[int]]:
+        if "retain" not in self.paired_examples:
+            return {}
+        if not self.retain_queue:
+            self.retain_queue = batches(range(len(self.paired_examples["retain"])), self.settings.batch_size, rng)
+        return {"retain": self.retain_queue.pop()}
+
+    def terms(self, model: torch.nn.Module, batches: dict[str, dict]) -> dict[str, torch.Tensor]:
+        terms = self.method.terms(model, batches, self.hparams, self.reference_model)
+        return {name: term for name, term in vars(terms).items() if term is not None}
+
+    def backward(self, terms: dict[str, torch.Tensor]) -> None:
+        if not self.method.needs_mask:
+            LossTerms(**terms).total().backward()
+            return
+        terms["forget"].backward()
+        for name, parameter in self.params.items():
+            if parameter.grad is not None:
+                parameter.grad.mul_(self.masks[name])
+        if "retain" in terms:
+            terms["retain"].backward()
+
+    def before_optimizer_step(self) -> None:
+        settings = self.settings
+        if not settings.weight_decay:
+            return
+        with torch.no_grad():
+            for name, parameter in self.params.items():
+                decay = parameter * (settings.learning_rate * settings.weight_decay)
+                region = self.decay_region[name]
+                parameter.sub_(decay if region is None else decay * region)
+
+    def loss_fields(self, window: list[dict[str, float]]) -> dict[str, float]:
+        """This step's terms (not an average over the window) and their sum."""
+        values = window[-1]
+        return {**{f"{name}_loss": value for name, value in values.items()}, "loss": sum(values.values())}
+
+    def epoch_end_fields(self) -> dict[str, float]:
+        return {"changed_fraction": changed_entries(self.named, self.start_values) / self.total_entries}
+
+    def state(self) -> dict:
+        return {"retain_queue": self.retain_queue}
+
+    def restore(self, state: dict) -> None:
+        self.retain_queue = state["retain_queue"]
 
 
 @torch.no_grad()
@@ -154,7 +141,3 @@ def changed_entries(parameters: dict[str, torch.Tensor], start_values: dict[str,
     """How many entries differ from ``start_values`` once cast to its (storage) dtype."""
     return sum(int((whole(p.detach()).to("cpu", start_values[n].dtype) != start_values[n]).sum())
                for n, p in parameters.items())
-
-
-def settings_dict(settings: UnlearnSettings) -> dict:
-    return asdict(settings)
