@@ -24,6 +24,9 @@ from ..storage import atomic_file
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
+# Part of every state's identity; raised whenever what a loop saves changes shape, so progress left
+# by an older version of the code is ignored (and replaced) rather than misread.
+STATE_LAYOUT = 2
 
 
 def rng_state(rng: random.Random) -> dict:
@@ -102,6 +105,7 @@ def job_progress(args, *inputs_identity: str, state_file: str = STATE_FILE) -> P
     ignored = {"threads", "device", "progress_dir", "save_every_minutes"}
     identity = {key: str(value) for key, value in sorted(vars(args).items()) if key not in ignored}
     identity["inputs"] = list(inputs_identity)
+    identity["layout"] = str(STATE_LAYOUT)
     return Progress(folder, identity, args.save_every_minutes, state_file)
 
 
