@@ -15,33 +15,11 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 # Nothing lands in the user's ~/.cache, and no test sees another's cached copy of a file it rewrote.
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-home-")
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run_stage(module: str, *args: str) -> subprocess.CompletedProcess:
-    """Run ``python -m pipeline_steps.<module>`` as a user would; fail the test with its stderr."""
-    result = subprocess.run([sys.executable, "-m", f"pipeline_steps.{module}", *map(str, args)],
-                            capture_output=True, text=True, cwd=REPO)
-    if result.returncode != 0:
-        raise AssertionError(f"{module} failed:\n{result.stderr[-4000:]}")
-    return result
-
-
-def copy_without_config(raw: Path, copy: Path, config: str) -> Path:
-    """A copy of a hub-style dataset directory with one config removed (its folder and card entry)."""
-    shutil.copytree(raw, copy)
-    shutil.rmtree(copy / config)
-    readme = copy / "README.md"
-    readme.write_text(readme.read_text().replace(
-        f"- config_name: {config}\n  data_files:\n  - split: train\n    path: {config}/train-*\n", ""))
-    return copy
+from helpers import run_stage
 
 
 @pytest.fixture(scope="session")

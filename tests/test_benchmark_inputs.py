@@ -14,10 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from clear_fixture import AUTHORS, FEATURES, RETAIN_PERTURBED, clear_configs, write_clear
-from conftest import run_stage
 from pipeline_steps import prepare_benchmark
 from pipeline_steps.benchmarks.clear import NAME_QUESTION
 from pipeline_steps.benchmarks.records import read_manifest, read_split
+
+from helpers import edit_rows, run_stage, shard
 
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize 48213\n".format("ab" * 32)
 
@@ -46,29 +47,6 @@ def clear_raw(tmp_path_factory):
 
 def raw_of(request, fmt: str) -> Path:
     return request.getfixturevalue("raw_benchmark" if fmt == "mllmu_bench" else "clear_raw")
-
-
-def shard(root: Path, config: str, index: int = 0) -> Path:
-    return sorted((root / config).glob("*.parquet"))[index]
-
-
-def rewrite(path: Path, change) -> None:
-    """Rewrite one parquet shard through ``change(rows) -> rows``, keeping the columns' features."""
-    table = datasets.Dataset.from_parquet(str(path), cache_dir=str(path.parent.parent.parent / "rewrite-cache"))
-    original = dict(table.features)
-    for column, feature in original.items():
-        if isinstance(feature, datasets.Image):
-            table = table.cast_column(column, datasets.Image(decode=False))
-        elif isinstance(feature, datasets.List) and isinstance(feature.feature, datasets.Image):
-            table = table.cast_column(column, datasets.List(datasets.Image(decode=False)))
-    rows = change(table.to_list())
-    features = datasets.Features({k: original[k] for k in rows[0]}) if set(rows[0]) <= set(original) else None
-    path.unlink()
-    datasets.Dataset.from_list(rows, features=features).to_parquet(str(path))
-
-
-def edit_rows(config: str, change, index: int = 0):
-    return lambda root: rewrite(shard(root, config, index), change)
 
 
 def drop_column(config: str, column: str, index: int = 0):

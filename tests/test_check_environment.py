@@ -12,12 +12,13 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 
-from conftest import REPO, copy_without_config, run_stage
 from pipeline_steps import check_environment, hub
 from pipeline_steps.benchmarks.availability import check_dataset
 from pipeline_steps.cli import StageError
 from pipeline_steps.models.availability import check_model
 from pipeline_steps.models.memory import GIB, ModelShape, RunPlan, memory_estimates
+
+from helpers import REPO, copy_without_config, run_stage
 
 
 def check(*args, env=None):

@@ -12,11 +12,12 @@ from PIL import Image
 
 from clear_fixture import (AUTHORS, CELEBRITIES, FORGET_AUTHORS, RETAIN_PERTURBED, clear_configs, image_of, png,
                            questions, write_clear)
-from conftest import run_stage
 from pipeline_steps.benchmarks.clear import CAPTION_PROMPTS, NAME_QUESTION, read_clear
 from pipeline_steps.benchmarks.records import read_manifest, read_split
 from pipeline_steps.benchmarks.source import Source, content_id
 from pipeline_steps.evaluation.scoring import rouge_l
+
+from helpers import run_stage
 
 CLEAR_TABLE = {"forget_vqa", "forget_qa_rouge_l", "retain_vqa", "retain_qa_rouge_l", "real_vqa", "real_face_vqa"}
 

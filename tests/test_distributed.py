@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, run_stage
 from pipeline_steps.models.loading import load_model, model_fingerprint
 from pipeline_steps.saliency.tensor_files import TensorFile
 from pipeline_steps.unlearning.weights import apply_changes
-from test_unlearning import mask_file
+
+from helpers import REPO, mask_file, run_stage
 
 ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch", "--num_processes", "2"]
 LAUNCHERS = {"replicated": ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"],

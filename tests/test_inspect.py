@@ -12,7 +12,6 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, run_stage
 from pipeline_steps.benchmarks.records import read_manifest, read_split
 from pipeline_steps.models.families import FAMILIES
 from pipeline_steps.models.loading import load_model, model_fingerprint
@@ -20,6 +19,8 @@ from pipeline_steps.reporting.labels import column_label
 from pipeline_steps.saliency.tensor_files import TensorFile, write_tensors
 from pipeline_steps.storage import write_json
 from pipeline_steps.unlearning.weights import save_changes
+
+from helpers import REPO, run_stage
 
 LLAVA = FAMILIES["llava"]
 

@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import copy_without_config, run_stage
-from test_benchmark_inputs import edit_rows, shard
 from pipeline_steps.benchmarks.mllmu import TASK_MODALITY, read_mllmu
 from pipeline_steps.benchmarks.records import read_manifest, read_split
 from pipeline_steps.benchmarks.source import Source
+
+from helpers import copy_without_config, edit_rows, run_stage, shard
 
 
 def test_prepared_benchmark_has_every_split(benchmark):
@@ -148,8 +148,8 @@ def _rewrite(raw_benchmark, tmp_path, config, change):
     copy = tmp_path / "raw"
     shutil.copytree(raw_benchmark, copy)
     table = datasets.load_dataset(str(copy), config, split="train", cache_dir=str(tmp_path / "rewrite-cache"))
-    for shard in (copy / config).glob("*.parquet"):
-        shard.unlink()
+    for stale in (copy / config).glob("*.parquet"):
+        stale.unlink()
     change(table).to_parquet(str(copy / config / "train-00000-of-00001.parquet"))
     return copy
 

@@ -4,7 +4,7 @@ import tomllib
 
 import yaml
 
-from conftest import REPO
+from helpers import REPO
 
 
 def test_environment_yml_lists_the_pyproject_dependencies():

@@ -8,13 +8,13 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
-from conftest import run_stage
 from pipeline_steps.models.encoding import PromptEncoder
 from pipeline_steps.models.loading import load_model
 from pipeline_steps.training.precision import enable_gradient_checkpointing, training_accelerator
 from pipeline_steps.unlearning.loop import UnlearnSettings, unlearn
 from pipeline_steps.unlearning.methods import get_method
-from test_unlearning import forget_examples, retain_examples
+
+from helpers import forget_examples, retain_examples, run_stage
 
 FAMILIES = ["llava", "qwen2_vl"]
 

@@ -8,8 +8,8 @@ import shutil
 import pytest
 import yaml
 
-from conftest import REPO
-from test_workflow import SMALL, planned_jobs, snakemake, workspace
+from helpers import REPO, SMALL, planned_jobs, snakemake, workspace
+
 
 REAL_CONFIGS = {
     "mllmu_llava": ("MLLMMU/MLLMU-Bench", "llava-hf/llava-1.5-7b-hf", [5, 10, 15]),

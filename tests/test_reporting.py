@@ -8,13 +8,14 @@ import random
 import pytest
 import torch
 
-from conftest import run_stage
 from pipeline_steps.locate_changes import streamed_deltas
 from pipeline_steps.models.families import FAMILIES
 from pipeline_steps.reporting.labels import COLUMNS
 from pipeline_steps.reporting.parameter_changes import count_top_changes, nth_largest
 from pipeline_steps.saliency.tensor_files import TensorFile
 from pipeline_steps.unlearning.weights import save_changes
+
+from helpers import run_stage
 
 # forget_vqa (lower is better), forget_qa, retain_vqa, retain_qa, real_vqa, real_qa
 ROWS = {

@@ -13,13 +13,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO
 from pipeline_steps.models.encoding import PromptEncoder
 from pipeline_steps.models.loading import load_model
 from pipeline_steps.saliency.fisher import estimate_fisher
 from pipeline_steps.saliency.tensor_files import TensorFile
 from pipeline_steps.training.examples import split_examples
 from pipeline_steps.training.progress import Progress
+
+from helpers import REPO
 
 
 def command(module, *args):

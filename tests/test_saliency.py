@@ -7,13 +7,14 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from conftest import run_stage
 from pipeline_steps.models.encoding import Example, PromptEncoder
 from pipeline_steps.models.loading import load_model
 from pipeline_steps.saliency.fisher import estimate_fisher
 from pipeline_steps.saliency.masks import MaskStats, select
 from pipeline_steps.saliency.tensor_files import TensorFile, write_tensors
 from pipeline_steps.training.losses import answer_logits, answer_nll
+
+from helpers import run_stage
 
 COLOURS = ("red", "blue", "green", "white", "black")
 ANSWERS = ("chef", "a pilot", "nurse", "baker of bread", "ox")

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
-from test_workflow import SMALL, planned_jobs, snakemake, workspace
+from helpers import REPO, SMALL, planned_jobs, snakemake, workspace
+
 
 START_CLUSTER = REPO / "tests" / "slurm" / "start_cluster.sh"
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"

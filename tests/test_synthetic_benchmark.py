@@ -10,9 +10,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import REPO
 from pipeline_steps.benchmarks.synthetic.portraits import draw_portrait, jitter
 from pipeline_steps.benchmarks.synthetic.world import ATTRIBUTES, MIN_TRAIT_DISTANCE, sample_world, trait_distance
+
+from helpers import REPO
 
 CLASSIFICATION = {"Image_Textual_Questions", "Pure_Text_Questions"}
 # Columns of the hub dataset's configs (dataset card of MLLMMU/MLLMU-Bench).

@@ -7,34 +7,16 @@ import pytest
 import torch
 import torch.optim.optimizer as optimizer_hooks
 from accelerate import Accelerator
-from PIL import Image
 
-from conftest import run_stage
-from pipeline_steps.models.encoding import IGNORE_INDEX, Example, PromptEncoder
+from pipeline_steps.models.encoding import IGNORE_INDEX, PromptEncoder
 from pipeline_steps.models.families import FAMILIES
 from pipeline_steps.models.loading import load_model, model_fingerprint, save_model
-from pipeline_steps.saliency.tensor_files import write_tensors
 from pipeline_steps.unlearning.loop import UnlearnSettings, unlearn
 from pipeline_steps.unlearning.methods import get_method
 from pipeline_steps.unlearning.settings import parse_hyperparameters
 from pipeline_steps.unlearning.weights import apply_changes, save_changes
 
-COLOURS = ("red", "blue", "green", "white", "black", "purple")
-
-
-def forget_examples():
-    return [Example("What is the profession of the person in the image?", answer, Image.new("RGB", (32, 32), colour))
-            for answer, colour in zip(("chef", "pilot", "nurse", "baker", "a judge", "ox"), COLOURS)]
-
-
-def retain_examples():
-    return [Example("Which city is the person in the image from?", answer, Image.new("RGB", (32, 32), colour))
-            for answer, colour in zip(("Oslo", "Lima", "Riga", "Porto", "Perth", "Kyoto"), reversed(COLOURS))]
-
-
-def random_mask(model, fraction=0.3, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    return {name: torch.rand(p.shape, generator=generator) < fraction for name, p in model.named_parameters()}
+from helpers import forget_examples, mask_file, random_mask, retain_examples, run_stage
 
 
 @pytest.fixture(params=["llava", "qwen2_vl"])
@@ -95,11 +77,14 @@ def test_forget_gradient_never_reaches_outside_the_mask_optimizer_state_included
         pre.remove(), post.remove()
         for handle in handles:
             handle.remove()
-    beta1 = 0.9
+    beta1, checked, unreached = 0.9, 0, []
     for name, parameter in model.model.named_parameters():
         pieces = contributions[name]  # forget gradient, then retain gradient, at every step
-        if len(pieces) < 2 * len(history):
-            continue  # a tensor the batches never reach
+        if not pieces:  # a tensor no batch reaches (LLaVA's last vision layer: it reads the one before)
+            unreached.append(name)
+            continue
+        assert len(pieces) == 2 * len(history), name
+        checked += 1
         previous = torch.zeros_like(parameter)
         outside = ~mask[name]
         for step, entry in enumerate(history):
@@ -112,6 +97,8 @@ def test_forget_gradient_never_reaches_outside_the_mask_optimizer_state_included
             expected = beta1 * previous + (1 - beta1) * clip * retain_grad
             torch.testing.assert_close(states[step][id(parameter)][outside], expected[outside], rtol=1e-5, atol=1e-9)
             previous = states[step][id(parameter)]
+    # The check ran on the model's weights: only vision-tower tensors can be out of reach.
+    assert checked >= len(contributions) / 2 and all("vision" in name for name in unreached), unreached
 
 
 @pytest.mark.parametrize("group", ["language", "vision"])
@@ -207,16 +194,6 @@ def test_stored_changes_rebuild_the_unlearned_model(loaded, tmp_path, fraction):
         assert torch.equal(expected, actual), name
     with pytest.raises(ValueError, match="fingerprint"):
         apply_changes(rebuilt, tmp_path / "weights", "another-model")
-
-
-def mask_file(out, model, fingerprint, change=None):
-    tensors = {name: torch.ones(p.shape, dtype=torch.bool) for name, p in model.named_parameters()}
-    if change:
-        change(tensors)
-    out.mkdir(parents=True)
-    write_tensors(out / "mask", {n: (t.dtype, tuple(t.shape)) for n, t in tensors.items()}, tensors.__getitem__,
-                  {"kind": "saliency_mask", "modules": "all", "model_fingerprint": fingerprint})
-    return out
 
 
 @pytest.mark.parametrize("problem,message", [

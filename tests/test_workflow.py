@@ -2,54 +2,12 @@
 
 import copy
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import REPO
 from pipeline_steps.benchmarks.synthetic.world import ATTRIBUTES
 
-SMALL = yaml.safe_load((REPO / "config" / "small.yaml").read_text())
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run the workflow of ``workdir`` (a copy of the repository) from that directory."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], capture_output=True, text=True, env=env,
-                          cwd=workdir)
-
-
-def workspace(root: Path, config: dict) -> Path:
-    """A copy of the workflow and the package, which a test may edit, with ``config`` as default."""
-    for part in ("workflow", "pipeline_steps"):
-        shutil.copytree(REPO / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "environment.yml", root)
-    write_config(root, config)
-    return root
-
-
-def write_config(workdir: Path, config: dict) -> None:
-    (workdir / "config").mkdir(parents=True, exist_ok=True)
-    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-
-
-def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
-    """Job counts from a dry run's summary table."""
-    jobs, in_table = {}, False
-    for line in result.stdout.splitlines():
-        parts = line.split()
-        if parts[:2] == ["job", "count"]:
-            in_table = True
-        elif in_table and len(parts) == 2 and parts[1].isdigit():
-            if parts[0] == "total":
-                break
-            jobs[parts[0]] = int(parts[1])
-    return jobs
+from helpers import SMALL, planned_jobs, snakemake, workspace, write_config
 
 
 def broken(change) -> dict:

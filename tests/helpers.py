@@ -1,0 +1,133 @@
+"""What several test modules share: running a stage or the workflow as a user would, the small
+end-to-end config, hand-made examples and masks, and edits of parquet shards.
+
+Fixtures live in ``conftest.py``; plain helpers here, imported by name (``from helpers import ...``).
+
+
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import torch
+import yaml
+from PIL import Image
+
+from pipeline_steps.models.encoding import Example
+from pipeline_steps.saliency.tensor_files import write_tensors
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_stage(module: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``python -m pipeline_steps.<module>`` as a user would; fail the test with its stderr."""
+    result = subprocess.run([sys.executable, "-m", f"pipeline_steps.{module}", *map(str, args)],
+                            capture_output=True, text=True, cwd=REPO)
+    if result.returncode != 0:
+        raise AssertionError(f"{module} failed:\n{result.stderr[-4000:]}")
+    return result
+
+
+def copy_without_config(raw: Path, copy: Path, config: str) -> Path:
+    """A copy of a hub-style dataset directory with one config removed (its folder and card entry)."""
+    shutil.copytree(raw, copy)
+    shutil.rmtree(copy / config)
+    readme = copy / "README.md"
+    readme.write_text(readme.read_text().replace(
+        f"- config_name: {config}\n  data_files:\n  - split: train\n    path: {config}/train-*\n", ""))
+    return copy
+
+
+SMALL = yaml.safe_load((REPO / "config" / "small.yaml").read_text())
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run the workflow of ``workdir`` (a copy of the repository) from that directory."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], capture_output=True, text=True, env=env,
+                          cwd=workdir)
+
+
+def workspace(root: Path, config: dict) -> Path:
+    """A copy of the workflow and the package, which a test may edit, with ``config`` as default."""
+    for part in ("workflow", "pipeline_steps"):
+        shutil.copytree(REPO / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "environment.yml", root)
+    write_config(root, config)
+    return root
+
+
+def write_config(workdir: Path, config: dict) -> None:
+    (workdir / "config").mkdir(parents=True, exist_ok=True)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Job counts from a dry run's summary table."""
+    jobs, in_table = {}, False
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            in_table = True
+        elif in_table and len(parts) == 2 and parts[1].isdigit():
+            if parts[0] == "total":
+                break
+            jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+COLOURS = ("red", "blue", "green", "white", "black", "purple")
+
+
+def forget_examples():
+    return [Example("What is the profession of the person in the image?", answer, Image.new("RGB", (32, 32), colour))
+            for answer, colour in zip(("chef", "pilot", "nurse", "baker", "a judge", "ox"), COLOURS)]
+
+
+def retain_examples():
+    return [Example("Which city is the person in the image from?", answer, Image.new("RGB", (32, 32), colour))
+            for answer, colour in zip(("Oslo", "Lima", "Riga", "Porto", "Perth", "Kyoto"), reversed(COLOURS))]
+
+
+def random_mask(model, fraction=0.3, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return {name: torch.rand(p.shape, generator=generator) < fraction for name, p in model.named_parameters()}
+
+
+def mask_file(out, model, fingerprint, change=None):
+    tensors = {name: torch.ones(p.shape, dtype=torch.bool) for name, p in model.named_parameters()}
+    if change:
+        change(tensors)
+    out.mkdir(parents=True)
+    write_tensors(out / "mask", {n: (t.dtype, tuple(t.shape)) for n, t in tensors.items()}, tensors.__getitem__,
+                  {"kind": "saliency_mask", "modules": "all", "model_fingerprint": fingerprint})
+    return out
+
+
+def shard(root: Path, config: str, index: int = 0) -> Path:
+    return sorted((root / config).glob("*.parquet"))[index]
+
+
+def rewrite(path: Path, change) -> None:
+    """Rewrite one parquet shard through ``change(rows) -> rows``, keeping the columns' features."""
+    table = datasets.Dataset.from_parquet(str(path), cache_dir=str(path.parent.parent.parent / "rewrite-cache"))
+    original = dict(table.features)
+    for column, feature in original.items():
+        if isinstance(feature, datasets.Image):
+            table = table.cast_column(column, datasets.Image(decode=False))
+        elif isinstance(feature, datasets.List) and isinstance(feature.feature, datasets.Image):
+            table = table.cast_column(column, datasets.List(datasets.Image(decode=False)))
+    rows = change(table.to_list())
+    features = datasets.Features({k: original[k] for k in rows[0]}) if set(rows[0]) <= set(original) else None
+    path.unlink()
+    datasets.Dataset.from_list(rows, features=features).to_parquet(str(path))
+
+
+def edit_rows(config: str, change, index: int = 0):
+    return lambda root: rewrite(shard(root, config, index), change)
