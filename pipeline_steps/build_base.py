@@ -33,7 +33,8 @@ from .models.encoding import Example, PromptEncoder, multiple_choice_question
 from .models.loading import resolve_device, save_model
 from .models.tiny import TinyArchitecture, build_tiny
 from .storage import atomic_directory, write_json, write_jsonl
-from .training.loop import TrainSettings, fit
+from .training.loop import fit
+from .training.settings import TrainSettings
 from .training.distributed import Processes
 from .training.progress import add_progress_arguments, examples_digest, job_progress
 

@@ -35,7 +35,8 @@ from .cli import run_stage, stage_parser
 from .models.encoding import PromptEncoder
 from .models.loading import DTYPES, load_model, model_fingerprint, save_model
 from .storage import atomic_directory, write_json, write_jsonl
-from .training.loop import TrainSettings, fit
+from .training.loop import fit
+from .training.settings import TrainSettings
 from .training.distributed import Processes
 from .training.examples import split_examples
 from .training.precision import TRAINING_DTYPES, enable_gradient_checkpointing, training_accelerator

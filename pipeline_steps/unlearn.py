@@ -55,6 +55,7 @@ def build_parser():
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--max-grad-norm", type=float, default=1.0)
+    parser.add_argument("--warmup-ratio", type=float, help="warm-up then cosine learning rate (default: constant)")
     parser.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE",
                         help="one of the method's own hyper-parameters (see below); unset ones keep their defaults")
     parser.add_argument("--seed", type=int, default=0)
@@ -117,7 +118,7 @@ def main(args) -> None:
             parameter.requires_grad_(False)
     settings = UnlearnSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                                weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed,
-                               log_every=args.log_every)
+                               log_every=args.log_every, warmup_ratio=args.warmup_ratio)
     # On the host (a 7B copy would cost 14 GB of GPU): compared against at epoch ends and when saving.
     start_values = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters()}
     log.info("%s: %d forget and %d retain examples, %d trainable tensors (module group %s)", args.method,

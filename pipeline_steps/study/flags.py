@@ -8,9 +8,12 @@ from typing import Iterable
 
 def cli_flags(settings: dict) -> str:
     """``{"batch_size": 4, "modalities": ["vqa"], "fast": True}`` -> ``--batch-size 4 --modalities vqa
-    --fast`` (values quoted for the shell where they need it; a False switch is left out)."""
+    --fast`` (values quoted for the shell where they need it; a False switch and an unset (None)
+    setting are left out)."""
     parts = []
     for key, value in settings.items():
+        if value is None:
+            continue
         flag = f"--{key.replace('_', '-')}"
         if isinstance(value, bool):  # a switch: given or not
             parts += [flag] if value else []

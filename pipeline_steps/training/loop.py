@@ -17,8 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import torch
 from accelerate import Accelerator
@@ -30,33 +29,9 @@ from .distributed import Processes, whole
 from .objective import Objective
 from .precision import upcast_trainable
 from .progress import Progress, load_trainable_state, restore_rng, rng_state, trainable_state
+from .settings import LoopSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.05
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    log_every: int = 25
-
-
-class LoopSettings(Protocol):
-    """What the loop reads of its settings (``TrainSettings``, ``UnlearnSettings``); an optional
-    ``warmup_ratio`` turns the learning-rate schedule on."""
-
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    weight_decay: float
-    max_grad_norm: float
-    seed: int
-    log_every: int
 
 
 def batches(items: Sequence, batch_size: int, rng: random.Random) -> list[list]:
@@ -94,7 +69,7 @@ def fit(model: torch.nn.Module, encoder: PromptEncoder, examples: Sequence[Examp
         progress = None
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate,
                                   weight_decay=settings.weight_decay if objective.decay_in_optimizer else 0.0)
-    warmup_ratio = getattr(settings, "warmup_ratio", None)
+    warmup_ratio = settings.warmup_ratio
     scheduler = None if warmup_ratio is None else get_cosine_schedule_with_warmup(
         optimizer, int(warmup_ratio * total_steps), total_steps)
     rng = random.Random(settings.seed)

@@ -20,28 +20,24 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Iterable
 
+from ..training.settings import LoopSettings
+
 from .methods import REGISTRY, Method, get_method
 
-JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string", "int": "integer",
-              "float": "number", "bool": "boolean", "str": "string"}
+JSON_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "str": "string",
+              "float | None": ["number", "null"]}
 
 
 @dataclass(frozen=True)
-class UnlearnSettings:
-    """The shared loop's settings (paper Table 5), every method alike."""
-
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    log_every: int = 1
+class UnlearnSettings(LoopSettings):
+    """The shared loop's settings as unlearning uses them: every method alike, a constant learning
+    rate unless ``warmup_ratio`` is set, a log line every step."""
 
 
 # Bounds of the loop's settings (the methods declare theirs on their fields).
 LOOP_BOUNDS = {"epochs": {"minimum": 1}, "batch_size": {"minimum": 1}, "learning_rate": {"exclusiveMinimum": 0},
-               "weight_decay": {"minimum": 0}, "max_grad_norm": {"exclusiveMinimum": 0}, "log_every": {"minimum": 1}}
+               "weight_decay": {"minimum": 0}, "max_grad_norm": {"exclusiveMinimum": 0}, "log_every": {"minimum": 1},
+               "warmup_ratio": {"minimum": 0, "maximum": 1}}
 
 
 def loop_fields() -> tuple[dataclasses.Field, ...]:
