@@ -32,6 +32,8 @@ def broken(change) -> dict:
     (broken(lambda c: c["saliency"].update(preserve=["real_text"])),
      "saliency.preserve uses Fisher split 'real_text', which is not in saliency.fisher_splits"),
     (broken(lambda c: c["saliency"].update(module_groups=["decoder"])), "'decoder' is not one of"),
+    (broken(lambda c: c["saliency"].update(fisher_splits=["forget_vqa", "forget_audio"])),
+     "saliency.fisher_splits: 'forget_audio' is not a Fisher split"),
     (broken(lambda c: c["experiments"][0]["unlearn"]["methods"].append("simnpo")),
      "experiments[1].unlearn.methods[5]: 'simnpo' is not one of"),
     (broken(lambda c: c["experiments"][0]["unlearn"]["npo"].update(gamma=1.0)),

@@ -25,6 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 MODALITIES = ("vqa", "text")
+# What a Fisher diagonal can be measured on: a group of profiles (a forget ratio's forget or retain
+# profiles, or the real-world ones) in one modality; ``training/examples.py`` reads each.
+FISHER_GROUPS = ("forget", "retain", "real")
+FISHER_SPLITS = tuple(f"{group}_{modality}" for group in FISHER_GROUPS for modality in MODALITIES)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 import jsonschema
 
 from ..benchmarks.formats import benchmark_format
+from ..benchmarks.records import FISHER_SPLITS
 from ..unlearning.settings import resolve, unlearn_block_schema
 
 
@@ -74,6 +75,9 @@ def check_sources(config: dict) -> None:
 
 def check_saliency_and_evaluation(config: dict) -> None:
     saliency = config["saliency"]
+    for split in saliency["fisher_splits"]:
+        if split not in FISHER_SPLITS:
+            raise ConfigError(f"saliency.fisher_splits: '{split}' is not a Fisher split (one of {', '.join(FISHER_SPLITS)})")
     for key in ("target", "preserve", "preserve_vision"):
         for split in [saliency[key]] if key == "target" else saliency.get(key, []):
             if split not in saliency["fisher_splits"]:

@@ -5,9 +5,9 @@ A profile's training pair is asked with the profile's image when it is image-gro
 and with no image when it is text-only, so the two modalities of every benchmark table stay apart
 in training as in scoring. Each profile's image is read once and shared by its pairs.
 
-The Fisher splits name what a saliency map is measured on: a group of profiles (the forget or
-retain profiles of a forget ratio, or the real-world ones) and one modality. They are declared
-here, once, for the Fisher stage and the workflow that schedules it.
+The Fisher splits (``benchmarks/records.py``) name what a saliency map is measured on: a group of
+profiles (the forget or retain profiles of a forget ratio, or the real-world ones) and one
+modality; ``fisher_split_source`` says which canonical split and modality each is.
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ from typing import Iterable
 
 from PIL import Image
 
-from ..benchmarks.records import MODALITIES, forget_split, read_split, retain_split
+from ..benchmarks.records import FISHER_SPLITS, forget_split, read_split, retain_split
 from ..cli import StageError
 from ..models.encoding import Example
 
-FISHER_GROUPS = ("forget", "retain", "real")
-FISHER_SPLITS = tuple(f"{group}_{modality}" for group in FISHER_GROUPS for modality in MODALITIES)
 
 
 def fisher_split_source(split: str, forget_ratio: int) -> tuple[str, str]:

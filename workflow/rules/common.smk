@@ -19,7 +19,7 @@ from snakemake.utils import validate
 REPO = Path(workflow.basedir).parent
 sys.path.insert(0, str(REPO))
 
-from pipeline_steps.benchmarks.records import retain_split
+from pipeline_steps.benchmarks.records import FISHER_SPLITS, retain_split
 from pipeline_steps.study import code_dependencies
 from pipeline_steps.study.artifacts import path as artifact, pattern
 from pipeline_steps.study.config_check import ConfigError, check_config
