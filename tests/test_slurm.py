@@ -34,7 +34,7 @@ TEST_CLUSTER_FLAGS = ("--slurm-status-command", "squeue", "--slurm-init-seconds-
 
 
 def small_config() -> dict:
-    """test_workflow's SMALL config cut to what reaches every GPU stage: two methods (one of them
+    """config/small.yaml cut to what reaches every GPU stage: two methods (one of them
     masked), two Fisher splits, one scoring mode."""
     config = copy.deepcopy(SMALL)
     config["experiments"][0]["unlearn"]["methods"] = ["ga", "mmunlearner"]
