@@ -42,12 +42,9 @@ def posed(benchmark, kind: str) -> list[PosedItem]:
     return vqa[:14] + text[:9]
 
 
-def test_batches_by_length_within_the_row_budget():
-    lengths = [5, 1, 4, 2, 3]
-    batches = list(by_length(lengths, rows=[4, 4, 3, 4, 4], budget=8))
-    assert batches == [[1, 3], [4, 2], [0]]
-    assert list(by_length(lengths, budget=2)) == [[1, 3], [4, 2], [0]]
-    assert list(by_length([1], rows=[9], budget=4)) == [[0]]  # an item larger than the budget still runs
+def test_batches_by_length():
+    assert list(by_length([5, 1, 4, 2, 3], budget=2)) == [[1, 3], [4, 2], [0]]
+    assert list(by_length([(2, 1), (1, 9), (2, 0)], budget=5)) == [[1, 2, 0]]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
