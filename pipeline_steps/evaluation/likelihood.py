@@ -126,9 +126,9 @@ def option_loglikelihoods(model, encoder: PromptEncoder, asked: Sequence, batch_
     images = images or ImageFeatures(model, batch_size)
     device = next(model.parameters()).device
     prompts = [encoder.encode(Example(a.item.question, None, a.image)) for a in asked]
-    tokenized: dict[str, torch.Tensor] = {}  # options repeat across items
-    continuations = [[tokenized.setdefault(text, encoder.continuation_ids(text)) for text in a.item.options.values()]
-                     for a in asked]
+    tokenized = {text: encoder.continuation_ids(text)  # each distinct option once: they repeat across items
+                 for text in dict.fromkeys(text for a in asked for text in a.item.options.values())}
+    continuations = [[tokenized[text] for text in a.item.options.values()] for a in asked]
     images.add([(a.image, prompt) for a, prompt in zip(asked, prompts)])
     rows = [with_tokens(prompt, torch.cat(options)) for prompt, options in zip(prompts, continuations)]
     scores: list[list[float]] = [[] for _ in asked]
