@@ -59,7 +59,8 @@ def test_continuation_ids_are_what_encode_appends(loaded, family):
 def test_likelihood_from_a_shared_prompt_equals_scoring_each_option(loaded, benchmark, family):
     model, encoder = loaded[family].model.eval(), PromptEncoder(loaded[family].processor)
     asked = posed(benchmark, "multiple_choice")
-    three = ChoiceItem("text", "Which city is this?", {"A": "Lisbon", "B": "a very long option text here", "C": "x"}, "A")
+    options = {"A": "Lisbon", "B": "a very long option text here", "C": "x"}
+    three = ChoiceItem("text", "Which city is this?", options, "A")
     asked.insert(3, PosedItem(three, None, "extra"))  # options of unequal number and length
     expected = per_option_loglikelihoods(model, encoder, asked, batch_size=6)
     got = option_loglikelihoods(model, encoder, asked, batch_size=7)  # batches cut across items and columns
@@ -73,8 +74,8 @@ def test_likelihood_from_a_shared_prompt_equals_scoring_each_option(loaded, benc
 def test_image_features_stand_in_for_the_pixels(loaded, family):
     model, encoder = loaded[family].model.eval(), PromptEncoder(loaded[family].processor)
     images = [Image.new("RGB", (32, 32), color) for color in ("purple", "green")]
-    examples = [Example("Who is this?", "a pilot", images[0]), Example("Where was this person born?", "Lisbon", images[1]),
-                Example("Who is this?", "a chef", images[0])]
+    examples = [Example("Who is this?", "a pilot", images[0]),
+                Example("Where was this person born?", "Lisbon", images[1]), Example("Who is this?", "a chef", images[0])]
     encoded = [encoder.encode(e) for e in examples]
     batch = {k: v for k, v in encoder.collate(encoded).items() if k != "labels"}
     features = ImageFeatures(model, batch_size=8)
