@@ -9,6 +9,13 @@ entry holds the paper's Table 1 columns of the benchmark's family (``benchmarks/
 for MLLMU-Bench six multiple-choice accuracies plus the Test split; for CLEAR four accuracies and
 the ROUGE-L of the Forget and Retain text questions. Multiple choice is reported for every scoring
 mode, with counts.
+
+``--outputs`` chooses which of the three item kinds are scored: multiple choice (by every
+``--scoring`` mode), open generation (ROUGE-L) and fill-in-the-blank. Open answers are the
+expensive part (greedy decoding), and a sweep point that reports only Table 1's accuracies need
+not pay for them; the default is all three, and ``metrics.json`` records the choice (``outputs``)
+so a table can say where each number comes from. A kind left out has no entry (its table
+columns are null), never a number from another kind.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from PIL import Image
 from .benchmarks.layouts import layout_of
 from .benchmarks.records import ProfileRecord, forget_ratios, read_manifest
 from .cli import StageError, run_stage, stage_parser
+from .evaluation.images import ImageFeatures
 from .evaluation.scoring import (PosedItem, accuracy, fills_blank, generate_answers, option_loglikelihoods,
                                  parse_choice, rouge_l)
 from .models.encoding import Example, PromptEncoder, multiple_choice_question
@@ -32,6 +40,7 @@ from .unlearning.weights import apply_changes
 
 log = logging.getLogger("evaluate")
 SCORING_MODES = ("likelihood", "generate")
+OUTPUTS = ("multiple_choice", "generation", "fill_blank")  # the record fields of the item kinds
 
 
 def build_parser():
@@ -45,6 +54,9 @@ def build_parser():
     parser.add_argument("--scoring", nargs="+", choices=SCORING_MODES, default=list(SCORING_MODES))
     parser.add_argument("--primary", choices=SCORING_MODES, default="likelihood",
                         help="scoring mode reported in the table")
+    parser.add_argument("--outputs", nargs="+", choices=OUTPUTS, default=list(OUTPUTS),
+                        help="item kinds to score: multiple choice (by every --scoring mode), open generation "
+                        "(ROUGE-L), fill-in-the-blank; recorded in metrics.json")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
@@ -53,21 +65,28 @@ def build_parser():
     return parser
 
 
-def asked_items(records: list[ProfileRecord], modality: str, kind: str, benchmark: Path) -> list[PosedItem]:
+def asked_items(records: list[ProfileRecord], modality: str, kind: str, benchmark: Path,
+                opened: dict | None = None) -> list[PosedItem]:
+    """The ``kind`` items of ``records`` asked in ``modality``. Pass the same ``opened`` dict for
+    every kind of a column: each profile image is then one object, so ``ImageFeatures`` puts it
+    through the vision tower once for all the items about it."""
+    opened = {} if opened is None else opened
     asked = []
     for record in records:
-        image = None
         for item in getattr(record, kind):
             if item.modality != modality:
                 continue
-            if modality == "vqa" and image is None:
-                image = Image.open(benchmark / record.image).convert("RGB")
-            asked.append(PosedItem(item, image if modality == "vqa" else None, record.id))
+            image = None
+            if modality == "vqa":
+                if record.image not in opened:
+                    opened[record.image] = Image.open(benchmark / record.image).convert("RGB")
+                image = opened[record.image]
+            asked.append(PosedItem(item, image, record.id))
     return asked
 
 
 def main(args) -> None:
-    if args.primary not in args.scoring:
+    if "multiple_choice" in args.outputs and args.primary not in args.scoring:
         raise StageError(f"primary scoring '{args.primary}' is not among the computed modes {args.scoring}")
     if args.forget_ratio not in forget_ratios(args.benchmark):
         raise StageError(f"benchmark {args.benchmark} has no forget ratio {args.forget_ratio} "
@@ -83,12 +102,17 @@ def main(args) -> None:
     choice: dict[str, dict] = {mode: {} for mode in args.scoring}
     generation, blanks, parse_rules = {}, {}, Counter()
 
+    images = ImageFeatures(model, args.batch_size)
     for column, (records, modality) in layout.records(args.benchmark, args.forget_ratio).items():
-        asked = asked_items(records, modality, "multiple_choice", args.benchmark)
+        opened: dict = {}
+        images.clear()  # one column's images at a time: the next column shows other ones
+        asked = asked_items(records, modality, "multiple_choice", args.benchmark, opened)
+        asked = asked if "multiple_choice" in args.outputs else []
         rows = [{"column": column, "kind": "multiple_choice", "profile": a.profile, "question": a.item.question,
                  "options": a.item.options, "answer": a.item.answer} for a in asked]
         if "likelihood" in args.scoring and asked:
-            scores = option_loglikelihoods(model, encoder, asked, args.batch_size, desc=f"{column} likelihood")
+            scores = option_loglikelihoods(model, encoder, asked, args.batch_size, desc=f"{column} likelihood",
+                                           images=images)
             for row, a, option_scores in zip(rows, asked, scores):
                 letters = list(a.item.options)
                 picked = letters[max(range(len(letters)), key=option_scores.__getitem__)]
@@ -98,7 +122,7 @@ def main(args) -> None:
         if "generate" in args.scoring and asked:
             prompts = [Example(multiple_choice_question(a.item.question, a.item.options), None, a.image) for a in asked]
             outputs = generate_answers(model, encoder, prompts, args.batch_size, args.max_new_tokens,
-                                       desc=f"{column} generate")
+                                       desc=f"{column} generate", images=images)
             for row, a, output in zip(rows, asked, outputs):
                 picked, rule = parse_choice(output, a.item.options)
                 parse_rules[rule] += 1
@@ -108,11 +132,12 @@ def main(args) -> None:
         predictions += rows
 
         for kind, store in (("generation", generation), ("fill_blank", blanks)):
-            asked = asked_items(records, modality, kind, args.benchmark)
+            asked = asked_items(records, modality, kind, args.benchmark, opened) if kind in args.outputs else []
             if not asked:
                 continue
             outputs = generate_answers(model, encoder, [Example(a.item.question, None, a.image) for a in asked],
-                                       args.batch_size, args.max_new_tokens, desc=f"{column} {kind}")
+                                       args.batch_size, args.max_new_tokens, desc=f"{column} {kind}",
+                                       images=images)
             scored = []
             for a, output in zip(asked, outputs):
                 row = {"column": column, "kind": kind, "profile": a.profile, "question": a.item.question,
@@ -133,7 +158,8 @@ def main(args) -> None:
 
     metrics = {
         "model": args.model, "changes": str(args.changes or ""), "benchmark": str(args.benchmark), "forget_ratio": args.forget_ratio,
-        "seed": args.seed, "primary_scoring": args.primary, "scoring_modes": args.scoring,
+        "seed": args.seed, "primary_scoring": args.primary, "outputs": args.outputs,
+        "scoring_modes": args.scoring if "multiple_choice" in args.outputs else [],
         "table": {key: measures[column.measure](column.group) for key, column in layout.columns.items()},
         "multiple_choice": choice, "generate_parse_rules": dict(parse_rules),
         "generation_rouge_l": generation, "fill_blank": blanks,

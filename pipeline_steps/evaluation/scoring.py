@@ -8,22 +8,26 @@ Multiple-choice accuracy is computed both ways the field uses:
 * ``generate``: MLLMU-Bench's protocol: the question with its lettered options and the instruction
   to answer with one letter, greedy decoding, then the letter is read off the output (see
   ``parse_choice``).
+
+Both run batched by length and see each image through the vision tower once; likelihood scores
+all options of an item against one cached pass over its prompt (``likelihood.py``,
+``generation.py``, ``images.py``).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable
 
-import torch
 from rouge_score import rouge_scorer
-from tqdm import tqdm
 
 from ..benchmarks.records import ChoiceItem, OpenItem
-from ..models.encoding import Example, PromptEncoder
-from ..training.losses import answer_logits, answer_token_logprobs
+from .generation import generate_answers
+from .likelihood import option_loglikelihoods
 
+__all__ = ["PosedItem", "accuracy", "fills_blank", "generate_answers", "option_loglikelihoods",
+           "parse_choice", "rouge_l"]
 _rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
@@ -34,48 +38,6 @@ class PosedItem:
     item: ChoiceItem | OpenItem
     image: object | None
     profile: str
-
-
-def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {key: value.to(device) for key, value in batch.items()}
-
-
-@torch.no_grad()
-def option_loglikelihoods(model, encoder: PromptEncoder, asked: Sequence[PosedItem], batch_size: int,
-                          desc: str = "likelihood") -> list[list[float]]:
-    """Mean answer-token log-probability of every option of every item."""
-    sequences = [(index, Example(a.item.question, text, a.image))
-                 for index, a in enumerate(asked) for text in a.item.options.values()]
-    scores: list[list[float]] = [[] for _ in asked]
-    device = next(model.parameters()).device
-    for chunk in tqdm(list(_chunks(sequences, batch_size)), desc=desc, mininterval=5):
-        batch = _to_device(encoder.collate([encoder.encode(example) for _, example in chunk]), device)
-        logprobs, mask = answer_token_logprobs(*answer_logits(model, batch))
-        means = (logprobs.sum(dim=1) / mask.sum(dim=1)).tolist()
-        for (index, _), value in zip(chunk, means):
-            scores[index].append(value)
-    return scores
-
-
-@torch.no_grad()
-def generate_answers(model, encoder: PromptEncoder, prompts: Sequence[Example], batch_size: int,
-                     max_new_tokens: int, desc: str = "generate") -> list[str]:
-    """Greedy answers to ``prompts`` (their ``answer`` is ignored)."""
-    device = next(model.parameters()).device
-    answers = []
-    for chunk in tqdm(list(_chunks(prompts, batch_size)), desc=desc, mininterval=5):
-        batch = _to_device(encoder.collate([encoder.encode(Example(p.question, None, p.image)) for p in chunk]),
-                           device)
-        output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                pad_token_id=encoder.pad_id)
-        new_tokens = output[:, batch["input_ids"].shape[1]:]
-        answers += encoder.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-    return answers
 
 
 _LEADING_LETTER = re.compile(r"^\W*([A-Z])(?![A-Za-z0-9])")

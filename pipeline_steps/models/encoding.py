@@ -72,6 +72,17 @@ class PromptEncoder:
     def continuation_text(self, answer: str) -> str:
         return self._answer_prefix + answer + self._answer_suffix
 
+    def continuation_ids(self, answer: str) -> torch.Tensor:
+        """The answer continuation's token ids, exactly as ``encode`` appends them to the prompt
+        (tokenized on their own, so a prompt can be encoded once and scored with many answers)."""
+        return torch.tensor(self.tokenizer(self.continuation_text(answer), add_special_tokens=False)["input_ids"],
+                            dtype=torch.long)
+
+    @staticmethod
+    def is_sequence_field(key: str) -> bool:
+        """Whether ``key`` is a per-token field (padded by ``collate``) rather than an image field."""
+        return key in _SEQUENCE_PADDING
+
     def encode(self, example: Example) -> dict[str, torch.Tensor]:
         """One example as tensors: sequence fields are 1-D, image fields keep their leading dim."""
         prompt = self.prompt_text(example.question, example.image is not None)
@@ -80,8 +91,7 @@ class PromptEncoder:
         encoded = {key: value[0] if key in _SEQUENCE_PADDING else value for key, value in inputs.items()}
         if example.answer is None:
             return encoded
-        answer_ids = torch.tensor(self.tokenizer(self.continuation_text(example.answer),
-                                                 add_special_tokens=False)["input_ids"], dtype=torch.long)
+        answer_ids = self.continuation_ids(example.answer)
         prompt_length = encoded["input_ids"].shape[0]
         encoded["input_ids"] = torch.cat([encoded["input_ids"], answer_ids])
         encoded["attention_mask"] = torch.ones_like(encoded["input_ids"])
