@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_stage
+from helpers import run_stage
 from pipeline_steps.benchmarks.layouts import layout_of
 from pipeline_steps.benchmarks.records import ChoiceItem, read_manifest
 from pipeline_steps.evaluate import asked_items
