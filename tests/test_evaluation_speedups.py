@@ -12,7 +12,6 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import run_stage
 from pipeline_steps.benchmarks.layouts import layout_of
 from pipeline_steps.benchmarks.records import ChoiceItem, read_manifest
 from pipeline_steps.evaluate import asked_items
@@ -24,6 +23,8 @@ from pipeline_steps.evaluation.reference import per_item_answers, per_option_log
 from pipeline_steps.evaluation.scoring import PosedItem
 from pipeline_steps.models.encoding import Example, PromptEncoder, multiple_choice_question
 from pipeline_steps.models.loading import load_model
+
+from helpers import run_stage
 
 FAMILIES = ["llava", "qwen2_vl"]
 
