@@ -106,8 +106,8 @@ def main(args) -> None:
     for column, (records, modality) in layout.records(args.benchmark, args.forget_ratio).items():
         opened: dict = {}
         images.clear()  # one column's images at a time: the next column shows other ones
-        asked = asked_items(records, modality, "multiple_choice", args.benchmark, opened)
-        asked = asked if "multiple_choice" in args.outputs else []
+        asked = (asked_items(records, modality, "multiple_choice", args.benchmark, opened)
+                 if "multiple_choice" in args.outputs else [])
         rows = [{"column": column, "kind": "multiple_choice", "profile": a.profile, "question": a.item.question,
                  "options": a.item.options, "answer": a.item.answer} for a in asked]
         if "likelihood" in args.scoring and asked:

@@ -82,8 +82,8 @@ class Unlearning(Objective):
         self.params = {name: self.named[name] for name in sorted(self.trainable)}
         needs_mask = self.method.needs_mask
         self.masks = {name: processes.like(self.mask[name], p) for name, p in self.params.items()} if needs_mask else {}
-        retain_used = self.method.uses_retain and getattr(self.hparams, "retain_weight", 1.0) != 0
         # Where decoupled weight decay may act: where some gradient can arrive.
+        retain_used = self.method.retain_used(self.hparams)
         self.decay_region = {name: (self.masks[name] if needs_mask and not retain_used else None)
                              for name in self.params}
         self.total_entries = sum(p.numel() for p in self.named.values())

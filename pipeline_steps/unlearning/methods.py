@@ -71,6 +71,10 @@ class Method:
     def terms(self, model, batches: dict[str, dict], hparams, reference_model=None) -> LossTerms:
         raise NotImplementedError
 
+    def retain_used(self, hparams) -> bool:
+        """Whether the retain term reaches the gradient: a method's ``retain_weight`` of 0 turns it off."""
+        return self.uses_retain and getattr(hparams, "retain_weight", 1.0) != 0
+
     @classmethod
     def hyperparameter_fields(cls):
         return fields(cls.Hyperparameters)
