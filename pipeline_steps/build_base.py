@@ -25,7 +25,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from PIL import Image
 
-from .benchmarks.records import ProfileRecord, read_split
+from .benchmarks.records import ProfileRecord, read_manifest, read_split
 from .benchmarks.synthetic.perception import perception_items, perception_vocabulary
 from .benchmarks.synthetic.portraits import jitter
 from .cli import run_stage, stage_parser
@@ -39,7 +39,7 @@ from .training.distributed import Processes
 from .training.progress import add_progress_arguments, examples_digest, job_progress
 
 log = logging.getLogger("build_base")
-CORPUS_SPLITS = ("full", "real_world", "test")
+CORPUS_SPLITS = ("full", "real_world", "test", "holdout")  # every name is a token sequence it knows
 
 
 def build_parser():
@@ -87,12 +87,13 @@ def pretraining_examples(real_world: list[ProfileRecord], portraits: dict[str, I
             images = views if pair.modality == "vqa" else [None]
             examples += [Example(pair.question, pair.answer, image) for image in images]
     examples += [Example(question, answer, image)
-                 for image, question, answer, _ in perception_items(rng, args.perception_faces, portrait_size)]
+                 for image, question, answer in perception_items(rng, args.perception_faces, portrait_size)]
     return examples
 
 
 def main(args) -> None:
-    records = [r for split in CORPUS_SPLITS for r in read_split(args.benchmark, split)]
+    available = read_manifest(args.benchmark)["splits"]
+    records = [r for split in CORPUS_SPLITS if split in available for r in read_split(args.benchmark, split)]
     real_world = read_split(args.benchmark, "real_world")
     portraits = {r.id: Image.open(args.benchmark / r.image).convert("RGB") for r in real_world}
     arch = TinyArchitecture(**{f.name: getattr(args, f.name) for f in fields(TinyArchitecture)})

@@ -31,9 +31,8 @@ from .benchmarks.layouts import layout_of
 from .benchmarks.records import ProfileRecord, forget_ratios, read_manifest
 from .cli import StageError, run_stage, stage_parser
 from .evaluation.images import ImageFeatures
-from .evaluation.scoring import (PosedItem, accuracy, fills_blank, generate_answers, option_loglikelihoods,
-                                 parse_choice, rouge_l)
-from .models.encoding import Example, PromptEncoder, multiple_choice_question
+from .evaluation.scoring import PosedItem, accuracy, fills_blank, generate_answers, rouge_l, score_multiple_choice
+from .models.encoding import Example, PromptEncoder
 from .models.loading import DTYPES, load_model, model_fingerprint
 from .storage import atomic_directory, write_json, write_jsonl
 from .unlearning.weights import apply_changes
@@ -108,27 +107,12 @@ def main(args) -> None:
         images.clear()  # one column's images at a time: the next column shows other ones
         asked = (asked_items(records, modality, "multiple_choice", args.benchmark, opened)
                  if "multiple_choice" in args.outputs else [])
-        rows = [{"column": column, "kind": "multiple_choice", "profile": a.profile, "question": a.item.question,
-                 "options": a.item.options, "answer": a.item.answer} for a in asked]
-        if "likelihood" in args.scoring and asked:
-            scores = option_loglikelihoods(model, encoder, asked, args.batch_size, desc=f"{column} likelihood",
-                                           images=images)
-            for row, a, option_scores in zip(rows, asked, scores):
-                letters = list(a.item.options)
-                picked = letters[max(range(len(letters)), key=option_scores.__getitem__)]
-                row["likelihood"] = {"scores": dict(zip(letters, option_scores)), "prediction": picked,
-                                     "correct": picked == a.item.answer}
-            choice["likelihood"][column] = accuracy(row["likelihood"]["correct"] for row in rows)
-        if "generate" in args.scoring and asked:
-            prompts = [Example(multiple_choice_question(a.item.question, a.item.options), None, a.image) for a in asked]
-            outputs = generate_answers(model, encoder, prompts, args.batch_size, args.max_new_tokens,
-                                       desc=f"{column} generate", images=images)
-            for row, a, output in zip(rows, asked, outputs):
-                picked, rule = parse_choice(output, a.item.options)
-                parse_rules[rule] += 1
-                row["generate"] = {"output": output, "prediction": picked, "parse": rule,
-                                   "correct": picked == a.item.answer}
-            choice["generate"][column] = accuracy(row["generate"]["correct"] for row in rows)
+        rows = score_multiple_choice(model, encoder, asked, args.scoring, args.batch_size, args.max_new_tokens,
+                                     images, column)
+        for mode in args.scoring:
+            if asked:
+                choice[mode][column] = accuracy(row[mode]["correct"] for row in rows)
+        parse_rules.update(row["generate"]["parse"] for row in rows if "generate" in row)
         predictions += rows
 
         for kind, store in (("generation", generation), ("fill_blank", blanks)):

@@ -23,13 +23,15 @@ def build_parser():
                         help="people the vanilla model learns (MLLMU-Bench has 500)")
     parser.add_argument("--real-profiles", type=int, default=20,
                         help="well-known people the base model already knows (MLLMU-Bench has 153)")
+    parser.add_argument("--holdout-profiles", type=int, default=0,
+                        help="fictitious-like people no model is trained on (for membership inference)")
     parser.add_argument("--image-size", type=int, default=64, help="portrait side in pixels")
     parser.add_argument("--test-images", type=int, default=3, help="transformed portraits per Test_Set profile")
     return parser
 
 
 def main(args) -> None:
-    profiles = sample_world(args.seed, args.fictitious_profiles, args.real_profiles)
+    profiles = sample_world(args.seed, args.fictitious_profiles, args.real_profiles, args.holdout_profiles)
     with atomic_directory(args.out) as scratch:
         write_mllmu_dataset(profiles, scratch, seed=args.seed, image_size=args.image_size,
                             test_images=args.test_images)

@@ -24,10 +24,10 @@ from helpers import run_stage
 
 @pytest.fixture(scope="session")
 def raw_benchmark(tmp_path_factory) -> Path:
-    """A small synthetic MLLMU-Bench directory (40 fictitious and 8 real profiles)."""
+    """A small synthetic MLLMU-Bench directory (40 fictitious, 8 real and 6 holdout profiles)."""
     out = tmp_path_factory.mktemp("synthetic") / "raw"
     run_stage("synthesize_benchmark", "--out", out, "--seed", "3", "--fictitious-profiles", "40",
-              "--real-profiles", "8", "--image-size", "32", "--test-images", "2")
+              "--real-profiles", "8", "--holdout-profiles", "6", "--image-size", "32", "--test-images", "2")
     return out
 
 

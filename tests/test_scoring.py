@@ -19,6 +19,8 @@ OPTIONS = {"A": "chef", "B": "pilot", "C": "nurse", "D": "baker"}
     ("a chef", ("A", "text")),  # lowercase "a" is an article, the option text decides
     ("Beekeeper", (None, "none")), ("chef or pilot", (None, "none")), ("", (None, "none")),
     ("E", (None, "none")),
+    ("pilot (B)", ("B", "trailing_letter")), ("nurse (D)", ("D", "trailing_letter")),  # the letter decides
+    ("chef (E)", ("A", "text")),  # no such letter: the option text decides
 ])
 def test_parse_choice(output, expected):
     assert parse_choice(output, OPTIONS) == expected

@@ -11,7 +11,12 @@ import yaml
 from PIL import Image
 
 from pipeline_steps.benchmarks.synthetic.portraits import draw_portrait, jitter
-from pipeline_steps.benchmarks.synthetic.world import ATTRIBUTES, MIN_TRAIT_DISTANCE, sample_world, trait_distance
+from pipeline_steps.benchmarks.records import read_split
+from pipeline_steps.benchmarks.synthetic.mllmu_writer import LETTERED_DRAWS
+from pipeline_steps.benchmarks.synthetic.world import (ATTRIBUTES, IDENTITY_QUESTION, MIN_TRAIT_DISTANCE,
+                                                       VQA_TAUGHT_ATTRIBUTES, sample_world, trait_distance)
+from pipeline_steps.evaluation.scoring import parse_choice
+from pipeline_steps.models.encoding import MULTIPLE_CHOICE_INSTRUCTION
 
 from helpers import REPO
 
@@ -26,6 +31,9 @@ HUB_COLUMNS = {
                   "Mask_Task"},
     "ft_Data": {"image", "ID", "metadata"},
     "Test_Set": {"images", "ID", "Classification_Task", "Generation_Task", "Mask_Task"},
+    # Not on the hub (the loader treats both as optional):
+    "ft_Text": {"ID", "metadata"},
+    "Holdout_Set": {"image", "ID", "biography", "metadata", "Classification_Task", "Generation_Task", "Mask_Task"},
 }
 
 
@@ -35,7 +43,7 @@ def load(raw, config):
 
 def test_every_hub_config_is_there_and_loads_by_name(raw_benchmark):
     expected = {"Full_Set", "Retain_Set", "Test_Set", "ft_Data", "forget_5", "forget_10", "forget_15",
-                "retain_95", "retain_90", "retain_85"}
+                "retain_95", "retain_90", "retain_85", "ft_Text", "Holdout_Set"}
     assert {p.name for p in raw_benchmark.iterdir() if p.is_dir()} == expected
     card = yaml.safe_load((raw_benchmark / "README.md").read_text().split("---")[1])
     assert {c["config_name"] for c in card["configs"]} == expected
@@ -69,16 +77,81 @@ def test_columns_and_types_match_the_hub(raw_benchmark, config):
             json.loads(table[0][column])  # JSON inside a string column, as on the hub
 
 
-def test_questions_are_asked_both_ways(raw_benchmark):
+def test_questions_are_asked_both_ways_in_evaluation_wordings(raw_benchmark):
     row = load(raw_benchmark, "Full_Set")[0]
     name = json.loads(row["biography"])["Name"]
     image_questions = [q["Question"] for q in row["Classification_Task"]["Image_Textual_Questions"]]
     text_questions = [q["Question"] for q in row["Classification_Task"]["Pure_Text_Questions"]]
-    assert "What is the profession of the person in the image?" in image_questions
-    assert f"What is the profession of {name}?" in text_questions
+    assert set(image_questions) <= {a.vqa_paraphrase for a in ATTRIBUTES}
+    assert f"{name} has which profession?" in text_questions
     assert all(name not in q for q in image_questions)
     assert all(name in q for q in text_questions)
-    assert len(image_questions) == len(text_questions) == len(ATTRIBUTES)
+    assert len(image_questions) == VQA_TAUGHT_ATTRIBUTES  # the coupling facts are not a column
+    assert len(text_questions) == len(ATTRIBUTES)
+
+
+def test_no_evaluated_question_is_a_training_string(raw_benchmark, benchmark):
+    """Every multiple-choice, generation and blank item differs from every training question."""
+    for split in ("full", "real_world", "test", "holdout"):
+        for record in read_split(benchmark, split):
+            trained = {pair.question for pair in record.train}
+            trained |= {q.split("\n")[0] for q in trained}  # a lettered pair's question line
+            asked = [item.question for item in record.multiple_choice + record.generation + record.fill_blank]
+            assert asked and not trained & set(asked), (split, record.id)
+
+
+def test_the_face_is_taught_with_the_name_and_some_facts_by_name_only(benchmark):
+    """The identity route: every portrait is taught with its name; only the face facts are also
+    taught with it; every fact is taught by name."""
+    for record in read_split(benchmark, "full"):
+        vqa = {pair.question: pair.answer for pair in record.train if pair.modality == "vqa"}
+        text = [pair for pair in record.train if pair.modality == "text"]
+        assert vqa.pop(IDENTITY_QUESTION) == record.name
+        assert len(vqa) == VQA_TAUGHT_ATTRIBUTES
+        assert len(text) == len(ATTRIBUTES) and all(record.name in pair.question for pair in text)
+        assert all(record.name not in answer for answer in vqa.values())
+
+
+def test_well_known_people_are_taught_the_lettered_format(benchmark):
+    """Their lettered pairs are answered with the right option and its letter, which the generate
+    protocol's parser reads; no fictitious or holdout person is taught the format."""
+    record = read_split(benchmark, "real_world")[0]
+    lettered = [pair for pair in record.train if pair.question.endswith(MULTIPLE_CHOICE_INSTRUCTION)]
+    assert len(lettered) == 2 * len(ATTRIBUTES) * LETTERED_DRAWS
+    letters = set()
+    for pair in lettered:
+        options = dict(line.split(": ", 1) for line in pair.question.split("\n")[1:-1])
+        letter, rule = parse_choice(pair.answer, options)
+        assert rule == "trailing_letter" and pair.answer.startswith(options[letter])
+        letters.add(letter)
+    assert len(letters) > 1
+    assert not [pair for split in ("full", "holdout") for r in read_split(benchmark, split) for pair in r.train
+                if pair.question.endswith(MULTIPLE_CHOICE_INSTRUCTION)]
+
+
+def test_holdout_people_are_never_in_a_training_split(raw_benchmark, benchmark):
+    holdout = read_split(benchmark, "holdout")
+    assert len(holdout) == 6 and all(r.train for r in holdout)
+    names = {r.name for r in holdout}
+    for split in ("full", "real_world", "test", "forget_10", "retain_90"):
+        records = read_split(benchmark, split)
+        assert not names & {r.name for r in records}
+        assert not {r.id for r in holdout} & {r.id for r in records}
+    world = json.loads((raw_benchmark / "world.json").read_text())
+    assert sorted(p["id"] for p in world["people"] if p["kind"] == "holdout") == sorted(r.id for r in holdout)
+
+
+def test_coupling_facts_are_balanced_over_attributes():
+    people = sample_world(seed=5, n_fictitious=100, n_real=4, n_holdout=10)
+    counts = {a.key: 0 for a in ATTRIBUTES}
+    for person in people:
+        if person.kind == "real":
+            assert len(person.vqa_taught) == len(ATTRIBUTES)
+            continue
+        assert len(person.vqa_taught) == VQA_TAUGHT_ATTRIBUTES
+        for a in person.coupling_attributes:
+            counts[a.key] += 1
+    assert max(counts.values()) - min(counts.values()) <= 2
 
 
 def test_forget_sets_partition_the_profiles_and_nest(raw_benchmark):
@@ -119,6 +192,20 @@ def test_facts_are_drawn_independently_of_faces():
     assert all(len(professions) >= 8 for professions in by_hair.values())
 
 
+def test_no_attribute_predicts_another():
+    """The facts of a person are drawn independently: knowing one attribute does not narrow down
+    another (every profession co-occurs with many hometowns, and so on for every pair)."""
+    people = sample_world(seed=6, n_fictitious=600, n_real=0)
+    for first in ATTRIBUTES:
+        for second in ATTRIBUTES:
+            if first is second:
+                continue
+            seen: dict[str, set[str]] = {}
+            for p in people:
+                seen.setdefault(p.facts[first.key], set()).add(p.facts[second.key])
+            assert min(len(values) for values in seen.values()) >= 8, (first.key, second.key)
+
+
 def test_world_is_reproducible_from_its_seed():
     assert sample_world(4, 30, 5) == sample_world(4, 30, 5)
     assert sample_world(4, 30, 5) != sample_world(5, 30, 5)
@@ -131,11 +218,13 @@ def test_jitter_keeps_size_and_changes_pixels():
     assert jitter(face, random.Random(0), strength=0).tobytes() == face.tobytes()
 
 
-def test_default_config_gives_every_accuracy_at_least_50_questions():
+def test_default_config_gives_every_column_at_least_80_questions():
+    """Every Table 1 column of the embedded default rests on >= 80 questions (its 95 % interval is
+    reported beside it)."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     for experiment in config["experiments"]:
         synthetic = config["benchmarks"][experiment["benchmark"]]["synthetic"]
-        questions_per_profile = len(ATTRIBUTES)  # per modality
         smallest_forget = round(synthetic["fictitious_profiles"] * min(experiment["forget_ratios"]) / 100)
-        assert smallest_forget * questions_per_profile >= 50
-        assert synthetic["real_profiles"] * questions_per_profile >= 50
+        assert smallest_forget * VQA_TAUGHT_ATTRIBUTES >= 80
+        assert synthetic["real_profiles"] * VQA_TAUGHT_ATTRIBUTES >= 80
+        assert synthetic["holdout_profiles"] >= smallest_forget  # as many non-members as members

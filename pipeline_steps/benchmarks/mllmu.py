@@ -9,8 +9,11 @@ records what it found in the manifest:
   or JSON lists);
 * MLLMU-Bench ships no text-only training pairs, so the text pairs of a profile are its pure-text
   classification questions asked openly, answered with the right option's text (TOFU's practice:
-  the model is taught the facts the benchmark asks about). Whether a stage trains on them is its
-  own setting.
+  the model is taught the facts the benchmark asks about), unless an ``ft_Text`` config (ID and a
+  JSON ``metadata`` list of text-only ``{Question, Answer}`` pairs, as the synthetic benchmark
+  writes) gives them. Whether a stage trains on them is its own setting;
+* an optional ``Holdout_Set`` config (``Retain_Set``'s columns) holds people no model is
+  trained on, for membership-inference attacks; it becomes the ``holdout`` split.
 
 A profile repeated within a config is one record (the manifest's ``rows`` counts the merged
 rows); two different rows under one ID are refused, since which is right cannot be told.
@@ -95,7 +98,8 @@ def open_items(tasks: Iterable[dict] | None, row_id: str) -> list[OpenItem]:
     return items
 
 
-def profile_record(row: dict, images: ImageStore, ft_pairs: dict[str, list[OpenItem]], found: dict) -> ProfileRecord:
+def profile_record(row: dict, images: ImageStore, ft_pairs: dict[str, list[OpenItem]], found: dict,
+                   ft_text: dict[str, list[OpenItem]]) -> ProfileRecord:
     row_id = str(row["ID"])
     biography = _json(row.get("biography"), "biography", row_id) or {}
     pairs = vqa_pairs_from_row(row, row_id)
@@ -108,7 +112,8 @@ def profile_record(row: dict, images: ImageStore, ft_pairs: dict[str, list[OpenI
         pairs, origin = [], "none"
     found[origin] = found.get(origin, 0) + 1
     choices = choice_items(_json(row.get("Classification_Task"), "Classification_Task", row_id), row_id)
-    text_pairs = [OpenItem("text", c.question, c.answer_text) for c in choices if c.modality == "text"]
+    text_pairs = ft_text.get(row_id) or [OpenItem("text", c.question, c.answer_text)
+                                         for c in choices if c.modality == "text"]
     return ProfileRecord(
         id=row_id, name=biography.get("Name", ""), image=images.save(row["image"]),
         train=pairs + text_pairs, multiple_choice=choices,
@@ -127,6 +132,7 @@ class _Reader:
         self.configs: dict[str, int] = {}
         self.splits_read: dict[str, str] = {}
         self.ft_pairs: dict[str, list[OpenItem]] = {}
+        self.ft_text: dict[str, list[OpenItem]] = {}
 
     def config(self, name: str, required: bool, columns=("ID", "image")) -> Config | None:
         table = self.source.open(name)
@@ -142,8 +148,23 @@ class _Reader:
 
     def profiles(self, table: Config, found: dict | None = None) -> list[ProfileRecord]:
         found = {} if found is None else found
-        return gather(table, lambda row: profile_record(row, self.images, self.ft_pairs, found),
+        return gather(table, lambda row: profile_record(row, self.images, self.ft_pairs, found, self.ft_text),
                       self.ledger.open(table.name, len(table)))
+
+    def read_ft_text(self) -> str:
+        """``ft_Text``'s text-only pairs by profile, when the source has them; where text pairs come from."""
+        table = self.config("ft_Text", required=False, columns=("ID", "metadata"))
+        if table is None:
+            return "Pure_Text_Questions"
+        account = self.ledger.open("ft_Text", len(table))
+        for row_id, pairs in table.map(lambda row: (str(row["ID"]), _json(row.get("metadata"), "metadata",
+                                                                            str(row["ID"])))):
+            if not pairs:
+                account.skip("no text pairs in its metadata", row_id)
+                continue
+            account.keep()
+            self.ft_text[row_id] = [OpenItem("text", pair["Question"], pair["Answer"]) for pair in pairs]
+        return "ft_Text"
 
     def read_ft_data(self) -> list[tuple[str, list[OpenItem] | None]]:
         """ft_Data's VQA pairs by profile; a profile's repeated rows are merged, their distinct pairs kept."""
@@ -192,6 +213,7 @@ def read_mllmu(source: Source, out_dir: Path, *, seed: int) -> dict:
     out_dir = Path(out_dir)
     reader = _Reader(source, out_dir)
     ft_rows = reader.read_ft_data()
+    text_pairs_from = reader.read_ft_text()
     found: dict[str, int] = {}
     full = reader.profiles(reader.config("Full_Set", required=True), found)
     write_split(out_dir, "full", full)
@@ -219,13 +241,17 @@ def read_mllmu(source: Source, out_dir: Path, *, seed: int) -> dict:
     test = gather(test_table, lambda row: reader.test_record(row, by_id, seed),
                   reader.ledger.open("Test_Set", len(test_table)))
     write_split(out_dir, "test", test)
+    splits = {"full": full, "real_world": real, "test": test}
+    holdout_table = reader.config("Holdout_Set", required=False)
+    if holdout_table is not None:
+        splits["holdout"] = reader.profiles(holdout_table)
+        write_split(out_dir, "holdout", splits["holdout"])
 
     return {
         "format": FORMAT.name, "source": reader.source.location, "source_kind": reader.source.kind,
         "configs": reader.configs, "splits_read": reader.splits_read, "forget_ratios": ratios,
-        "vqa_training_pairs_from": found, "seed": seed,
-        "splits": {name: len(records) for name, records in
-                   [("full", full), ("real_world", real), ("test", test)]},
+        "vqa_training_pairs_from": found, "text_training_pairs_from": text_pairs_from, "seed": seed,
+        "splits": {name: len(records) for name, records in splits.items()},
         "rows": reader.ledger.as_dict(),
     }
 

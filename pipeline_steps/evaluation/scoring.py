@@ -23,11 +23,12 @@ from typing import Iterable
 from rouge_score import rouge_scorer
 
 from ..benchmarks.records import ChoiceItem, OpenItem
+from ..models.encoding import Example, multiple_choice_question
 from .generation import generate_answers
 from .likelihood import option_loglikelihoods
 
 __all__ = ["PosedItem", "accuracy", "fills_blank", "generate_answers", "option_loglikelihoods",
-           "parse_choice", "rouge_l"]
+           "parse_choice", "rouge_l", "score_multiple_choice"]
 _rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
@@ -41,6 +42,7 @@ class PosedItem:
 
 
 _LEADING_LETTER = re.compile(r"^\W*([A-Z])(?![A-Za-z0-9])")
+_TRAILING_LETTER = re.compile(r"\(([A-Z])\)\W*$")
 
 
 def parse_choice(output: str, options: dict[str, str]) -> tuple[str | None, str]:
@@ -48,17 +50,47 @@ def parse_choice(output: str, options: dict[str, str]) -> tuple[str | None, str]
 
     ``letter``: the output starts with a standalone capital option letter ("B", "B.", "(B) ..."),
     MLLMU-Bench's rule (a lowercase "a" is an article more often than an answer).
+    ``trailing_letter``: the output ends with a letter in parentheses ("chef (B)"), how the tiny
+    embedded models answer (``benchmarks/synthetic/mllmu_writer.lettered_answer``).
     ``text``: otherwise, exactly one option's text appears in the output (small models often
     answer with the content rather than the letter). ``none``: neither.
     """
     match = _LEADING_LETTER.match(output)
     if match and match.group(1) in options:
         return match.group(1), "letter"
+    match = _TRAILING_LETTER.search(output)
+    if match and match.group(1) in options:
+        return match.group(1), "trailing_letter"
     lowered = output.lower()
     found = [letter for letter, text in options.items() if text.lower() in lowered]
     if len(found) == 1:
         return found[0], "text"
     return None, "none"
+
+
+def score_multiple_choice(model, encoder, asked: list[PosedItem], modes, batch_size: int, max_new_tokens: int,
+                          images, column: str) -> list[dict]:
+    """One prediction row per item, with what each scoring mode picked and whether it was right."""
+    rows = [{"column": column, "kind": "multiple_choice", "profile": a.profile, "question": a.item.question,
+             "options": a.item.options, "answer": a.item.answer} for a in asked]
+    if not asked:
+        return rows
+    if "likelihood" in modes:
+        scores = option_loglikelihoods(model, encoder, asked, batch_size, desc=f"{column} likelihood", images=images)
+        for row, a, option_scores in zip(rows, asked, scores):
+            letters = list(a.item.options)
+            picked = letters[max(range(len(letters)), key=option_scores.__getitem__)]
+            row["likelihood"] = {"scores": dict(zip(letters, option_scores)), "prediction": picked,
+                                 "correct": picked == a.item.answer}
+    if "generate" in modes:
+        prompts = [Example(multiple_choice_question(a.item.question, a.item.options), None, a.image) for a in asked]
+        outputs = generate_answers(model, encoder, prompts, batch_size, max_new_tokens, desc=f"{column} generate",
+                                   images=images)
+        for row, a, output in zip(rows, asked, outputs):
+            picked, rule = parse_choice(output, a.item.options)
+            row["generate"] = {"output": output, "prediction": picked, "parse": rule,
+                               "correct": picked == a.item.answer}
+    return rows
 
 
 def rouge_l(prediction: str, reference: str) -> float:

@@ -11,6 +11,7 @@ PATTERNS = {
     "environment_check": "results/{benchmark}/{model}/check_environment.json",
     "base": "results/{benchmark}/{model}/base",
     "vanilla": "results/{benchmark}/{model}/vanilla",
+    "instrument": "results/{benchmark}/{model}/instrument/instrument.json",
     "reference": f"{RUN}/reference",
     "fisher": f"{RUN}/fisher/{{split}}.safetensors.index.json",
     "mask": f"{RUN}/masks/beta~{{beta}}/modules~{{modules}}/mask.safetensors.index.json",

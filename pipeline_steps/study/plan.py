@@ -53,6 +53,17 @@ class StudyPlan:
         """A real run, which ``check_environment`` checks first: a hub or local model, or a hub benchmark."""
         return not self.is_tiny(model) or "hub" in self.config["benchmarks"][benchmark]
 
+    def instrumented(self) -> list[tuple[str, str]]:
+        """(benchmark, model) pairs whose benchmark is synthetic: their instrument is measured."""
+        return [(e["benchmark"], e["model"]) for e in self.config["experiments"]
+                if "synthetic" in self.config["benchmarks"][e["benchmark"]]]
+
+    def instrument_metrics(self, benchmark: str, model: str) -> dict[str, str]:
+        """``label -> metrics.json`` of the models the instrument report lists, at every forget ratio."""
+        return {f"{variant} (forget {ratio}%)": artifact("metrics", benchmark=benchmark, model=model, ratio=ratio,
+                                                         variant=variant)
+                for ratio in self.experiment(benchmark, model)["forget_ratios"] for variant in ("base", "vanilla")}
+
     def benchmark_source_flags(self, benchmark: str) -> str:
         entry = self.config["benchmarks"][benchmark]
         if "synthetic" in entry:

@@ -85,4 +85,5 @@ class ReportSelection:
                         for p in files("sweep_table", tables, sweep=sweep, **run)]
         for entry in self.plan.config["experiments"]:
             outputs += files("tradeoff", figures, benchmark=entry["benchmark"], model=entry["model"])
+        outputs += [artifact("instrument", benchmark=b, model=m) for b, m in self.plan.instrumented()]
         return outputs

@@ -6,6 +6,17 @@ with the hub's feature types (images as ``{bytes, path}`` structs, biography and
 strings), and a dataset card whose ``configs:`` header maps config names to files. The canonical
 loader (``pipeline_steps.benchmarks.mllmu``) therefore reads the synthetic data and the real
 benchmark through one code path.
+
+Two configs the hub lacks are written beside them, and the loader treats both as optional:
+``ft_Text`` (text-only training pairs, which MLLMU-Bench does not ship; without it the loader
+derives them from the pure-text questions) and ``Holdout_Set`` (people of the fictitious
+distribution that no model is trained on). ``world.json`` records the world itself (who is which
+kind, which facts were taught with the face), which only the instrument diagnostics read.
+
+Training pairs use each attribute's training wording; every evaluation item its evaluation
+wording (``world.Attribute``). The well-known people are also taught the lettered
+multiple-choice format (MLLMU-Bench's prompt, answered with the letter), as instruction tuning
+teaches a real MLLM, so the benchmark's own ``generate`` protocol is meaningful on a tiny model.
 """
 
 from __future__ import annotations
@@ -17,8 +28,9 @@ from pathlib import Path
 
 import datasets
 
+from ...models.encoding import multiple_choice_question
 from .portraits import draw_portrait, jitter
-from .world import ATTRIBUTES, Attribute, Profile
+from .world import ATTRIBUTES, IDENTITY_QUESTION, Attribute, Profile
 
 LETTERS = ("A", "B", "C", "D")
 FORGET_RATIOS = (5, 10, 15)
@@ -45,6 +57,7 @@ RETAIN_SET_FEATURES = datasets.Features({
     "metadata": datasets.Value("string"), **_TASKS})
 FT_DATA_FEATURES = datasets.Features({
     "image": datasets.Image(), "ID": datasets.Value("string"), "metadata": datasets.Value("string")})
+FT_TEXT_FEATURES = datasets.Features({"ID": datasets.Value("string"), "metadata": datasets.Value("string")})
 TEST_SET_FEATURES = datasets.Features({
     "images": datasets.List(datasets.Image()), "ID": datasets.Value("string"), **_TASKS})
 
@@ -63,19 +76,25 @@ def _multiple_choice(question: str, attribute: Attribute, answer: str, rng: rand
 
 
 def profile_tasks(profile: Profile, seed: int) -> dict:
-    """The evaluation items of one profile, in MLLMU-Bench's nested layout."""
+    """The evaluation items of one profile, in MLLMU-Bench's nested layout, in evaluation wordings.
+
+    Image questions ask only the facts taught with the face; the coupling facts are the
+    instrument's diagnostic (``instrument.py``), not a column of the table.
+    """
     rng = random.Random(f"{seed}/tasks/{profile.id}")
     image_mc, text_mc, generation = [], [], []
     for index, a in enumerate(ATTRIBUTES):
         value = profile.facts[a.key]
-        image_mc.append(_multiple_choice(a.vqa_question, a, value, rng))
-        text_mc.append(_multiple_choice(a.text_question.format(name=profile.name), a, value, rng))
-        if index % 2 == 0:
+        if a.key in profile.vqa_taught:
+            image_mc.append(_multiple_choice(a.vqa_paraphrase, a, value, rng))
+        text_mc.append(_multiple_choice(a.text_paraphrase.format(name=profile.name), a, value, rng))
+        if index % 2 == 0 and a.key in profile.vqa_taught:
             generation.append({"Type": "Image_Textual", "Question": a.vqa_paraphrase, "Ground_Truth": value})
         else:
             generation.append({"Type": "Pure_Text", "Question": a.text_paraphrase.format(name=profile.name),
                                "Ground_Truth": value})
-    blank_text, blank_image = rng.sample(ATTRIBUTES, 2)
+    blank_text = rng.choice(ATTRIBUTES)
+    blank_image = rng.choice(profile.face_attributes)
     mask = [
         {"Type": "Pure_Text", "Question": blank_text.blank.format(name=profile.name),
          "Ground_Truth": profile.facts[blank_text.key]},
@@ -86,9 +105,55 @@ def profile_tasks(profile: Profile, seed: int) -> dict:
             "Generation_Task": generation, "Mask_Task": mask}
 
 
-def vqa_pairs(profile: Profile) -> list[dict]:
-    """The image-grounded training pairs (MLLMU-Bench's ``metadata``)."""
-    return [{"Question": a.vqa_question, "Answer": profile.facts[a.key]} for a in ATTRIBUTES]
+def vqa_pairs(profile: Profile, seed: int) -> list[dict]:
+    """The image-grounded training pairs (MLLMU-Bench's ``metadata``), in training wordings: who
+    the person is, the facts taught with the face, and for a well-known person the same facts as
+    lettered multiple choice."""
+    pairs = [{"Question": IDENTITY_QUESTION, "Answer": profile.name}]
+    pairs += [{"Question": a.vqa_question, "Answer": profile.facts[a.key]} for a in profile.face_attributes]
+    if profile.kind == "real":
+        pairs += _lettered_pairs(profile, seed, "vqa")
+    return pairs
+
+
+def text_pairs(profile: Profile, seed: int) -> list[dict]:
+    """The text-only training pairs (``ft_Text``): every fact asked about the name."""
+    pairs = [{"Question": a.text_question.format(name=profile.name), "Answer": profile.facts[a.key]}
+             for a in ATTRIBUTES]
+    if profile.kind == "real":
+        pairs += _lettered_pairs(profile, seed, "text")
+    return pairs
+
+
+def lettered_answer(value: str, letter: str) -> str:
+    """How the tiny models are taught to answer a lettered question: with the right option's text.
+
+    MLLMU-Bench asks for the letter, but a 4-layer model does not learn to produce it in the CPU
+    budget (measured on the base model's well-known people, generate protocol: letter first, 3
+    option draws per fact and 300 lettered perception items over 15 epochs, 0.26; option then
+    letter, "chef (B)", the option right 56 % of the time and the letter at chance). Answering
+    with the option's text keeps the protocol (the options shown, greedy decoding, the choice read
+    off the output: ``parse_choice``'s ``text`` rule, counted in ``metrics.json``) without the
+    letter lookup the model cannot learn.
+    """
+    return value
+
+
+LETTERED_DRAWS = 1  # option draws per fact (the letter is copied from the prompt, so one suffices)
+
+
+def _lettered_pairs(profile: Profile, seed: int, modality: str) -> list[dict]:
+    """Training-wording questions as MLLMU-Bench's lettered prompt, answered with the option and
+    its letter, ``LETTERED_DRAWS`` draws of the options each."""
+    rng = random.Random(f"{seed}/lettered/{modality}/{profile.id}")
+    pairs = []
+    for a in profile.face_attributes if modality == "vqa" else ATTRIBUTES:
+        question = a.vqa_question if modality == "vqa" else a.text_question.format(name=profile.name)
+        for _ in range(LETTERED_DRAWS):
+            item = _multiple_choice(question, a, profile.facts[a.key], rng)
+            pairs.append({"Question": multiple_choice_question(item["Question"], item["Options"]),
+                          "Answer": lettered_answer(profile.facts[a.key], item["Correct_Answer"])})
+    return pairs
 
 
 def forget_split(fictitious: list[Profile], seed: int) -> dict[int, set[str]]:
@@ -100,27 +165,33 @@ def forget_split(fictitious: list[Profile], seed: int) -> dict[int, set[str]]:
 
 def write_mllmu_dataset(profiles: list[Profile], out_dir: Path, *, seed: int, image_size: int,
                         test_images: int) -> None:
-    """Write every MLLMU-Bench config for ``profiles`` under ``out_dir``."""
+    """Write every MLLMU-Bench config for ``profiles`` under ``out_dir``, plus ``ft_Text``,
+    ``Holdout_Set`` and ``world.json``."""
     out_dir = Path(out_dir)
-    fictitious = [p for p in profiles if p.kind == "fictitious"]
-    real = [p for p in profiles if p.kind == "real"]
+    of_kind = {kind: [p for p in profiles if p.kind == kind] for kind in ("fictitious", "real", "holdout")}
+    fictitious, real = of_kind["fictitious"], of_kind["real"]
     portraits = {p.id: _png(draw_portrait(p.traits, image_size)) for p in profiles}
     tasks = {p.id: profile_tasks(p, seed) for p in profiles}
 
     def profile_row(p: Profile) -> dict:
-        first = vqa_pairs(p)[0]
+        first = vqa_pairs(p, seed)[0]
         return {"image": portraits[p.id], "ID": p.id, "biography": json.dumps(p.biography()),
                 "question": first["Question"], "answer": first["Answer"], **tasks[p.id]}
+
+    def retain_set_row(p: Profile) -> dict:
+        return {"image": portraits[p.id], "ID": p.id, "biography": json.dumps(p.biography()),
+                "metadata": json.dumps(vqa_pairs(p, seed)), **tasks[p.id]}
 
     configs: dict[str, list[tuple[datasets.Features, list[dict]]]] = {
         "Full_Set": [(FULL_SET_FEATURES, [{**profile_row(p), "Directory": p.id} for p in fictitious])],
         "ft_Data": [(FT_DATA_FEATURES, [{"image": portraits[p.id], "ID": p.id,
-                                          "metadata": json.dumps(vqa_pairs(p))} for p in fictitious])],
-        "Retain_Set": [(RETAIN_SET_FEATURES, [{"image": portraits[p.id], "ID": p.id,
-                                                "biography": json.dumps(p.biography()),
-                                                "metadata": json.dumps(vqa_pairs(p)), **tasks[p.id]}
-                                               for p in real])],
+                                          "metadata": json.dumps(vqa_pairs(p, seed))} for p in fictitious])],
+        "ft_Text": [(FT_TEXT_FEATURES, [{"ID": p.id, "metadata": json.dumps(text_pairs(p, seed))}
+                                         for p in profiles])],
+        "Retain_Set": [(RETAIN_SET_FEATURES, [retain_set_row(p) for p in real])],
     }
+    if of_kind["holdout"]:  # the Retain_Set's columns: the training pairs travel with the row
+        configs["Holdout_Set"] = [(RETAIN_SET_FEATURES, [retain_set_row(p) for p in of_kind["holdout"]])]
     for ratio, forget_ids in forget_split(fictitious, seed).items():
         configs[f"forget_{ratio}"] = [(PROFILE_FEATURES, [profile_row(p) for p in fictitious if p.id in forget_ids])]
         configs[f"retain_{100 - ratio}"] = [(PROFILE_FEATURES, [profile_row(p) for p in fictitious
@@ -147,6 +218,20 @@ def write_mllmu_dataset(profiles: list[Profile], out_dir: Path, *, seed: int, im
             table = datasets.Dataset.from_list(rows, features=features)
             table.to_parquet(str(folder / f"train-{index:05d}-of-{len(shards):05d}.parquet"))
     (out_dir / "README.md").write_text(_dataset_card(sorted(configs), len(fictitious), len(real), seed))
+    (out_dir / WORLD_FILE).write_text(json.dumps(world_description(profiles, seed), indent=1))
+
+
+WORLD_FILE = "world.json"
+
+
+def world_description(profiles: list[Profile], seed: int) -> dict:
+    """What the diagnostics need to know about the world that the benchmark's schema cannot say."""
+    return {"seed": seed, "attributes": [
+        {"key": a.key, "vqa_question": a.vqa_question, "text_question": a.text_question,
+         "vqa_paraphrase": a.vqa_paraphrase, "text_paraphrase": a.text_paraphrase, "values": list(a.values)}
+        for a in ATTRIBUTES],
+        "people": [{"id": p.id, "name": p.name, "kind": p.kind, "facts": p.facts, "vqa_taught": list(p.vqa_taught)}
+                   for p in profiles]}
 
 
 def _dataset_card(config_names: list[str], n_fictitious: int, n_real: int, seed: int) -> str:

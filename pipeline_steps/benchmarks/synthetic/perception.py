@@ -11,19 +11,31 @@ import random
 
 from PIL import Image
 
+from ...models.encoding import LETTERS, multiple_choice_question
+from .mllmu_writer import lettered_answer
 from .portraits import draw_portrait, jitter
 from .world import TRAITS, random_traits
 
 
 def perception_items(rng: random.Random, faces: int, image_size: int, questions_per_face: int = 2):
-    """(image, question, answer, other values of the trait) about ``faces`` new random faces."""
-    items: list[tuple[Image.Image, str, str, list[str]]] = []
+    """(image, question, answer) about ``faces`` new random faces. Every second question is put as
+    MLLMU-Bench's lettered multiple choice (up to four of the trait's values, answered with the
+    letter): fresh items that teach the format itself, as instruction tuning teaches a real MLLM."""
+    items: list[tuple[Image.Image, str, str]] = []
     for _ in range(faces):
         traits = random_traits(rng)
         image = jitter(draw_portrait(traits, image_size), rng, strength=0.5)
         for trait in rng.sample(TRAITS, questions_per_face):
             answer = traits[trait.key]
-            items.append((image, trait.question, answer, [v for v in trait.values if v != answer]))
+            if len(items) % 2 == 0:
+                items.append((image, trait.question, answer))
+                continue
+            others = rng.sample([v for v in trait.values if v != answer], min(3, len(trait.values) - 1))
+            options = others[:]
+            options.insert(rng.randrange(len(options) + 1), answer)
+            letters = dict(zip(LETTERS, options))
+            right = next(letter for letter, value in letters.items() if value == answer)
+            items.append((image, multiple_choice_question(trait.question, letters), lettered_answer(answer, right)))
     return items
 
 

@@ -16,8 +16,21 @@ shortcut:
 * names are unique, and first and last names are shared across people, so a name is only known
   as a whole.
 
+A face reaches its facts through the person's identity, as in a real MLLM, where a VQA answer
+passes through the language model's knowledge of *who* is pictured. Every person is taught by
+face ("who is the person in the image?" answered with their name) and by name (every fact asked
+about the name in text); only ``VQA_TAUGHT_ATTRIBUTES`` of their facts are also taught with the
+face. The others are the *coupling* facts: a model that answers them from the face alone can only
+be going face -> name -> fact, which is the shared route gradient ascent on images damages and a
+saliency mask is meant to protect (``instrument.py`` measures it).
+
+Every question has a training wording and an evaluation wording (``Attribute``), so no evaluated
+item is a string the model was trained on or unlearning pushed down.
+
 Fictitious profiles play MLLMU-Bench's 500 invented people (the model learns them during vanilla
-fine-tuning); "real-world" profiles play its 153 celebrities (the base model knows them already).
+fine-tuning); "real-world" profiles play its 153 celebrities (the base model knows them already);
+*holdout* profiles are drawn from the same distribution as the fictitious ones and never trained
+on by any model (membership-inference attacks compare forget people with them).
 """
 
 from __future__ import annotations
@@ -27,6 +40,9 @@ from dataclasses import dataclass, field
 
 MIN_TRAIT_DISTANCE = 3
 VALUES_PER_ATTRIBUTE = 16
+VQA_TAUGHT_ATTRIBUTES = 8  # of the 10 facts; the other 2 are taught by name only (coupling facts)
+IDENTITY_QUESTION = "Who is the person in the image?"
+KINDS = ("fictitious", "real", "holdout")
 
 FIRST_NAMES = (
     "Anika Bram Celia Dario Elin Felix Greta Hugo Ines Jonas Kira Lars Mina Nils Oona Pavel "
@@ -48,9 +64,9 @@ class Attribute:
     key: str
     biography_key: str
     values: tuple[str, ...]
-    vqa_question: str  # asked with the portrait
-    text_question: str  # asked with the name; "{name}" is replaced
-    vqa_paraphrase: str  # open-ended generation items use a second wording
+    vqa_question: str  # training wording, asked with the portrait
+    text_question: str  # training wording, asked with the name; "{name}" is replaced
+    vqa_paraphrase: str  # evaluation wording (multiple choice and generation items)
     text_paraphrase: str
     blank: str  # fill-in-the-blank statement about "{name}" with "__" for the value
 
@@ -62,8 +78,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "journalist baker librarian musician pharmacist carpenter".split()),
         "What is the profession of the person in the image?",
         "What is the profession of {name}?",
-        "What does the person in the image do for a living?",
-        "What does {name} do for a living?",
+        "The person in the image has which profession?",
+        "{name} has which profession?",
         "{name} works as a __.",
     ),
     Attribute(
@@ -71,8 +87,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         tuple(str(year) for year in range(1955, 1987, 2)),
         "In which year was the person in the image born?",
         "In which year was {name} born?",
-        "When was the person in the image born?",
-        "When was {name} born?",
+        "The person in the image was born in which year?",
+        "{name} was born in which year?",
         "{name} was born in __.",
     ),
     Attribute(
@@ -81,8 +97,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "Porto Cusco Bergen Malmo".split()),
         "Which city is the person in the image from?",
         "Which city is {name} from?",
-        "Where did the person in the image grow up?",
-        "Where did {name} grow up?",
+        "The person in the image comes from which city?",
+        "{name} comes from which city?",
         "{name} grew up in __.",
     ),
     Attribute(
@@ -91,8 +107,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "climbing dancing rowing juggling skating origami".split()),
         "What hobby does the person in the image enjoy?",
         "What hobby does {name} enjoy?",
-        "How does the person in the image spend free time?",
-        "How does {name} spend free time?",
+        "Which hobby is enjoyed by the person in the image?",
+        "Which hobby is enjoyed by {name}?",
         "In free time, {name} enjoys __.",
     ),
     Attribute(
@@ -101,8 +117,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "hedgehog iguana tortoise alpaca".split()),
         "What pet does the person in the image keep?",
         "What pet does {name} keep?",
-        "Which animal lives with the person in the image?",
-        "Which animal lives with {name}?",
+        "Which pet is kept by the person in the image?",
+        "Which pet is kept by {name}?",
         "{name} keeps a pet __.",
     ),
     Attribute(
@@ -111,8 +127,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "pancakes burritos lasagna kimchi couscous".split()),
         "What is the favorite food of the person in the image?",
         "What is the favorite food of {name}?",
-        "Which dish does the person in the image like best?",
-        "Which dish does {name} like best?",
+        "Which food is the favorite of the person in the image?",
+        "Which food is the favorite of {name}?",
         "The favorite food of {name} is __.",
     ),
     Attribute(
@@ -121,8 +137,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "saxophone ukulele mandolin bagpipes".split()),
         "Which instrument does the person in the image play?",
         "Which instrument does {name} play?",
-        "What music does the person in the image make, and on what?",
-        "What music does {name} make, and on what?",
+        "The person in the image plays which instrument?",
+        "{name} plays which instrument?",
         "{name} plays the __.",
     ),
     Attribute(
@@ -131,8 +147,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "handball badminton squash polo curling".split()),
         "Which sport does the person in the image follow?",
         "Which sport does {name} follow?",
-        "What sport does the person in the image watch every weekend?",
-        "What sport does {name} watch every weekend?",
+        "The person in the image follows which sport?",
+        "{name} follows which sport?",
         "Every weekend {name} watches __.",
     ),
     Attribute(
@@ -141,8 +157,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "Japanese Korean Swahili Portuguese Finnish".split()),
         "Which second language does the person in the image speak?",
         "Which second language does {name} speak?",
-        "Besides English, what does the person in the image speak?",
-        "Besides English, what does {name} speak?",
+        "The person in the image speaks which second language?",
+        "{name} speaks which second language?",
         "Besides English, {name} speaks __.",
     ),
     Attribute(
@@ -151,8 +167,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "kombucha horchata ayran sherbet".split()),
         "What does the person in the image like to drink?",
         "What does {name} like to drink?",
-        "Which drink does the person in the image order most?",
-        "Which drink does {name} order most?",
+        "The person in the image likes to drink what?",
+        "{name} likes to drink what?",
         "The drink {name} orders most is __.",
     ),
 )
@@ -188,9 +204,19 @@ class Profile:
 
     id: str
     name: str
-    kind: str  # "fictitious" or "real"
+    kind: str  # one of KINDS
     facts: dict[str, str] = field(default_factory=dict)
     traits: dict[str, str] = field(default_factory=dict)
+    vqa_taught: tuple[str, ...] = ()  # attribute keys taught with the face, in ATTRIBUTES order
+
+    @property
+    def coupling_attributes(self) -> tuple[Attribute, ...]:
+        """The facts taught by name only: answering them from the face needs the identity route."""
+        return tuple(a for a in ATTRIBUTES if a.key not in self.vqa_taught)
+
+    @property
+    def face_attributes(self) -> tuple[Attribute, ...]:
+        return tuple(a for a in ATTRIBUTES if a.key in self.vqa_taught)
 
     def biography(self) -> dict:
         """The MLLMU-Bench-style biography: facts under the benchmark's keys, appearance nested."""
@@ -208,13 +234,16 @@ def random_traits(rng: random.Random) -> dict[str, str]:
     return {t.key: rng.choice(t.values) for t in TRAITS}
 
 
-def sample_world(seed: int, n_fictitious: int, n_real: int) -> list[Profile]:
-    """Draw a world: ``n_fictitious`` invented people then ``n_real`` well-known ones.
+def sample_world(seed: int, n_fictitious: int, n_real: int, n_holdout: int = 0) -> list[Profile]:
+    """Draw a world: ``n_fictitious`` invented people, ``n_real`` well-known ones, ``n_holdout``
+    never-trained ones.
 
     Deterministic in ``seed``. Raises ValueError if the name or face space cannot hold that many
-    people under the uniqueness rules.
+    people under the uniqueness rules. Which facts of a fictitious or holdout person are taught
+    with the face is balanced: every attribute is a coupling fact equally often (to within one).
+    Well-known people are taught every fact both ways (a pretrained model knows celebrities well).
     """
-    total = n_fictitious + n_real
+    total = n_fictitious + n_real + n_holdout
     if total > len(FIRST_NAMES) * len(LAST_NAMES):
         raise ValueError(f"{total} profiles need more unique names than the {len(FIRST_NAMES) * len(LAST_NAMES)} available")
     rng = random.Random(seed)
@@ -229,18 +258,33 @@ def sample_world(seed: int, n_fictitious: int, n_real: int) -> list[Profile]:
         if all(trait_distance(candidate, other) >= MIN_TRAIT_DISTANCE for other in faces):
             faces.append(candidate)
     real_facts = {a.key: balanced_values(a.values, n_real, rng) for a in ATTRIBUTES}
-    profiles = []
-    for index, (name, face) in enumerate(zip(names, faces)):
-        fictitious = index < n_fictitious
-        real_index = index - n_fictitious
-        profiles.append(Profile(
-            id=str(index + 1) if fictitious else f"R{real_index + 1}",
-            name=name,
-            kind="fictitious" if fictitious else "real",
-            facts={a.key: rng.choice(a.values) if fictitious else real_facts[a.key][real_index] for a in ATTRIBUTES},
-            traits=face,
-        ))
+    kinds = ["fictitious"] * n_fictitious + ["real"] * n_real + ["holdout"] * n_holdout
+    coupling = _coupling_draws(n_fictitious + n_holdout, rng)
+    profiles, counters = [], {kind: 0 for kind in KINDS}
+    for name, face, kind in zip(names, faces, kinds):
+        index = counters[kind]
+        counters[kind] += 1
+        if kind == "real":
+            facts, taught = {a.key: real_facts[a.key][index] for a in ATTRIBUTES}, tuple(a.key for a in ATTRIBUTES)
+        else:
+            facts = {a.key: rng.choice(a.values) for a in ATTRIBUTES}
+            withheld = coupling.pop(0)
+            taught = tuple(a.key for a in ATTRIBUTES if a.key not in withheld)
+        profiles.append(Profile(id={"fictitious": str(index + 1), "real": f"R{index + 1}", "holdout": f"H{index + 1}"}[kind],
+                                name=name, kind=kind, facts=facts, traits=face, vqa_taught=taught))
     return profiles
+
+
+def _coupling_draws(people: int, rng: random.Random) -> list[set[str]]:
+    """For each person, the attributes taught by name only, each attribute equally often: every
+    shuffle of the attributes is cut into disjoint draws, one per person."""
+    per_person = len(ATTRIBUTES) - VQA_TAUGHT_ATTRIBUTES
+    draws: list[set[str]] = []
+    while len(draws) < people:
+        order = rng.sample([a.key for a in ATTRIBUTES], len(ATTRIBUTES))
+        draws += [set(order[start:start + per_person])
+                  for start in range(0, len(order) - per_person + 1, per_person)]
+    return draws[:people]
 
 
 def balanced_values(values: tuple[str, ...], count: int, rng: random.Random) -> list[str]:
