@@ -22,11 +22,12 @@ tokens (paper Eq. 13), averaged over the batch:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import ClassVar
+from typing import ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ..models.encoding import Example
 from ..training.losses import answer_logits, answer_nll, answer_token_logprobs
 
 
@@ -71,6 +72,16 @@ class Method:
     def terms(self, model, batches: dict[str, dict], hparams, reference_model=None) -> LossTerms:
         raise NotImplementedError
 
+    def alternative_answers(self, forget: Sequence[Example]) -> dict[str, list[Example]]:
+        """Batches of the forget examples with other answers, by name: drawn with each step's
+        forget indices and handed to ``terms`` next to ``forget``. None unless a method asks."""
+        return {}
+
+    def trainable(self, model, family, hparams, candidates: set[str]) -> set[str]:
+        """The parameters this method trains out of ``candidates`` (those of the job's module
+        group): all of them unless a method restricts them; a bad setting is refused here."""
+        return candidates
+
     def retain_used(self, hparams) -> bool:
         """Whether the retain term reaches the gradient: a method's ``retain_weight`` of 0 turns it off."""
         return self.uses_retain and getattr(hparams, "retain_weight", 1.0) != 0
@@ -98,6 +109,12 @@ def get_method(name: str) -> Method:
 
 def mean_nll(model, batch: dict) -> torch.Tensor:
     return answer_nll(*answer_logits(model, batch)).mean()
+
+
+def sequence_logprob(model, batch: dict) -> torch.Tensor:
+    """log pi(y|x) of each example's whole answer, shape [batch]."""
+    logprobs, _ = answer_token_logprobs(*answer_logits(model, batch))
+    return logprobs.sum(1)
 
 
 @register
@@ -149,10 +166,9 @@ class NegativePreferenceOptimization(Method):
         beta: float = hyperparameter(0.4, "inverse temperature of the preference loss (Eq. 19)", exclusiveMinimum=0)
 
     def terms(self, model, batches, hparams, reference_model=None):
-        logprobs, _ = answer_token_logprobs(*answer_logits(model, batches["forget"]))
         with torch.no_grad():
-            reference_logprobs, _ = answer_token_logprobs(*answer_logits(reference_model, batches["forget"]))
-        log_ratio = logprobs.sum(1) - reference_logprobs.sum(1)  # log pi_theta(y|x) - log pi_ref(y|x)
+            reference = sequence_logprob(reference_model, batches["forget"])
+        log_ratio = sequence_logprob(model, batches["forget"]) - reference  # log pi_theta(y|x) - log pi_ref(y|x)
         beta = hparams.beta
         return LossTerms(forget=(2 / beta) * F.softplus(beta * log_ratio).mean())
 
