@@ -17,6 +17,11 @@ tokens (paper Eq. 13), averaged over the batch:
   with sequence probabilities of the answer and the reference fine-tuned on the retain set only.
 * ``mmunlearner``: -m * grad L_forget + grad L_retain (Eq. 3): GA_Diff's terms, with the forget
   term's gradient restricted to the saliency mask by the training loop.
+
+Methods beyond the paper (issue 16), each cited in its class:
+
+* ``simnpo``: SimNPO (Fan et al. 2024), NPO without a reference model and length-normalised, with
+  a margin, plus the retain NLL.
 """
 
 from __future__ import annotations
@@ -177,3 +182,34 @@ class NegativePreferenceOptimization(Method):
 class MMUnlearner(GradientDifference):
     name, label = "mmunlearner", "MMUnlearner"
     needs_mask = True
+
+
+@register
+class SimNPO(Method):
+    """SimNPO (Fan et al. 2024, "Simplicity Prevails: Rethinking Negative Preference Optimization
+    for LLM Unlearning", Eq. 4, with the retain term of its Eq. 5)::
+
+        L = -(2/beta) E_forget log sigmoid(-(beta/|y|) log pi_theta(y|x) - gamma) + lambda * L_retain
+
+    NPO (Eq. 19 of our paper) with the reference model dropped, so the forget term no longer
+    weights examples by how far the model already is from a reference, and the answer's
+    log-likelihood divided by its length |y|, so long answers are not unlearned harder than short
+    ones. ``(1/|y|) log pi_theta(y|x)`` is minus the per-example mean answer NLL (Eq. 13), over
+    the answer continuation's tokens, the closing end-of-turn token included; gamma is a reward
+    margin. L_retain is the retain set's NLL (the paper's GradDiff-style regulariser).
+    """
+
+    name, label = "simnpo", "SimNPO"
+    uses_retain = True
+
+    @dataclass(frozen=True)
+    class Hyperparameters(RetainWeight):
+        beta: float = hyperparameter(2.5, "inverse temperature of the length-normalised loss", exclusiveMinimum=0)
+        gamma: float = hyperparameter(0.0, "reward margin subtracted inside the sigmoid", minimum=0)
+
+    def terms(self, model, batches, hparams, reference_model=None):
+        nll = answer_nll(*answer_logits(model, batches["forget"]))  # -(1/|y|) log pi_theta(y|x)
+        beta = hparams.beta
+        # -log sigmoid(z) = softplus(-z), with z = beta * nll - gamma: finite for any nll.
+        forget = (2 / beta) * F.softplus(hparams.gamma - beta * nll).mean()
+        return LossTerms(forget=forget, retain=hparams.retain_weight * mean_nll(model, batches["retain"]))
