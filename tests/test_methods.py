@@ -1,24 +1,36 @@
-"""SimNPO, a method beyond the paper: its loss against a hand computation from unbatched, unpadded
-forward passes, a short run on both families, and its bounds."""
+"""Methods beyond the paper (SimNPO, IdkDPO): each loss against a hand computation from unbatched,
+unpadded forward passes, short runs on both families, their bounds, and the refusals."""
+
+import math
 
 import pytest
 import torch
 from accelerate import Accelerator
 
-from pipeline_steps.models.encoding import PromptEncoder
+from pipeline_steps.models.encoding import IGNORE_INDEX, Example, PromptEncoder
 from pipeline_steps.models.loading import load_model
 from pipeline_steps.study.config_check import ConfigError, check_unlearn_block
 from pipeline_steps.unlearning.loop import UnlearnSettings, unlearn
 from pipeline_steps.unlearning.methods import get_method
+from pipeline_steps.unlearning.refusals import REFUSALS, refusal
 from pipeline_steps.unlearning.settings import parse_hyperparameters
 
 from helpers import forget_examples, full_logprobs, retain_examples
 
-NEW_METHODS = ("simnpo",)
+NEW_METHODS = ("simnpo", "idk_dpo")
 
 
 def batch_of(encoder, examples):
     return encoder.collate([encoder.encode(e) for e in examples])
+
+
+def perturbed_copy(model):
+    """A frozen model that differs from ``model``, as a reference."""
+    reference = load_model(model.source).model
+    with torch.no_grad():
+        for parameter in reference.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    return reference
 
 
 def test_simnpo_loss_by_hand(loaded):
@@ -42,6 +54,45 @@ def test_simnpo_loss_by_hand(loaded):
     with torch.no_grad():
         no_margin = method.terms(model.model, batches, parse_hyperparameters(method, [f"beta={beta}"]))
     assert no_margin.forget < terms.forget
+
+
+def test_idk_dpo_loss_by_hand(loaded):
+    _, model = loaded
+    encoder = PromptEncoder(model.processor)
+    reference = perturbed_copy(model)
+    forget, retain = forget_examples()[:3], retain_examples()[:3]
+    refused = [Example(e.question, refusal(e), e.image) for e in forget]
+    batches = {"forget": batch_of(encoder, forget), "refusal": batch_of(encoder, refused),
+               "retain": batch_of(encoder, retain)}
+    beta = 0.3
+    with torch.no_grad():
+        seq = lambda m, ex: torch.stack([lp.gather(1, t[:, None]).sum() for lp, t in full_logprobs(m, encoder, ex)])
+        margin = (seq(model.model, refused) - seq(reference, refused)) - (seq(model.model, forget) - seq(reference, forget))
+        expected = (-(2 / beta) * torch.log(torch.sigmoid(beta * margin))).mean()
+        retain_nll = torch.stack([-lp.gather(1, t[:, None]).mean()
+                                  for lp, t in full_logprobs(model.model, encoder, retain)]).mean()
+        method = get_method("idk_dpo")
+        terms = method.terms(model.model, batches, parse_hyperparameters(method, [f"beta={beta}", "retain_weight=0.7"]),
+                             reference)
+    torch.testing.assert_close(terms.forget, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(terms.retain, 0.7 * retain_nll, rtol=1e-4, atol=1e-5)
+    # Against itself every log-ratio is 0: the loss is (2/beta) log 2 exactly.
+    with torch.no_grad():
+        same = method.terms(model.model, batches, parse_hyperparameters(method, [f"beta={beta}"]), model.model)
+    torch.testing.assert_close(same.forget, torch.tensor(2 / beta * math.log(2)), rtol=1e-5, atol=1e-6)
+
+
+def test_refusals_are_fixed_per_example_varied_and_tokenize_in_both_families(tiny_models):
+    examples = forget_examples() + retain_examples()
+    chosen = [refusal(e) for e in examples]
+    assert chosen == [refusal(Example(e.question, e.answer)) for e in examples]  # not the image, not the run
+    assert set(chosen) <= set(REFUSALS) and len(set(chosen)) >= 3
+    for family, path in tiny_models.items():
+        tokenizer = load_model(str(path)).processor.tokenizer
+        for text in REFUSALS:
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            assert tokenizer.unk_token_id not in ids, (family, text)
+            assert tokenizer.decode(ids) == text, (family, text)
 
 
 def short_run(loaded_model, method_name, *hparams, epochs=3, learning_rate=1e-2):
@@ -72,7 +123,7 @@ def frozen_model(loaded_model, method):
     return load_model(loaded_model.source).model.eval() if method.frozen_model else None
 
 
-@pytest.mark.parametrize("method,hparams", [("simnpo", ("beta=0.1",))])
+@pytest.mark.parametrize("method,hparams", [("simnpo", ("beta=0.1",)), ("idk_dpo", ("beta=0.5",))])
 def test_each_new_method_unlearns_on_both_families(loaded, method, hparams):
     """A few steps lower the method's forget term over the whole forget set, with the retain term on.
 
@@ -95,9 +146,30 @@ def test_each_new_method_unlearns_on_both_families(loaded, method, hparams):
     assert forget_term() < before
 
 
+def test_idk_dpo_steps_pair_each_forget_example_with_its_own_refusal(loaded):
+    _, model = loaded
+    seen, _ = short_run(model, "idk_dpo", epochs=2)
+    tokenizer = model.processor.tokenizer
+    by_question = {}
+    for batches in seen:
+        forget, refused = batches["forget"], batches["refusal"]
+        assert forget["input_ids"].shape[0] == refused["input_ids"].shape[0] == 2
+        for row in range(2):
+            prompt = lambda b: [t for t, l, m in zip(b["input_ids"][row].tolist(), b["labels"][row].tolist(),
+                                                     b["attention_mask"][row].tolist()) if l == IGNORE_INDEX and m]
+            answer = lambda b: tokenizer.decode([t for t in b["labels"][row].tolist() if t != IGNORE_INDEX])
+            assert prompt(forget) == prompt(refused)  # the same question (and image tokens)
+            assert any(text in answer(refused) for text in REFUSALS)
+            by_question.setdefault(answer(forget), set()).add(answer(refused))
+        if "pixel_values" in forget:  # the same images, in the same order
+            assert torch.equal(forget["pixel_values"], refused["pixel_values"])
+    assert len(by_question) == 6 and all(len(refusals) == 1 for refusals in by_question.values())
+
+
 @pytest.mark.parametrize("method,assignment,message", [
     ("simnpo", "beta=0", "hyper-parameter 'beta' of method 'simnpo' must be > 0, not 0"),
     ("simnpo", "gamma=-0.1", "hyper-parameter 'gamma' of method 'simnpo' must be >= 0, not -0.1"),
+    ("idk_dpo", "beta=-1", "hyper-parameter 'beta' of method 'idk_dpo' must be > 0, not -1"),
 ])
 def test_bad_hyperparameters_are_refused_on_the_command_line(method, assignment, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -106,6 +178,7 @@ def test_bad_hyperparameters_are_refused_on_the_command_line(method, assignment,
 
 @pytest.mark.parametrize("block,message", [
     ({"simnpo": {"gamma": -1}}, "x.simnpo.gamma: -1 is less than the minimum of 0"),
+    ({"idk_dpo": {"beta": 0}}, "x.idk_dpo.beta: 0 is less than or equal to the minimum of 0"),
 ])
 def test_bad_hyperparameters_are_refused_in_a_config(block, message):
     with pytest.raises(ConfigError) as error:

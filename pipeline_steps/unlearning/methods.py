@@ -22,6 +22,9 @@ Methods beyond the paper (issue 16), each cited in its class:
 
 * ``simnpo``: SimNPO (Fan et al. 2024), NPO without a reference model and length-normalised, with
   a margin, plus the retain NLL.
+* ``idk_dpo``: IdkDPO (Maini et al. 2024, TOFU; DPO of Rafailov et al. 2023): the forget
+  questions' refusal answers (``refusals.py``) preferred to their true answers, against the frozen
+  vanilla model, plus the retain NLL.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import torch.nn.functional as F
 
 from ..models.encoding import Example
 from ..training.losses import answer_logits, answer_nll, answer_token_logprobs
+from .refusals import with_refusal
 
 
 @dataclass
@@ -212,4 +216,41 @@ class SimNPO(Method):
         beta = hparams.beta
         # -log sigmoid(z) = softplus(-z), with z = beta * nll - gamma: finite for any nll.
         forget = (2 / beta) * F.softplus(hparams.gamma - beta * nll).mean()
+        return LossTerms(forget=forget, retain=hparams.retain_weight * mean_nll(model, batches["retain"]))
+
+
+@register
+class IdkDPO(Method):
+    """IdkDPO (Maini et al. 2024, TOFU, Sec. 4; the DPO loss of Rafailov et al. 2023, Eq. 7, as
+    open-unlearning's ``DPO`` trainer computes it)::
+
+        L = -(2/beta) E_forget log sigmoid(beta * [log pi_theta(y_idk|x) / pi_ref(y_idk|x)
+                                                   - log pi_theta(y|x) / pi_ref(y|x)]) + lambda * L_retain
+
+    Each forget question's refusal (``refusals.py``) is the preferred answer y_idk and its true
+    answer y the dispreferred one; pi_ref is the frozen vanilla model; log pi are whole-answer
+    (summed) log-probabilities as in DPO. The 2/beta scale is open-unlearning's (as NPO's), which
+    keeps the gradient's size comparable across beta. L_retain is the retain set's NLL.
+    Unlike gradient ascent, the target is a fluent answer, so the model is steered toward
+    declining rather than toward whatever lowers the true answer's likelihood.
+    """
+
+    name, label = "idk_dpo", "IdkDPO"
+    uses_retain = True
+    frozen_model = "vanilla"
+
+    @dataclass(frozen=True)
+    class Hyperparameters(RetainWeight):
+        beta: float = hyperparameter(0.1, "inverse temperature of the preference loss", exclusiveMinimum=0)
+
+    def alternative_answers(self, forget):
+        return {"refusal": [with_refusal(example) for example in forget]}
+
+    def terms(self, model, batches, hparams, reference_model=None):
+        with torch.no_grad():
+            reference = {name: sequence_logprob(reference_model, batches[name]) for name in ("refusal", "forget")}
+        preferred = sequence_logprob(model, batches["refusal"]) - reference["refusal"]
+        dispreferred = sequence_logprob(model, batches["forget"]) - reference["forget"]
+        beta = hparams.beta
+        forget = (2 / beta) * F.softplus(-beta * (preferred - dispreferred)).mean()  # -(2/beta) log sigmoid
         return LossTerms(forget=forget, retain=hparams.retain_weight * mean_nll(model, batches["retain"]))
