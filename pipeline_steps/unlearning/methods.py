@@ -25,6 +25,9 @@ Methods beyond the paper (issue 16), each cited in its class:
 * ``idk_dpo``: IdkDPO (Maini et al. 2024, TOFU; DPO of Rafailov et al. 2023): the forget
   questions' refusal answers (``refusals.py``) preferred to their true answers, against the frozen
   vanilla model, plus the retain NLL.
+* ``rmu``: RMU (Li et al. 2024, WMDP): one decoder layer's activations on the forget answers
+  pushed toward a fixed random direction, on the retain answers held to the vanilla model's;
+  only that layer's and the two before's MLP down-projections train.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from typing import ClassVar, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..models.encoding import Example
+from ..models.encoding import IGNORE_INDEX, Example
+from ..models.families import family_of
 from ..training.losses import answer_logits, answer_nll, answer_token_logprobs
 from .refusals import with_refusal
 
@@ -254,3 +258,90 @@ class IdkDPO(Method):
         beta = hparams.beta
         forget = (2 / beta) * F.softplus(-beta * (preferred - dispreferred)).mean()  # -(2/beta) log sigmoid
         return LossTerms(forget=forget, retain=hparams.retain_weight * mean_nll(model, batches["retain"]))
+
+
+def layer_output(model, layer: int, batch: dict) -> torch.Tensor:
+    """The output of the language model's decoder layer ``layer`` on ``batch``: [batch, seq, hidden]."""
+    captured = []
+    module = family_of(model.config.model_type).decoder_layer(model, layer)
+    handle = module.register_forward_hook(lambda _, __, output: captured.append(
+        output[0] if isinstance(output, tuple) else output))
+    try:  # logits at one position only: the output head is not what the loss reads
+        model(**{key: value for key, value in batch.items() if key != "labels"}, logits_to_keep=1)
+    finally:
+        handle.remove()
+    return captured[0].float()
+
+
+def answer_mse(activations: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance per hidden unit, averaged over each example's answer tokens, then over
+    the batch (as every answer-token loss here)."""
+    mask = labels != IGNORE_INDEX
+    per_token = (activations - target).pow(2).mean(-1)
+    return ((per_token * mask).sum(1) / mask.sum(1)).mean()
+
+
+def steering_direction(hidden: int, seed: int) -> torch.Tensor:
+    """RMU's fixed random unit vector u: uniform on [0, 1) then normalised, as the WMDP code draws it."""
+    u = torch.rand(hidden, generator=torch.Generator().manual_seed(seed))
+    return u / u.norm()
+
+
+@register
+class RMU(Method):
+    """RMU, Representation Misdirection for Unlearning (Li et al. 2024, "The WMDP Benchmark:
+    Measuring and Reducing Malicious Use With Unlearning", Sec. 5, forget and retain losses)::
+
+        L = E_forget 1/|y| sum_t ||h_theta(t) - c * u||^2 + alpha * E_retain 1/|y| sum_t ||h_theta(t) - h_frozen(t)||^2
+
+    h is the output of the language model's decoder layer ``layer`` (``Family.decoder_layers``,
+    the same path in both families), u a fixed random unit vector (``direction_seed``), c the
+    steering coefficient, h_frozen the frozen vanilla model's. The squared norm is taken per
+    hidden unit (divided by the width), as the authors' code and open-unlearning do.
+
+    The loss reads the answer tokens' positions (labels != -100, as open-unlearning), not the
+    whole prompt: the prompt's question templates and image tokens are shared with the retain
+    set's questions, so scrambling them would fight the retain term on the same inputs, while
+    the answer positions are where a profile's facts are recalled. As in the paper, only the MLPs
+    of a few layers up to ``layer`` train (its code's default: the down-projections of layers
+    layer-2..layer, ``updated_layers``); with ``updated_layers`` 0 every parameter of the job's
+    module group trains, as the other baselines.
+    """
+
+    name, label = "rmu", "RMU"
+    uses_retain = True
+    frozen_model = "vanilla"
+
+    @dataclass(frozen=True)
+    class Hyperparameters:
+        layer: int = hyperparameter(7, "decoder layer whose output is steered (0 = the first; WMDP: 7 of 32)",
+                                    minimum=0)
+        steering_coeff: float = hyperparameter(6.5, "c: norm of the target activation c * u (WMDP: 6.5 for a 7B)",
+                                               exclusiveMinimum=0)
+        alpha: float = hyperparameter(1200.0, "weight of the retain activation term (WMDP: 1200)", minimum=0)
+        updated_layers: int = hyperparameter(3, "train the MLP down-projections of this many layers ending at "
+                                                "`layer`; 0 trains every parameter", minimum=0)
+        direction_seed: int = hyperparameter(0, "seed of the random direction u", minimum=0)
+
+    def trainable(self, model, family, hparams, candidates):
+        family.decoder_layer(model, hparams.layer)  # refuses a layer the model does not have
+        if hparams.updated_layers == 0:
+            return candidates
+        first = max(0, hparams.layer - hparams.updated_layers + 1)
+        chosen = {f"{family.decoder_layers}.{i}.mlp.down_proj.weight" for i in range(first, hparams.layer + 1)}
+        if not chosen & candidates:
+            raise ValueError(f"RMU trains {', '.join(sorted(chosen))}, none of which is in the job's module group")
+        return chosen & candidates
+
+    def retain_used(self, hparams) -> bool:
+        return hparams.alpha != 0
+
+    def terms(self, model, batches, hparams, reference_model=None):
+        forget, retain = batches["forget"], batches["retain"]
+        activations = layer_output(model, hparams.layer, forget)
+        target = hparams.steering_coeff * steering_direction(activations.shape[-1], hparams.direction_seed)
+        with torch.no_grad():
+            frozen = layer_output(reference_model, hparams.layer, retain)
+        return LossTerms(forget=answer_mse(activations, target.to(activations.device), forget["labels"]),
+                         retain=hparams.alpha * answer_mse(layer_output(model, hparams.layer, retain), frozen,
+                                                           retain["labels"]))
