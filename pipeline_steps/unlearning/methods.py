@@ -1,10 +1,12 @@
 """Unlearning objectives: one class per method, which declares everything the rest of the system
 needs to know about it.
 
-A method turns ``{"forget": batch, "retain": batch}`` into loss terms: the ``forget`` term (the
+A method turns ``{"forget": batch, "retain": batch}`` (plus any batch of the forget questions
+with other answers it asks for, ``alternative_answers``) into loss terms: the ``forget`` term (the
 one a saliency mask restricts) and the ``retain`` term; the loss is their sum. Its class also says
-what its jobs need (retain examples, a frozen model, a saliency mask), its name in tables, and its
-own hyper-parameters (a frozen dataclass with defaults, descriptions and bounds). The workflow, the
+what its jobs need (retain examples, a frozen model, a saliency mask), which tensors it trains
+(``trainable``: all, unless it says fewer), its name in tables, and its own hyper-parameters (a
+frozen dataclass with defaults, descriptions and bounds). The workflow, the
 config check, the environment check and the report read these instead of naming methods, so adding
 a method is one class here and one entry in a config. Losses are per-example means over answer
 tokens (paper Eq. 13), averaged over the batch:
@@ -266,6 +268,9 @@ def layer_output(model, layer: int, batch: dict) -> torch.Tensor:
     module = family_of(model.config.model_type).decoder_layer(model, layer)
     handle = module.register_forward_hook(lambda _, __, output: captured.append(
         output[0] if isinstance(output, tuple) else output))
+    # The layers above ``layer`` still run (their output is unused): stopping the forward early
+    # would need an exception through the model and FSDP's hooks, for a saving RMU's few steps
+    # do not need.
     try:  # logits at one position only: the output head is not what the loss reads
         model(**{key: value for key, value in batch.items() if key != "labels"}, logits_to_keep=1)
     finally:
