@@ -10,7 +10,7 @@ the forget profiles, retain VQA of the retain profiles. Methods are in
 by ``--help``); a method with a frozen retain-set model (``npo``) needs ``--reference`` (the base
 fine-tuned on the retain set), a masked one (``mmunlearner``) a ``--mask`` (whose module group
 also fixes which tensors train; the other methods train every parameter, as the paper's
-baselines). Writes ``weights.safetensors`` (only the tensors that changed, applied to the
+baselines, except where a method trains fewer: ``rmu``, a few MLPs). Writes ``weights.safetensors`` (only the tensors that changed, applied to the
 vanilla model by ``evaluate --changes``),
 ``train_log.jsonl`` (per step: losses, gradient norm, fraction of parameters changed) and
 ``manifest.json`` (the exact settings). A mask that does not fit the model is refused before
@@ -110,7 +110,8 @@ def main(args) -> None:
     if args.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     mask, modules = load_mask(args.mask, model, fingerprint) if method.needs_mask else (None, "all")
-    trainable = {name for name, _ in model.named_parameters() if loaded.family.in_group(name, modules)}
+    trainable = method.trainable(model, loaded.family, hparams, {
+        name for name, _ in model.named_parameters() if loaded.family.in_group(name, modules)})
     reference = None
     if method.frozen_model:
         source = args.vanilla if method.frozen_model == "vanilla" else args.reference

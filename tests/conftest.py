@@ -55,3 +55,11 @@ def tiny_models(benchmark, tmp_path_factory) -> dict[str, Path]:
         paths[family] = tmp_path_factory.mktemp(family)
         save_model(model, processor, paths[family])
     return paths
+
+
+@pytest.fixture(params=["llava", "qwen2_vl"])
+def loaded(request, tiny_models):
+    """(family, a freshly loaded tiny model of it), once per family."""
+    from pipeline_steps.models.loading import load_model
+
+    return request.param, load_model(str(tiny_models[request.param]))

@@ -19,7 +19,7 @@ import torch
 import yaml
 from PIL import Image
 
-from pipeline_steps.models.encoding import Example
+from pipeline_steps.models.encoding import IGNORE_INDEX, Example
 from pipeline_steps.saliency.tensor_files import write_tensors
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,6 +93,25 @@ def forget_examples():
 def retain_examples():
     return [Example("Which city is the person in the image from?", answer, Image.new("RGB", (32, 32), colour))
             for answer, colour in zip(("Oslo", "Lima", "Riga", "Porto", "Perth", "Kyoto"), reversed(COLOURS))]
+
+
+def single_inputs(encoded: dict) -> dict:
+    """One encoded example as a batch of one, without its labels."""
+    return {k: (v.unsqueeze(0) if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v)
+            for k, v in encoded.items() if k != "labels"}
+
+
+def full_logprobs(model, encoder, examples):
+    """Per-example answer log-probabilities from full logits, one example at a time (no padding,
+    no ``logits_to_keep``): what the methods' batched losses are checked against."""
+    result = []
+    for example in examples:
+        encoded = encoder.encode(example)
+        logits = model(**single_inputs(encoded)).logits[0, :-1].float()
+        targets = encoded["labels"][1:]
+        keep = targets != IGNORE_INDEX
+        result.append((torch.log_softmax(logits[keep], -1), targets[keep]))
+    return result
 
 
 def random_mask(model, fraction=0.3, seed=0):

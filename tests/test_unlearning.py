@@ -8,7 +8,7 @@ import torch
 import torch.optim.optimizer as optimizer_hooks
 from accelerate import Accelerator
 
-from pipeline_steps.models.encoding import IGNORE_INDEX, PromptEncoder
+from pipeline_steps.models.encoding import PromptEncoder
 from pipeline_steps.models.families import FAMILIES
 from pipeline_steps.models.loading import load_model, model_fingerprint, save_model
 from pipeline_steps.unlearning.loop import UnlearnSettings, unlearn
@@ -16,12 +16,7 @@ from pipeline_steps.unlearning.methods import get_method
 from pipeline_steps.unlearning.settings import parse_hyperparameters
 from pipeline_steps.unlearning.weights import apply_changes, save_changes
 
-from helpers import forget_examples, mask_file, random_mask, retain_examples, run_stage
-
-
-@pytest.fixture(params=["llava", "qwen2_vl"])
-def loaded(request, tiny_models):
-    return request.param, load_model(str(tiny_models[request.param]))
+from helpers import forget_examples, full_logprobs, mask_file, random_mask, retain_examples, run_stage
 
 
 def run(loaded_model, method, *, mask=None, trainable=None, retain_weight=1.0, steps_epochs=3, weight_decay=0.1,
@@ -111,20 +106,6 @@ def test_tensors_outside_the_module_group_stay_frozen(loaded, group):
         if name not in trainable:
             assert torch.equal(parameter.detach(), before[name]), name
     assert any(not torch.equal(p.detach(), before[n]) for n, p in model.model.named_parameters() if n in trainable)
-
-
-def full_logprobs(model, encoder, examples):
-    """Per-example answer log-probabilities from full logits, one example at a time."""
-    result = []
-    for example in examples:
-        encoded = encoder.encode(example)
-        inputs = {k: (v.unsqueeze(0) if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v)
-                  for k, v in encoded.items() if k != "labels"}
-        logits = model(**inputs).logits[0, :-1].float()
-        targets = encoded["labels"][1:]
-        keep = targets != IGNORE_INDEX
-        result.append((torch.log_softmax(logits[keep], -1), targets[keep]))
-    return result
 
 
 def test_each_baseline_loss_by_hand(loaded):

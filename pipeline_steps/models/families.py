@@ -20,6 +20,16 @@ class Family:
     vision_prefixes: tuple[str, ...]
     connector_prefixes: tuple[str, ...]
     language_prefixes: tuple[str, ...]
+    decoder_layers: str  # the language model's decoder layers (a ModuleList), as a module path
+
+    def decoder_layer(self, model, index: int):
+        """The language model's decoder layer ``index`` (0 = the first), refused with the range
+        when the model has no such layer."""
+        layers = model.get_submodule(self.decoder_layers)
+        if not 0 <= index < len(layers):
+            raise ValueError(f"decoder layer {index} does not exist: the {self.name} model's language model has "
+                             f"{len(layers)} (0-{len(layers) - 1})")
+        return layers[index]
 
     def module_of(self, parameter_name: str) -> str:
         """``vision``, ``connector`` or ``language``: where a parameter sits in the model."""
@@ -44,9 +54,9 @@ class Family:
 
 FAMILIES = {
     "llava": Family("llava", "llava", ("model.vision_tower.",), ("model.multi_modal_projector.",),
-                    ("model.language_model.", "lm_head.")),
+                    ("model.language_model.", "lm_head."), "model.language_model.layers"),
     "qwen2_vl": Family("qwen2_vl", "qwen2_vl", ("model.visual.",), ("model.visual.merger.",),
-                       ("model.language_model.", "lm_head.")),
+                       ("model.language_model.", "lm_head."), "model.language_model.layers"),
 }
 
 

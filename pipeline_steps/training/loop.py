@@ -57,7 +57,7 @@ def fit(model: torch.nn.Module, encoder: PromptEncoder, examples: Sequence[Examp
     objective = objective or Objective()
     caches = {objective.batch_name: [encoder.encode(example) for example in examples]}
     caches |= {name: [encoder.encode(example) for example in paired]
-               for name, paired in objective.paired_examples.items()}
+               for name, paired in {**objective.paired_examples, **objective.aligned_examples}.items()}
     total_steps = math.ceil(len(examples) / settings.batch_size) * settings.epochs
     upcast_trainable(model)
     device = accelerator.device
@@ -95,7 +95,9 @@ def fit(model: torch.nn.Module, encoder: PromptEncoder, examples: Sequence[Examp
         order = pending if pending is not None else batches(range(len(examples)), settings.batch_size, rng)
         pending = None
         while order:
-            global_batches = {objective.batch_name: order.pop(0), **objective.paired_batches(rng)}
+            own = order.pop(0)
+            global_batches = {objective.batch_name: own, **dict.fromkeys(objective.aligned_examples, own),
+                              **objective.paired_batches(rng)}
             step_batches, weights = {}, {}
             for name, indices in global_batches.items():
                 step_batches[name], weights[name] = local_batch(name, indices)

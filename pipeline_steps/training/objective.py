@@ -29,6 +29,9 @@ class Objective:
     batch_name = "train"
     # Further examples by batch name, encoded by the loop with its own; ``paired_batches`` draws from them.
     paired_examples: Mapping[str, Sequence[Example]] = {}
+    # Further examples by batch name, one for each of the loop's own (the same questions with other
+    # answers): every step draws them with the indices of its own batch.
+    aligned_examples: Mapping[str, Sequence[Example]] = {}
     # True: AdamW applies the settings' weight decay; False: ``before_optimizer_step`` does it.
     decay_in_optimizer = True
     # True: a log entry at the end of every epoch too (with ``epoch_end_fields``), not only every

@@ -55,12 +55,14 @@ def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forg
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name in trainable)
     objective = Unlearning(method, hparams, settings, retain, trainable=trainable, mask=mask,
-                           reference_model=reference_model, start_values=start_values)
+                           reference_model=reference_model, start_values=start_values,
+                           alternatives=method.alternative_answers(forget))
     return fit(model, encoder, forget, settings, accelerator, objective, description=method.name, progress=progress)
 
 
 class Unlearning(Objective):
-    """One method's unlearning step: forget batch, cycled retain batch, masked forget gradient."""
+    """One method's unlearning step: forget batch (and, for a method that asks, the same examples
+    with other answers), cycled retain batch, masked forget gradient."""
 
     batch_name = "forget"
     decay_in_optimizer = False  # decayed only where a gradient can arrive, in before_optimizer_step
@@ -68,9 +70,11 @@ class Unlearning(Objective):
 
     def __init__(self, method: Method, hparams, settings: UnlearnSettings, retain: Sequence[Example], *,
                  trainable: set[str], mask: dict[str, torch.Tensor] | None,
-                 reference_model: torch.nn.Module | None, start_values: dict[str, torch.Tensor]):
+                 reference_model: torch.nn.Module | None, start_values: dict[str, torch.Tensor],
+                 alternatives: dict[str, list[Example]] | None = None):
         self.method, self.hparams, self.settings = method, hparams, settings
         self.paired_examples = {"retain": retain} if method.uses_retain else {}
+        self.aligned_examples = alternatives or {}  # the forget examples with other answers
         self.trainable, self.mask, self.reference_model = trainable, mask, reference_model
         self.start_values = start_values
         self.retain_queue: list[list[int]] = []

@@ -1,10 +1,12 @@
 """Unlearning objectives: one class per method, which declares everything the rest of the system
 needs to know about it.
 
-A method turns ``{"forget": batch, "retain": batch}`` into loss terms: the ``forget`` term (the
+A method turns ``{"forget": batch, "retain": batch}`` (plus any batch of the forget questions
+with other answers it asks for, ``alternative_answers``) into loss terms: the ``forget`` term (the
 one a saliency mask restricts) and the ``retain`` term; the loss is their sum. Its class also says
-what its jobs need (retain examples, a frozen model, a saliency mask), its name in tables, and its
-own hyper-parameters (a frozen dataclass with defaults, descriptions and bounds). The workflow, the
+what its jobs need (retain examples, a frozen model, a saliency mask), which tensors it trains
+(``trainable``: all, unless it says fewer), its name in tables, and its own hyper-parameters (a
+frozen dataclass with defaults, descriptions and bounds). The workflow, the
 config check, the environment check and the report read these instead of naming methods, so adding
 a method is one class here and one entry in a config. Losses are per-example means over answer
 tokens (paper Eq. 13), averaged over the batch:
@@ -17,17 +19,31 @@ tokens (paper Eq. 13), averaged over the batch:
   with sequence probabilities of the answer and the reference fine-tuned on the retain set only.
 * ``mmunlearner``: -m * grad L_forget + grad L_retain (Eq. 3): GA_Diff's terms, with the forget
   term's gradient restricted to the saliency mask by the training loop.
+
+Methods beyond the paper (issue 16), each cited in its class:
+
+* ``simnpo``: SimNPO (Fan et al. 2024), NPO without a reference model and length-normalised, with
+  a margin, plus the retain NLL.
+* ``idk_dpo``: IdkDPO (Maini et al. 2024, TOFU; DPO of Rafailov et al. 2023): the forget
+  questions' refusal answers (``refusals.py``) preferred to their true answers, against the frozen
+  vanilla model, plus the retain NLL.
+* ``rmu``: RMU (Li et al. 2024, WMDP): one decoder layer's activations on the forget answers
+  pushed toward a fixed random direction, on the retain answers held to the vanilla model's;
+  only that layer's and the two before's MLP down-projections train.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import ClassVar
+from typing import ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ..models.encoding import IGNORE_INDEX, Example
+from ..models.families import family_of
 from ..training.losses import answer_logits, answer_nll, answer_token_logprobs
+from .refusals import with_refusal
 
 
 @dataclass
@@ -71,6 +87,16 @@ class Method:
     def terms(self, model, batches: dict[str, dict], hparams, reference_model=None) -> LossTerms:
         raise NotImplementedError
 
+    def alternative_answers(self, forget: Sequence[Example]) -> dict[str, list[Example]]:
+        """Batches of the forget examples with other answers, by name: drawn with each step's
+        forget indices and handed to ``terms`` next to ``forget``. None unless a method asks."""
+        return {}
+
+    def trainable(self, model, family, hparams, candidates: set[str]) -> set[str]:
+        """The parameters this method trains out of ``candidates`` (those of the job's module
+        group): all of them unless a method restricts them; a bad setting is refused here."""
+        return candidates
+
     def retain_used(self, hparams) -> bool:
         """Whether the retain term reaches the gradient: a method's ``retain_weight`` of 0 turns it off."""
         return self.uses_retain and getattr(hparams, "retain_weight", 1.0) != 0
@@ -98,6 +124,12 @@ def get_method(name: str) -> Method:
 
 def mean_nll(model, batch: dict) -> torch.Tensor:
     return answer_nll(*answer_logits(model, batch)).mean()
+
+
+def sequence_logprob(model, batch: dict) -> torch.Tensor:
+    """log pi(y|x) of each example's whole answer, shape [batch]."""
+    logprobs, _ = answer_token_logprobs(*answer_logits(model, batch))
+    return logprobs.sum(1)
 
 
 @register
@@ -149,10 +181,9 @@ class NegativePreferenceOptimization(Method):
         beta: float = hyperparameter(0.4, "inverse temperature of the preference loss (Eq. 19)", exclusiveMinimum=0)
 
     def terms(self, model, batches, hparams, reference_model=None):
-        logprobs, _ = answer_token_logprobs(*answer_logits(model, batches["forget"]))
         with torch.no_grad():
-            reference_logprobs, _ = answer_token_logprobs(*answer_logits(reference_model, batches["forget"]))
-        log_ratio = logprobs.sum(1) - reference_logprobs.sum(1)  # log pi_theta(y|x) - log pi_ref(y|x)
+            reference = sequence_logprob(reference_model, batches["forget"])
+        log_ratio = sequence_logprob(model, batches["forget"]) - reference  # log pi_theta(y|x) - log pi_ref(y|x)
         beta = hparams.beta
         return LossTerms(forget=(2 / beta) * F.softplus(beta * log_ratio).mean())
 
@@ -161,3 +192,161 @@ class NegativePreferenceOptimization(Method):
 class MMUnlearner(GradientDifference):
     name, label = "mmunlearner", "MMUnlearner"
     needs_mask = True
+
+
+@register
+class SimNPO(Method):
+    """SimNPO (Fan et al. 2024, "Simplicity Prevails: Rethinking Negative Preference Optimization
+    for LLM Unlearning", Eq. 4, with the retain term of its Eq. 5)::
+
+        L = -(2/beta) E_forget log sigmoid(-(beta/|y|) log pi_theta(y|x) - gamma) + lambda * L_retain
+
+    NPO (Eq. 19 of our paper) with the reference model dropped, so the forget term no longer
+    weights examples by how far the model already is from a reference, and the answer's
+    log-likelihood divided by its length |y|, so long answers are not unlearned harder than short
+    ones. ``(1/|y|) log pi_theta(y|x)`` is minus the per-example mean answer NLL (Eq. 13), over
+    the answer continuation's tokens, the closing end-of-turn token included; gamma is a reward
+    margin. L_retain is the retain set's NLL (the paper's GradDiff-style regulariser).
+    """
+
+    name, label = "simnpo", "SimNPO"
+    uses_retain = True
+
+    @dataclass(frozen=True)
+    class Hyperparameters(RetainWeight):
+        beta: float = hyperparameter(2.5, "inverse temperature of the length-normalised loss", exclusiveMinimum=0)
+        gamma: float = hyperparameter(0.0, "reward margin subtracted inside the sigmoid", minimum=0)
+
+    def terms(self, model, batches, hparams, reference_model=None):
+        nll = answer_nll(*answer_logits(model, batches["forget"]))  # -(1/|y|) log pi_theta(y|x)
+        beta = hparams.beta
+        # -log sigmoid(z) = softplus(-z), with z = beta * nll - gamma: finite for any nll.
+        forget = (2 / beta) * F.softplus(hparams.gamma - beta * nll).mean()
+        return LossTerms(forget=forget, retain=hparams.retain_weight * mean_nll(model, batches["retain"]))
+
+
+@register
+class IdkDPO(Method):
+    """IdkDPO (Maini et al. 2024, TOFU, Sec. 4; the DPO loss of Rafailov et al. 2023, Eq. 7, as
+    open-unlearning's ``DPO`` trainer computes it)::
+
+        L = -(2/beta) E_forget log sigmoid(beta * [log pi_theta(y_idk|x) / pi_ref(y_idk|x)
+                                                   - log pi_theta(y|x) / pi_ref(y|x)]) + lambda * L_retain
+
+    Each forget question's refusal (``refusals.py``) is the preferred answer y_idk and its true
+    answer y the dispreferred one; pi_ref is the frozen vanilla model; log pi are whole-answer
+    (summed) log-probabilities as in DPO. The 2/beta scale is open-unlearning's (as NPO's), which
+    keeps the gradient's size comparable across beta. L_retain is the retain set's NLL.
+    Unlike gradient ascent, the target is a fluent answer, so the model is steered toward
+    declining rather than toward whatever lowers the true answer's likelihood.
+    """
+
+    name, label = "idk_dpo", "IdkDPO"
+    uses_retain = True
+    frozen_model = "vanilla"
+
+    @dataclass(frozen=True)
+    class Hyperparameters(RetainWeight):
+        beta: float = hyperparameter(0.1, "inverse temperature of the preference loss", exclusiveMinimum=0)
+
+    def alternative_answers(self, forget):
+        return {"refusal": [with_refusal(example) for example in forget]}
+
+    def terms(self, model, batches, hparams, reference_model=None):
+        with torch.no_grad():
+            reference = {name: sequence_logprob(reference_model, batches[name]) for name in ("refusal", "forget")}
+        preferred = sequence_logprob(model, batches["refusal"]) - reference["refusal"]
+        dispreferred = sequence_logprob(model, batches["forget"]) - reference["forget"]
+        beta = hparams.beta
+        forget = (2 / beta) * F.softplus(-beta * (preferred - dispreferred)).mean()  # -(2/beta) log sigmoid
+        return LossTerms(forget=forget, retain=hparams.retain_weight * mean_nll(model, batches["retain"]))
+
+
+def layer_output(model, layer: int, batch: dict) -> torch.Tensor:
+    """The output of the language model's decoder layer ``layer`` on ``batch``: [batch, seq, hidden]."""
+    captured = []
+    module = family_of(model.config.model_type).decoder_layer(model, layer)
+    handle = module.register_forward_hook(lambda _, __, output: captured.append(
+        output[0] if isinstance(output, tuple) else output))
+    # The layers above ``layer`` still run (their output is unused): stopping the forward early
+    # would need an exception through the model and FSDP's hooks, for a saving RMU's few steps
+    # do not need.
+    try:  # logits at one position only: the output head is not what the loss reads
+        model(**{key: value for key, value in batch.items() if key != "labels"}, logits_to_keep=1)
+    finally:
+        handle.remove()
+    return captured[0].float()
+
+
+def answer_mse(activations: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance per hidden unit, averaged over each example's answer tokens, then over
+    the batch (as every answer-token loss here)."""
+    mask = labels != IGNORE_INDEX
+    per_token = (activations - target).pow(2).mean(-1)
+    return ((per_token * mask).sum(1) / mask.sum(1)).mean()
+
+
+def steering_direction(hidden: int, seed: int) -> torch.Tensor:
+    """RMU's fixed random unit vector u: uniform on [0, 1) then normalised, as the WMDP code draws it."""
+    u = torch.rand(hidden, generator=torch.Generator().manual_seed(seed))
+    return u / u.norm()
+
+
+@register
+class RMU(Method):
+    """RMU, Representation Misdirection for Unlearning (Li et al. 2024, "The WMDP Benchmark:
+    Measuring and Reducing Malicious Use With Unlearning", Sec. 5, forget and retain losses)::
+
+        L = E_forget 1/|y| sum_t ||h_theta(t) - c * u||^2 + alpha * E_retain 1/|y| sum_t ||h_theta(t) - h_frozen(t)||^2
+
+    h is the output of the language model's decoder layer ``layer`` (``Family.decoder_layers``,
+    the same path in both families), u a fixed random unit vector (``direction_seed``), c the
+    steering coefficient, h_frozen the frozen vanilla model's. The squared norm is taken per
+    hidden unit (divided by the width), as the authors' code and open-unlearning do.
+
+    The loss reads the answer tokens' positions (labels != -100, as open-unlearning), not the
+    whole prompt: the prompt's question templates and image tokens are shared with the retain
+    set's questions, so scrambling them would fight the retain term on the same inputs, while
+    the answer positions are where a profile's facts are recalled. As in the paper, only the MLPs
+    of a few layers up to ``layer`` train (its code's default: the down-projections of layers
+    layer-2..layer, ``updated_layers``); with ``updated_layers`` 0 every parameter of the job's
+    module group trains, as the other baselines.
+    """
+
+    name, label = "rmu", "RMU"
+    uses_retain = True
+    frozen_model = "vanilla"
+
+    @dataclass(frozen=True)
+    class Hyperparameters:
+        layer: int = hyperparameter(7, "decoder layer whose output is steered (0 = the first; WMDP: 7 of 32)",
+                                    minimum=0)
+        steering_coeff: float = hyperparameter(6.5, "c: norm of the target activation c * u (WMDP: 6.5 for a 7B)",
+                                               exclusiveMinimum=0)
+        alpha: float = hyperparameter(1200.0, "weight of the retain activation term (WMDP: 1200)", minimum=0)
+        updated_layers: int = hyperparameter(3, "train the MLP down-projections of this many layers ending at "
+                                                "`layer`; 0 trains every parameter", minimum=0)
+        direction_seed: int = hyperparameter(0, "seed of the random direction u", minimum=0)
+
+    def trainable(self, model, family, hparams, candidates):
+        family.decoder_layer(model, hparams.layer)  # refuses a layer the model does not have
+        if hparams.updated_layers == 0:
+            return candidates
+        first = max(0, hparams.layer - hparams.updated_layers + 1)
+        chosen = {f"{family.decoder_layers}.{i}.mlp.down_proj.weight" for i in range(first, hparams.layer + 1)}
+        if not chosen & candidates:
+            raise ValueError(f"RMU trains {', '.join(sorted(chosen))}, none of which is in the job's module group")
+        return chosen & candidates
+
+    def retain_used(self, hparams) -> bool:
+        return hparams.alpha != 0
+
+    def terms(self, model, batches, hparams, reference_model=None):
+        forget, retain = batches["forget"], batches["retain"]
+        activations = layer_output(model, hparams.layer, forget)
+        target = hparams.steering_coeff * steering_direction(activations.shape[-1], hparams.direction_seed)
+        with torch.no_grad():
+            frozen = layer_output(reference_model, hparams.layer, retain)
+        return LossTerms(forget=answer_mse(activations, target.to(activations.device), forget["labels"]),
+                         retain=hparams.alpha * answer_mse(layer_output(model, hparams.layer, retain), frozen,
+                                                           retain["labels"]))

@@ -17,6 +17,7 @@ handed only its own method's settings, so changing ``npo.beta`` reruns NPO's job
 from __future__ import annotations
 
 import dataclasses
+import operator
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -102,7 +103,8 @@ def resolve(method_name: str, unlearn_block: dict) -> dict[str, dict]:
 
 def parse_hyperparameters(method: Method, assignments: Iterable[str]):
     """``["beta=0.4"]`` -> the method's ``Hyperparameters``, each value of its field's type; a
-    name the method does not have, or a value of the wrong type, is refused with the fix."""
+    name the method does not have, a value of the wrong type or out of its bounds, is refused with
+    the fix."""
     known = {f.name: f for f in method.hyperparameter_fields()}
     values = {}
     for assignment in assignments:
@@ -118,7 +120,17 @@ def parse_hyperparameters(method: Method, assignments: Iterable[str]):
         except ValueError:
             raise ValueError(f"hyper-parameter '{name}' of method '{method.name}' takes a {kind.__name__}, "
                              f"not '{raw}'") from None
+        for bound, (holds, sign) in BOUNDS.items():
+            if bound in known[name].metadata and not holds(values[name], known[name].metadata[bound]):
+                raise ValueError(f"hyper-parameter '{name}' of method '{method.name}' must be {sign} "
+                                 f"{known[name].metadata[bound]}, not {raw}")
     return method.Hyperparameters(**values)
+
+
+# The JSON schema bounds a hyper-parameter may declare, checked on the command line as the config
+# check checks them in a config: a stage run by hand refuses what the workflow would.
+BOUNDS = {"minimum": (operator.ge, ">="), "exclusiveMinimum": (operator.gt, ">"),
+          "maximum": (operator.le, "<="), "exclusiveMaximum": (operator.lt, "<")}
 
 
 def describe_hyperparameters() -> str:
