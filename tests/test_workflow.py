@@ -7,7 +7,7 @@ import pytest
 
 from pipeline_steps.benchmarks.synthetic.world import ATTRIBUTES
 
-from helpers import SMALL, planned_jobs, snakemake, workspace, write_config
+from helpers import SMALL, planned_jobs, pretend_run, snakemake, workspace, write_config
 
 
 def broken(change) -> dict:
@@ -138,3 +138,22 @@ def test_end_to_end_small_config(tmp_path):
         "finetune_vanilla": 1, "finetune_reference": 1, "compute_fisher": 4, "build_mask": 1,
         "unlearn": len(unlearned), "evaluate": evaluations, "locate_changes": len(unlearned) + 1, **renders,
         "render_heatmaps": 1, "all": 1}
+
+
+def test_adding_a_sweep_value_plans_only_the_new_points_and_the_reports(tmp_path):
+    """A learning-rate axis of one value, pretended run; appending a second value plans the new
+    points' unlearning and evaluation (one per method) and the reports that read every point, and
+    renames, reruns or re-reports nothing else (Table 1 stays at the protocol point)."""
+    config = copy.deepcopy(SMALL)
+    config["experiments"][0]["unlearn"]["shared"]["learning_rate"] = [1.0e-3]
+    workspace(tmp_path, config)
+    pretend_run(tmp_path)
+    assert "Nothing to be done" in snakemake(tmp_path, "-n").stdout
+    config["experiments"][0]["unlearn"]["shared"]["learning_rate"] = [1.0e-3, 3.0e-4]
+    write_config(tmp_path, config)
+    planned = snakemake(tmp_path, "-n")
+    methods = len(config["experiments"][0]["unlearn"]["methods"])
+    assert planned_jobs(planned) == {"unlearn": methods, "evaluate": methods, "render_equal_forgetting": 1,
+                                     "render_tradeoffs": 1, "all": 1}
+    assert "output: results/mini/mini_llava/forget~10/unlearn/ga_diff/lr~0.0003/weights" in planned.stdout
+    assert "unlearn/mmunlearner/beta~1.0/modules~all/lr~0.0003/weights" in planned.stdout

@@ -22,6 +22,7 @@ PATTERNS = {
     "predictions": f"{RUN}/eval/{{variant}}/predictions.jsonl",
     "changes": f"{RUN}/changes/{{variant}}.json",
     "table1": "results/tables/table1_forget~{ratio}",
+    "equal_forgetting": "results/tables/equal_forgetting_forget~{ratio}",
     "sweep_table": "results/tables/{benchmark}/{model}/{sweep}_sweep_forget~{ratio}",
     "case_studies": "results/tables/{benchmark}/{model}/case_studies_forget~{ratio}.md",
     "layer_heatmap": "results/figures/{benchmark}/{model}/layer_heatmap_forget~{ratio}",
