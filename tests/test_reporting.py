@@ -368,3 +368,21 @@ def test_equal_forgetting_chooses_on_the_selection_half_and_reports_the_other(tm
         "no point within 5 pts)." in text
     with pytest.raises(AssertionError, match="several operating points"):
         run_stage("render_tables", "--title", "t", *cells, "--out", tmp_path / "other")
+
+
+def test_frontier_joins_each_methods_sweep_points_with_intervals(tmp_path):
+    """Every sweep point of each method (two seeds of one point averaged), vanilla and the oracle,
+    on Forget VQA and Test VQA against each utility column: drawn, and byte-identical when redrawn."""
+    def values(forget, utility):
+        return {"forget_vqa": forget, "test_vqa": forget + 0.1, **{c: utility for c in MLLMU_COLUMNS[1:6]}}
+
+    evaluations = {"vanilla": values(0.9, 0.9), "oracle": values(0.3, 0.9),
+                   "ga_diff/lr~0.0003/seed~0": values(0.6, 0.8), "ga_diff/lr~0.0003/seed~1": values(0.5, 0.8),
+                   "ga_diff/lr~0.001/seed~0": values(0.2, 0.5), "ga_diff/lr~0.001/seed~1": values(0.1, 0.4),
+                   "mmunlearner/beta~1.0/modules~all/lr~0.0003/seed~0": values(0.7, 0.9)}
+    points = [arg for variant, v in evaluations.items()
+              for arg in ("--point", f"5|{variant}={write_evaluation(tmp_path, variant, v)}")]
+    for out in ("f1", "f2"):
+        run_stage("render_tradeoffs", "--title", "frontier", *points, "--out", tmp_path / out)
+    assert (tmp_path / "f1.png").stat().st_size > 20_000
+    assert (tmp_path / "f1.png").read_bytes() == (tmp_path / "f2.png").read_bytes()
