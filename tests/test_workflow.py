@@ -2,12 +2,14 @@
 
 import copy
 import json
+import shutil
 
 import pytest
+import yaml
 
 from pipeline_steps.benchmarks.synthetic.world import ATTRIBUTES
 
-from helpers import SMALL, planned_jobs, pretend_run, snakemake, workspace, write_config
+from helpers import REPO, SMALL, planned_jobs, pretend_run, snakemake, workspace, write_config
 
 
 def broken(change) -> dict:
@@ -157,3 +159,23 @@ def test_adding_a_sweep_value_plans_only_the_new_points_and_the_reports(tmp_path
                                      "render_tradeoffs": 1, "all": 1}
     assert "output: results/mini/mini_llava/forget~10/unlearn/ga_diff/lr~0.0003/weights" in planned.stdout
     assert "unlearn/mmunlearner/beta~1.0/modules~all/lr~0.0003/weights" in planned.stdout
+
+
+def test_the_study_config_is_the_embedded_default_with_a_larger_sweep(tmp_path):
+    """config/study.yaml, layered on the embedded default: the same experiment but for its unlearn
+    block, and a dry run plans 4 learning rates x 2 epoch counts x 3 seeds per method, each point
+    evaluated once, with the same single-point reports."""
+    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    study = yaml.safe_load((REPO / "config" / "study.yaml").read_text())
+    assert set(study) == {"experiments"}
+    strip = [{k: v for k, v in e.items() if k != "unlearn"} for e in (default["experiments"][0], study["experiments"][0])]
+    assert strip[0] == strip[1]
+    workspace(tmp_path, default)
+    shutil.copy(REPO / "config" / "study.yaml", tmp_path / "config" / "study.yaml")
+    planned = snakemake(tmp_path, "-n", "--configfile", "config/study.yaml")
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    jobs = planned_jobs(planned)
+    methods = len(study["experiments"][0]["unlearn"]["methods"])
+    assert jobs["unlearn"] == methods * 4 * 2 * 3 and jobs["evaluate"] == jobs["unlearn"] + 3  # base, vanilla, oracle
+    assert jobs["render_table1"] == jobs["render_equal_forgetting"] == jobs["render_tradeoffs"] == 1
+    assert "unlearn/mmunlearner/beta~1.0/modules~all/epochs~4/lr~0.0001/seed~2/weights" in planned.stdout
