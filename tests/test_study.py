@@ -222,3 +222,21 @@ def test_reports_take_the_protocol_point_for_table1_and_every_point_for_the_fron
     assert list(cells)[:3] == ["mini_llava|vanilla|mini", "mini_llava|oracle|mini", "mini_llava|ga/lr~0.001/seed~0|mini"]
     assert "mini_llava|ga/lr~0.0003/seed~1|mini" in reports.equal_forgetting_cells("10")
     assert "results/tables/equal_forgetting_forget~10.md" in reports.outputs()
+
+
+def test_control_masks_are_rows_of_their_own_with_their_own_mask():
+    from pipeline_steps.study.plan import StudyPlan
+    from pipeline_steps.study.report_selection import ReportSelection
+
+    plan = StudyPlan(small_config(controls=["random", "gradient_magnitude"], betas=[1.0, 2.0]))
+    names = plan.variant_names("mini", "mini_llava")
+    assert names[4:7] == ["mmunlearner/beta~1.0/modules~all", "mmunlearner/beta~1.0/modules~all/control~random",
+                          "mmunlearner/beta~1.0/modules~all/control~gradient_magnitude"]
+    inputs = plan.unlearn_inputs("mini", "mini_llava", "10", "mmunlearner/beta~1.0/modules~all/control~random")
+    assert inputs == {"mask": "results/mini/mini_llava/forget~10/masks/beta~1.0/modules~all/control~random/"
+                              "mask.safetensors.index.json"}
+    reports = ReportSelection(plan)
+    assert reports.compared_variants("mini", "mini_llava")[-2:] == names[5:7]
+    assert not any("control" in v for v in reports.sweep_variants("mini", "mini_llava", "beta"))
+    from pipeline_steps.reporting.labels import variant_label
+    assert variant_label(names[6]) == "MMUnlearner (gradient-magnitude mask)"

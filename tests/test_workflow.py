@@ -167,7 +167,7 @@ def test_the_study_config_is_the_embedded_default_with_a_larger_sweep(tmp_path):
     evaluated once, with the same single-point reports."""
     default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     study = yaml.safe_load((REPO / "config" / "study.yaml").read_text())
-    assert set(study) == {"experiments"}
+    assert set(study) == {"experiments", "saliency"} and set(study["saliency"]) == {"controls"}
     strip = [{k: v for k, v in e.items() if k != "unlearn"} for e in (default["experiments"][0], study["experiments"][0])]
     assert strip[0] == strip[1]
     workspace(tmp_path, default)
@@ -175,7 +175,9 @@ def test_the_study_config_is_the_embedded_default_with_a_larger_sweep(tmp_path):
     planned = snakemake(tmp_path, "-n", "--configfile", "config/study.yaml")
     assert planned.returncode == 0, planned.stderr[-3000:]
     jobs = planned_jobs(planned)
-    methods = len(study["experiments"][0]["unlearn"]["methods"])
-    assert jobs["unlearn"] == methods * 4 * 2 * 3 and jobs["evaluate"] == jobs["unlearn"] + 3  # base, vanilla, oracle
+    rows = len(study["experiments"][0]["unlearn"]["methods"]) + len(study["saliency"]["controls"])
+    assert jobs["unlearn"] == rows * 4 * 2 * 3 and jobs["evaluate"] == jobs["unlearn"] + 3  # base, vanilla, oracle
+    assert jobs["build_mask"] == 1 and jobs["build_control_mask"] == 2
     assert jobs["render_table1"] == jobs["render_equal_forgetting"] == jobs["render_tradeoffs"] == 1
     assert "unlearn/mmunlearner/beta~1.0/modules~all/epochs~4/lr~0.0001/seed~2/weights" in planned.stdout
+    assert "unlearn/mmunlearner/beta~1.0/modules~all/control~random/epochs~2/lr~0.0003/seed~0/weights" in planned.stdout

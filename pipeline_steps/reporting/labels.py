@@ -23,6 +23,7 @@ COLUMNS = {
     "real_face_vqa": ("Realface", "VQA", "Acc", False),
     "test_vqa": ("Test", "VQA", "Acc", True),  # MLLMU-Bench's transformed portraits of the forget profiles
 }
+CONTROL_NAMES = {"random": "random mask", "gradient_magnitude": "gradient-magnitude mask"}
 # The visual forget columns, whose target is the oracle (the model that never saw the forget people)
 # rather than zero: forgetting below the oracle's accuracy is over-unlearning, not success.
 ORACLE_TARGETS = ("forget_vqa", "test_vqa")
@@ -57,7 +58,8 @@ def variant_label(variant: str, vary: str = "method") -> str:
         return OTHER_NAMES["mask"]
     parts = Variant.parse(variant)
     if vary == "method" or parts.beta is None:
-        return method_label(parts.method)
+        control = f" ({CONTROL_NAMES[parts.control]})" if parts.control else ""
+        return method_label(parts.method) + control
     if vary == "modules":
         return {"language": "Language model", "vision": "Vision encoder", "all": "All"}[parts.modules]
     return f"β = {parts.beta}"

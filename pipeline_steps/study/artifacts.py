@@ -15,6 +15,8 @@ PATTERNS = {
     "fisher": f"{RUN}/fisher/{{split}}.safetensors.index.json",
     "mask": f"{RUN}/masks/beta~{{beta}}/modules~{{modules}}/mask.safetensors.index.json",
     "mask_stats": f"{RUN}/masks/beta~{{beta}}/modules~{{modules}}/mask_stats.json",
+    "control_mask": f"{RUN}/masks/beta~{{beta}}/modules~{{modules}}/control~{{control}}/mask.safetensors.index.json",
+    "control_mask_stats": f"{RUN}/masks/beta~{{beta}}/modules~{{modules}}/control~{{control}}/mask_stats.json",
     "unlearned": f"{RUN}/unlearn/{{variant}}/weights.safetensors.index.json",
     "unlearn_log": f"{RUN}/unlearn/{{variant}}/train_log.jsonl",
     "unlearn_manifest": f"{RUN}/unlearn/{{variant}}/manifest.json",

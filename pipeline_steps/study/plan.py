@@ -97,7 +97,8 @@ class StudyPlan:
             block, saliency = self.experiment(benchmark, model)["unlearn"], self.config["saliency"]
             points = {m: sweep_points(m, block) for m in block["methods"]}
             variants = unlearned_variants(block["methods"], saliency["betas"], saliency["module_groups"],
-                                          {m: [p.swept for p in ps] for m, ps in points.items()})
+                                          {m: [p.swept for p in ps] for m, ps in points.items()},
+                                          saliency.get("controls", []))
             settings = {(m, setting_segments(p.swept)): p.settings for m, ps in points.items() for p in ps}
             self._points[key] = {v.name: settings[(v.method, v.settings)] for v in variants}
         return self._points[key]
@@ -118,7 +119,9 @@ class StudyPlan:
         method, _ = self.unlearn_job(benchmark, model, variant)
         run, parsed = {"benchmark": benchmark, "model": model, "ratio": ratio}, Variant.parse(variant)
         inputs = {}
-        if method.needs_mask:
+        if method.needs_mask and parsed.control:
+            inputs["mask"] = artifact("control_mask", **run, beta=parsed.beta, modules=parsed.modules, control=parsed.control)
+        elif method.needs_mask:
             inputs["mask"] = artifact("mask", **run, beta=parsed.beta, modules=parsed.modules)
         if method.frozen_model == "retain_finetuned":
             inputs["reference"] = artifact("reference", **run)

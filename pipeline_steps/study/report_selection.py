@@ -12,6 +12,9 @@ reads every seed of the points it shows and averages them.
   one per row by the config's rule (``comparison``), the figure draws them all.
 * Heatmaps and case studies show one model per row: the protocol point's first seed.
 
+Control masks (``saliency.controls``) are rows of their own beside the Fisher-ratio mask's, at the
+reported mask, in every report but the beta and module-group sweep tables.
+
 Every table and figure also reads the vanilla model and the oracle (the retain-only model).
 """
 
@@ -84,7 +87,7 @@ class ReportSelection:
         at the reported beta, or over betas at the reported module group."""
         reported = self.reported_mask()
         keep = (lambda v: v.beta == reported["beta"]) if sweep == "modules" else (lambda v: v.modules == reported["modules"])
-        masked = [v for v in self._variants(benchmark, model) if v.beta is not None and keep(v)]
+        masked = [v for v in self._variants(benchmark, model) if v.beta is not None and v.control is None and keep(v)]
         return [v.name for v in self._at_protocol(masked)]  # the plan's order: the configured betas and groups
 
     def sweep_title(self, benchmark: str, model: str, sweep: str, ratio: str) -> str:

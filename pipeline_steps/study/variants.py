@@ -3,7 +3,8 @@
 A variant is a model the study evaluates: a starting point (``base``, ``vanilla``, or ``oracle``,
 the base model fine-tuned on the retain set only, which never saw the forget people), or an
 unlearned one named after its method, with the saliency mask it was restricted to for a masked
-method (``mmunlearner/beta~1.0/modules~all``), then the sweep point it was run at
+method (``mmunlearner/beta~1.0/modules~all``, and ``.../control~random`` for a control mask of the
+same per-tensor sparsity: ``saliency/masks.py``), then the sweep point it was run at
 (``ga_diff/lr~0.0003/epochs~2/seed~0``). The name is also the variant's directory under
 ``unlearn/`` and ``eval/``, so a sweep point is a path a user can read.
 
@@ -28,7 +29,8 @@ STARTING_POINTS = ("base", "vanilla", "oracle")  # the models that were not unle
 SETTING_LABELS = {"learning_rate": "lr", "batch_size": "bs", "weight_decay": "wd", "max_grad_norm": "clip",
                   "warmup_ratio": "warmup"}
 _SEGMENT = r"[a-z][a-z0-9_]*~[^/~\s]+"
-GRAMMAR = re.compile(r"^(?P<method>[a-z][a-z0-9_]*)(/beta~(?P<beta>[^/~\s]+)/modules~(?P<modules>[a-z]+))?"
+GRAMMAR = re.compile(r"^(?P<method>[a-z][a-z0-9_]*)"
+                     r"(/beta~(?P<beta>[^/~\s]+)/modules~(?P<modules>[a-z]+)(/control~(?P<control>[a-z_]+))?)?"
                      rf"(?P<settings>(/{_SEGMENT})*)$")
 
 
@@ -55,11 +57,13 @@ class Variant:
     method: str  # a starting point or an unlearning method's name
     beta: str | None = None  # the mask's beta label, for a masked method
     modules: str | None = None  # the mask's module group, for a masked method
+    control: str | None = None  # a control mask's kind; None: the paper's Fisher-ratio mask
     settings: tuple[tuple[str, str], ...] = ()  # (label, value) of each swept setting, in the name's order
 
     @property
     def name(self) -> str:
         mask = "" if self.beta is None else f"/beta~{self.beta}/modules~{self.modules}"
+        mask += "" if self.control is None else f"/control~{self.control}"
         return self.method + mask + "".join(f"/{label}~{value}" for label, value in self.settings)
 
     @property
@@ -87,7 +91,7 @@ class Variant:
             raise ValueError(f"'{name}' is not a variant name (base, vanilla, oracle, a method, "
                              "method/beta~B/modules~G, then optionally /setting~value per swept setting)")
         settings = tuple(tuple(s.split("~")) for s in match["settings"].split("/")[1:])
-        variant = cls(match["method"], match["beta"], match["modules"], settings)
+        variant = cls(match["method"], match["beta"], match["modules"], match["control"], settings)
         if variant.unlearned and get_method(variant.method).needs_mask != (variant.beta is not None):
             raise ValueError(f"'{name}' is not a variant name: method '{variant.method}' "
                              + ("is masked: name its mask (method/beta~B/modules~G)" if variant.beta is None
@@ -96,15 +100,16 @@ class Variant:
 
 
 def unlearned_variants(methods: Iterable[str], betas: Iterable, module_groups: Iterable[str],
-                       sweeps: dict[str, list] | None = None) -> list[Variant]:
-    """Every unlearned variant of a run: one per method, masked methods once per beta and module
-    group, each once per sweep point (``sweeps``: method -> the swept ``(setting, value)`` pairs of
-    each of its points; a method without one has a single point that sweeps nothing)."""
+                       sweeps: dict[str, list] | None = None, controls: Iterable[str] = ()) -> list[Variant]:
+    """Every unlearned variant of a run: one per method, masked methods once per beta, module
+    group and mask (the Fisher-ratio mask, then each of ``controls``), each once per sweep point
+    (``sweeps``: method -> the swept ``(setting, value)`` pairs of each of its points; a method
+    without one has a single point that sweeps nothing)."""
     variants = []
     for method in methods:
-        masks = ([(beta_label(b), g) for b in betas for g in module_groups] if get_method(method).needs_mask
-                 else [(None, None)])
+        masks = ([(beta_label(b), g, c) for b in betas for g in module_groups for c in (None, *controls)]
+                 if get_method(method).needs_mask else [(None, None, None)])
         points = (sweeps or {}).get(method, [()])
-        variants += [Variant(method, beta, modules, setting_segments(swept)) for beta, modules in masks
-                     for swept in points]
+        variants += [Variant(method, beta, modules, control, setting_segments(swept))
+                     for beta, modules, control in masks for swept in points]
     return variants
