@@ -58,7 +58,7 @@ def test_end_to_end_small_config(tmp_path):
     result = snakemake(tmp_path, "--cores", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     base = tmp_path / "results" / "mini" / "mini_llava"
-    for variant in ("base", "vanilla"):
+    for variant in ("base", "vanilla", "oracle"):
         metrics = json.loads((base / "forget~10" / "eval" / variant / "metrics.json").read_text())
         assert metrics["primary_scoring"] == "likelihood"
         assert set(metrics["table"]) == {"forget_vqa", "forget_qa", "retain_vqa", "retain_qa", "real_vqa",
@@ -87,8 +87,11 @@ def test_end_to_end_small_config(tmp_path):
 
     tables, figures = tmp_path / "results" / "tables", tmp_path / "results" / "figures" / "mini" / "mini_llava"
     table1 = (tables / "table1_forget~10.md").read_text()
-    for row in ("Vanilla", "GA", "GA_Diff", "KL_Min", "NPO", "MMUnlearner"):
+    for row in ("Vanilla", "Oracle (retain only)", "GA", "GA_Diff", "KL_Min", "NPO", "MMUnlearner"):
         assert f"| {row} |" in table1
+    assert " ± " in table1  # every value with its interval
+    equal = (tables / "equal_forgetting_forget~10.md").read_text()
+    assert "| MMUnlearner |" in equal and "reported on the other half" in equal
     assert (tables / "table1_forget~10.tex").exists() and (tables / "table1_forget~10.csv").exists()
     assert (tables / "mini" / "mini_llava" / "case_studies_forget~10.md").exists()
     for figure in ("layer_heatmap_forget~10", "tradeoff"):
@@ -118,14 +121,15 @@ def test_end_to_end_small_config(tmp_path):
     write_config(tmp_path, npo)
     planned = snakemake(tmp_path, "-n")
     assert planned_jobs(planned) == {"unlearn": 1, "evaluate": 1, "locate_changes": 1, "render_table1": 1,
-                                     "render_case_studies": 1, "render_tradeoffs": 1, "render_heatmaps": 1, "all": 1}
+                                     "render_equal_forgetting": 1, "render_case_studies": 1, "render_tradeoffs": 1,
+                                     "render_heatmaps": 1, "all": 1}
     assert "output: results/mini/mini_llava/forget~10/unlearn/npo/weights" in planned.stdout
 
     changed = copy.deepcopy(SMALL)
     changed["evaluation"]["max_new_tokens"] = 5
     write_config(tmp_path, changed)
-    evaluations = 2 + len(unlearned)
-    renders = {"render_table1": 1, "render_case_studies": 1, "render_tradeoffs": 1}
+    evaluations = 3 + len(unlearned)  # base, vanilla, the oracle and the unlearned variants
+    renders = {"render_table1": 1, "render_equal_forgetting": 1, "render_case_studies": 1, "render_tradeoffs": 1}
     assert planned_jobs(snakemake(tmp_path, "-n")) == {"evaluate": evaluations, **renders, "all": 1}
     write_config(tmp_path, SMALL)
 
