@@ -100,7 +100,9 @@ class Table:
 
 
 def rank_marks(values: dict[str, Estimate], lower: bool) -> dict[str, str]:
-    """Best and runner-up among ``values`` where the intervals separate them, ties where they do not."""
+    """Best and runner-up among ``values`` where the intervals separate them, ties where they do not:
+    the first place is the best's if no other row is within the intervals of it, else a tie of all
+    that are (and no runner-up); the second place likewise among the rest."""
     order = sorted(values, key=lambda row: values[row].mean, reverse=not lower)
     marks: dict[str, str] = {}
     for place, mark in enumerate(("best", "runner_up")):
@@ -110,8 +112,6 @@ def rank_marks(values: dict[str, Estimate], lower: bool) -> dict[str, str]:
         tied = [row for row in rest if not values[head].separated_from(values[row])]
         if tied:
             marks |= {row: "tie" for row in (head, *tied)}
-            break
-        if place and not values[order[place - 1]].separated_from(values[head]):
             break
         marks[head] = mark
     return marks
