@@ -12,6 +12,11 @@ groups are the paper's Table 2: ``language`` (LM + connector), ``vision`` (visio
 ``mask_stats.json``. Inputs are checked before any work (same model, same tensors and shapes);
 tensors are then read, compared and written in chunks of ``CHUNK`` elements, so memory stays
 the same whatever the size of the model or of its largest tensor.
+
+A control mask (``--control random`` or ``gradient_magnitude``, with ``--like`` the Fisher-ratio
+mask it is matched to) selects as many entries of every tensor as that mask, by another rule
+(``saliency/masks.py``); it reads ``--target`` only, and one whole tensor at a time (a top-k needs
+all of it), so its memory is that of the largest tensor.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import torch
 
 from .cli import StageError, run_stage, stage_parser
 from .models.families import MODULE_GROUPS, family_of
-from .saliency.masks import MaskStats, select
+from .saliency.masks import CONTROLS, MaskStats, control_mask, select
 from .saliency.tensor_files import TensorFile, index_path, write_tensors
 from .storage import write_json
 
@@ -35,12 +40,15 @@ CHUNK = 1 << 22  # elements compared at a time
 def build_parser():
     parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("--target", type=Path, required=True, help="Fisher file (stem or index) of the targeted set")
-    parser.add_argument("--preserve", type=Path, nargs="+", required=True, help="Fisher files of the preserved set")
+    parser.add_argument("--preserve", type=Path, nargs="+", help="Fisher files of the preserved set (not for a control)")
     parser.add_argument("--preserve-vision", type=Path, nargs="+", default=None,
                         help="preserved set for the vision encoder's tensors (default: --preserve)")
     parser.add_argument("--beta", type=float, default=1.0)
     parser.add_argument("--modules", choices=MODULE_GROUPS, default="all")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--control", choices=CONTROLS, help="build a control mask matched to --like instead")
+    parser.add_argument("--like", type=Path, help="the Fisher-ratio mask directory whose per-tensor sparsity a control keeps")
+    parser.add_argument("--seed", type=int, default=0, help="of the random control")
     parser.add_argument("--max-shard-gb", type=float, default=4.0)
     return parser
 
@@ -82,8 +90,44 @@ def read_without_nan(fisher: TensorFile, name: str, start: int, count: int) -> t
     return chunk
 
 
+def build_control(args, target: TensorFile) -> None:
+    """A control mask: the per-tensor counts of ``--like``, the entries by ``--control``'s rule."""
+    try:
+        like = TensorFile(args.like / "mask")
+    except FileNotFoundError:
+        raise StageError(f"no mask at {args.like} (expected {args.like / 'mask.safetensors.index.json'})") from None
+    if like.metadata.get("model_fingerprint") != target.metadata.get("model_fingerprint"):
+        raise StageError(f"{like.index_path} and {target.index_path} are of different models")
+    if set(like.names()) != set(target.names()):
+        raise StageError(f"{like.index_path} and {target.index_path} hold different tensors")
+    family = family_of(target.metadata["model_type"])
+    stats = MaskStats()
+
+    def mask_of(name: str):
+        selected = int(like.get(name).sum())
+        chunk = control_mask(args.control, name, selected, read_without_nan(target, name, 0, math.prod(target.spec(name)[1])),
+                             args.seed)
+        stats.add(name, family.module_of(name), selected, chunk.numel())
+        return chunk.reshape(target.spec(name)[1])
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    metadata = {**like.metadata, "control": args.control, "like": str(like.index_path), "seed": str(args.seed),
+                "target": str(target.index_path)}
+    specs = {name: (torch.bool, target.spec(name)[1]) for name in like.names()}
+    write_tensors(args.out / "mask", specs, mask_of, metadata, max_shard_bytes=int(args.max_shard_gb * 2**30))
+    write_json(args.out / "mask_stats.json", {**{k: metadata[k] for k in ("beta", "modules", "control", "model_fingerprint")},
+                                              **stats.summary()})
+
+
 def main(args) -> None:
     target = open_fisher(args.target)
+    if args.control:
+        if args.like is None:
+            raise StageError("--control needs --like, the Fisher-ratio mask whose sparsity it keeps")
+        build_control(args, target)
+        return
+    if not args.preserve:
+        raise StageError("--preserve is required (the Fisher files of the preserved set)")
     preserve = [open_fisher(p) for p in args.preserve]
     preserve_vision = [open_fisher(p) for p in args.preserve_vision] if args.preserve_vision else preserve
     check_compatible(target, preserve + preserve_vision)

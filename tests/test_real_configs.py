@@ -70,8 +70,9 @@ def test_real_config_plans_the_paper_dag_with_a_gpu_per_gpu_stage(real_workspace
     variants = sum(groups if get_method(m).needs_mask else 1 for m in entry["unlearn"]["methods"])
     assert planned_jobs(result) == {
         "check_environment": 1, "prepare_benchmark": 1, "finetune_vanilla": 1, "finetune_reference": r,
-        "compute_fisher": r * 4, "build_mask": r * groups, "unlearn": r * variants, "evaluate": r * (2 + variants),
-        "locate_changes": r * (len(entry["unlearn"]["methods"]) + 1), "render_table1": r, "render_case_studies": r, "render_heatmaps": r,
+        "compute_fisher": r * 4, "build_mask": r * groups, "unlearn": r * variants, "evaluate": r * (3 + variants),
+        "locate_changes": r * (len(entry["unlearn"]["methods"]) + 1), "render_table1": r, "render_equal_forgetting": r,
+        "render_case_studies": r, "render_heatmaps": r,
         "render_sweep_table": r, "render_tradeoffs": 1, "all": 1}
     for rule, resources in dry_run_jobs(result.stdout):
         expected = ("4" if rule == "unlearn" else "1") if rule in GPU_RULES else None

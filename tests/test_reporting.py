@@ -51,16 +51,18 @@ def test_table1_numbers_marks_and_arrows(tmp_path):
              if line.startswith("| ") and not line.startswith("| Method")}
     # Forget VQA: NPO lowest (bold), GA runner-up; vanilla (0.90) is never ranked.
     assert lines["NPO"][0] == "**20.0%**" and lines["GA"][0] == "<u>30.0%</u>" and lines["Vanilla"][0] == "90.0%"
-    # Retain VQA: GA and NPO tie for runner-up behind MMUnlearner.
+    # Retain VQA: GA and NPO tie for runner-up behind MMUnlearner: marked as tied, not underlined.
     assert lines["MMUnlearner"][2] == "**85.0%**"
-    assert lines["GA"][2] == lines["NPO"][2] == "<u>40.0%</u>"
-    # Real QA: three-way tie for best, no runner-up.
-    assert [lines[m][5].rstrip(" |") for m in ("GA", "NPO", "MMUnlearner")] == ["**80.0%**"] * 3
+    assert lines["GA"][2] == lines["NPO"][2] == "40.0% ≈"
+    # Real QA: three-way tie for best: no bold, no runner-up.
+    assert [lines[m][5].rstrip(" |") for m in ("GA", "NPO", "MMUnlearner")] == ["80.0% ≈"] * 3
+    # Test VQA, beyond the paper's six columns, is shown as a forget column (lower is better without an oracle).
+    assert "mllmu: Test VQA Acc (↓)" in header
 
     latex = (tmp_path / "table1.tex").read_text()
     assert r"\textbf{20.0\%}" in latex and r"\underline{30.0\%}" in latex
-    assert latex.count(r"$\downarrow$") == 2 and latex.count(r"$\uparrow$") == 10
-    assert r"\multicolumn{6}{c}{mllmu}" in latex and r"\textit{llava}" in latex
+    assert latex.count(r"$\downarrow$") == 4 and latex.count(r"$\uparrow$") == 10
+    assert r"\multicolumn{7}{c}{mllmu}" in latex and r"\textit{llava}" in latex and r"40.0\% $\approx$" in latex
 
 
 # CLEAR's Table 1 columns: forget_vqa, forget_qa_rouge_l, retain_vqa, retain_qa_rouge_l, real_vqa, real_face_vqa
@@ -93,11 +95,11 @@ def test_rouge_columns_are_numbers_beside_percentages(tmp_path):
     assert "mllmu: Forget QA Acc (↑)" in header
     cells_of = {line.split(" | ")[0].strip("| "): [c.strip(" |") for c in line.split(" | ")[1:]]
                 for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| Method")}
-    # mllmu's six columns, then clear's: Forget VQA in percent, Forget QA ROUGE-L with three decimals.
-    assert cells_of["Vanilla"][6:8] == ["63.3%", "0.367"]
-    assert cells_of["MMUnlearner"][6:8] == ["**36.2%**", "**0.348**"] and cells_of["GA"][7] == "<u>0.153</u>"
+    # mllmu's six columns and Test VQA, then clear's: Forget VQA in percent, Forget QA ROUGE-L with three decimals.
+    assert cells_of["Vanilla"][7:9] == ["63.3%", "0.367"]
+    assert cells_of["MMUnlearner"][7:9] == ["**36.2%**", "**0.348**"] and cells_of["GA"][8] == "<u>0.153</u>"
     latex = (tmp_path / "table1.tex").read_text()
-    assert r"\multicolumn{6}{c}{clear}" in latex and r"\cmidrule(lr){8-13}" in latex
+    assert r"\multicolumn{6}{c}{clear}" in latex and r"\cmidrule(lr){9-14}" in latex
     assert r"\textbf{0.348}" in latex and r"ROUGE-L ($\uparrow$)" in latex
 
     points = []
@@ -241,3 +243,146 @@ def test_case_studies_show_every_variant_on_the_same_items(tmp_path):
     assert opened.count("### Forget VQA") == 2 and opened.count("### Retain VQA") == 2 and "Realworld" not in text
     assert opened.count("| Vanilla | vanilla says") == 6 and opened.count("| GA | ga says") == 6
     assert chosen.count("| Vanilla | A) Oslo | yes |") == 4 and chosen.count("| GA | B) Lima | no |") == 4
+
+
+MLLMU_COLUMNS = ("forget_vqa", "forget_qa", "retain_vqa", "retain_qa", "real_vqa", "real_qa", "test_vqa")
+
+
+def write_evaluation(root, variant, values):
+    """metrics.json and predictions.jsonl of one evaluation: 10 people with 10 multiple-choice items
+    each per column. ``values``: column -> accuracy, or (accuracy of the selection half, of the report
+    half) of the people (even / odd positions of the sorted profile ids)."""
+    rows, table = [], {}
+    for column in MLLMU_COLUMNS:
+        value = values[column]
+        selection, report = value if isinstance(value, tuple) else (value, value)
+        flags = []
+        for person in range(10):
+            accuracy = selection if person % 2 == 0 else report
+            for item in range(10):
+                flags.append(item < round(10 * accuracy))
+                rows.append({"column": column, "kind": "multiple_choice", "profile": f"p{person}",
+                             "likelihood": {"correct": flags[-1]}})
+        table[column] = sum(flags) / len(flags)
+    directory = root / variant
+    directory.mkdir(parents=True)
+    (directory / "metrics.json").write_text(json.dumps({"primary_scoring": "likelihood", "table": table}))
+    (directory / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return directory / "metrics.json"
+
+
+def approx_cell(text, mean, distance=None, mark=""):
+    """A rendered cell: ``mean ± half-width%``, the half-width within 1.5 points of the normal
+    approximation for 100 items, then the distance from the oracle and the mark it should carry."""
+    import re
+
+    match = re.fullmatch(r"(\*\*|<u>)?(\d+\.\d) ± (\d+\.\d)%(?: \(([+-]\d+\.\d)\))?(</u>|\*\*)?( ≈| †)?", text)
+    assert match, text
+    opened, value, half_width, shown_distance, _, suffix = match.groups()
+    expected = 100 * 1.96 * (mean * (1 - mean) / 100) ** 0.5
+    assert float(value) == round(100 * mean, 1) and abs(float(half_width) - expected) < 1.5, text
+    assert shown_distance == (None if distance is None else f"{100 * distance:+.1f}"), text
+    assert {"**": "best", "<u>": "runner_up", None: ""}[opened] + (suffix or "").strip() == mark, text
+    return True
+
+
+def markdown_cells(path):
+    return {line.split(" | ")[0].strip("| "): [c.strip(" |") for c in line.split(" | ")[1:]]
+            for line in path.read_text().splitlines() if line.startswith("| ") and not line.startswith("| Method")}
+
+
+def test_intervals_ties_and_over_unlearning_against_the_oracle(tmp_path):
+    """Hand-made per-item results in, the expected table out: mean ± half-width of the bootstrap
+    interval (about 1.96 sqrt(p(1-p)/n) for 100 items), the visual forget columns ranked by their
+    distance from the oracle with GA, below it by more than the intervals, marked over-unlearned,
+    and marks only where the intervals separate the methods."""
+    rows = {  # forget_vqa, forget_qa, retain_vqa, retain_qa, real_vqa, real_qa, test_vqa
+        "vanilla": (0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9),
+        "oracle": (0.3, 0.3, 0.9, 0.9, 0.9, 0.9, 0.3),
+        "ga": (0.0, 0.5, 0.4, 0.6, 0.7, 0.8, 0.0),
+        "npo": (0.3, 0.7, 0.5, 0.5, 0.8, 0.8, 0.4),
+        "mmunlearner/beta~1.0/modules~all": (0.6, 1.0, 0.9, 0.5, 0.6, 0.8, 0.5),
+    }
+    cells = [arg for variant, values in rows.items() for arg in
+             ("--cell", f"llava|{variant}|mllmu={write_evaluation(tmp_path, variant, dict(zip(MLLMU_COLUMNS, values)))}")]
+    run_stage("render_tables", "--title", "t", *cells, "--out", tmp_path / "table")
+    cells_of = markdown_cells(tmp_path / "table.md")
+    assert list(cells_of) == ["*llava*", "Vanilla", "Oracle (retain only)", "GA", "NPO", "MMUnlearner"]
+    # Forget VQA: the value, its interval, its distance from the oracle; GA's 0 % is 30 points below
+    # the oracle's 30 ± 9 %: over-unlearned (†), not best. NPO, at the oracle, is best; MMUnlearner,
+    # 30 points off, is separated from it and the runner-up.
+    assert approx_cell(cells_of["Oracle (retain only)"][0], 0.3)
+    assert cells_of["GA"][0] == "0.0 ± 0.0% (-30.0) †" and approx_cell(cells_of["NPO"][0], 0.3, 0.0, "best")
+    assert approx_cell(cells_of["MMUnlearner"][0], 0.6, 0.3, "runner_up")
+    assert cells_of["GA"][6] == "0.0 ± 0.0% (-30.0) †"  # Test VQA alike
+    # NPO's Test VQA, 10 points from the oracle, and MMUnlearner's, 20: within the intervals, tied.
+    assert approx_cell(cells_of["NPO"][6], 0.4, 0.1, "≈") and approx_cell(cells_of["MMUnlearner"][6], 0.5, 0.2, "≈")
+    # Forget QA keeps vanilla's knowledge as its target: higher is better, MMUnlearner's 100 % best,
+    # NPO's 70 % runner-up, separated from GA's 50 %.
+    assert cells_of["MMUnlearner"][1] == "**100.0 ± 0.0%**" and approx_cell(cells_of["NPO"][1], 0.7, None, "runner_up")
+    # Retain VQA: MMUnlearner best; GA (40 %) and NPO (50 %) within their intervals: tied, no underline.
+    assert approx_cell(cells_of["MMUnlearner"][2], 0.9, None, "best") and approx_cell(cells_of["GA"][2], 0.4, None, "≈")
+    assert approx_cell(cells_of["NPO"][2], 0.5, None, "≈")
+    # Retain QA: 60, 50, 50 %: all within the intervals, a three-way tie and no bold at all.
+    assert [cells_of[m][3][-1] for m in ("GA", "NPO", "MMUnlearner")] == ["≈"] * 3
+    header = next(line for line in (tmp_path / "table.md").read_text().splitlines() if line.startswith("| Method"))
+    assert "mllmu: Forget VQA Acc (→ oracle)" in header and "mllmu: Test VQA Acc (→ oracle)" in header
+    assert "†" in (tmp_path / "table.md").read_text().split("\n\n")[-1]  # the legend says what † means
+    table = list(csv.DictReader((tmp_path / "table.csv").open()))
+    assert float(table[3]["mllmu:forget_qa"]) == 0.7 and abs(float(table[3]["mllmu:forget_qa:half_width"]) - 0.09) < 0.01
+    latex = (tmp_path / "table.tex").read_text()
+    assert r"0.0 $\pm$ 0.0\% (-30.0) $\dagger$" in latex and r"\textbf{100.0 $\pm$ 0.0\%}" in latex
+
+
+def test_seeds_average_and_add_their_spread_to_the_interval():
+    from pipeline_steps.reporting.estimates import estimate
+
+    # Each seed's items all score alike: no spread over questions; the seeds' t interval alone.
+    result = estimate([[0.4] * 20, [0.5] * 20, [0.6] * 20])
+    assert result.seeds == 3 and result.mean == pytest.approx(0.5)
+    assert result.half_width == pytest.approx(4.302653 * 0.1 / 3 ** 0.5, rel=1e-5)
+    assert estimate([[1.0] * 5]).half_width == 0.0
+
+
+def test_equal_forgetting_chooses_on_the_selection_half_and_reports_the_other(tmp_path):
+    """GA_Diff's two points both reach the oracle's Forget VQA on the selection half; the one with the
+    higher utility there is chosen, and its *report-half* numbers are shown. GA's points never get
+    within the tolerance: its nearest point is taken and the note says it did not reach it."""
+    def values(forget, utility):
+        return {"forget_vqa": forget, "test_vqa": forget, **{c: utility for c in MLLMU_COLUMNS[1:6]}}
+
+    evaluations = {
+        "vanilla": values(0.9, 0.9), "oracle": values(0.3, 0.9),
+        "ga_diff/lr~0.001": values((0.3, 0.2), 0.6), "ga_diff/lr~0.0003": values((0.3, 0.5), (0.8, 0.4)),
+        "ga/lr~0.001": values(0.0, 0.3), "ga/lr~0.0003": values(0.7, 0.8),
+    }
+    cells = [arg for variant, v in evaluations.items()
+             for arg in ("--cell", f"llava|{variant}|mllmu={write_evaluation(tmp_path, variant, v)}")]
+    run_stage("render_tables", "--title", "t", "--equal-forgetting", "0.05", *cells, "--out", tmp_path / "table")
+    cells_of = markdown_cells(tmp_path / "table.md")
+    assert "50.0 ±" in cells_of["GA_Diff"][0] and "40.0 ±" in cells_of["GA_Diff"][2]  # the report half
+    assert cells_of["GA"][0] == "0.0 ± 0.0% (-30.0) †"  # 30 points below the oracle is nearer than 40 above
+    text = (tmp_path / "table.md").read_text()
+    assert "llava / mllmu / GA_Diff: lr 0.0003 (Forget VQA +0.0 pts from the oracle's on the selection half)." in text
+    assert "llava / mllmu / GA: lr 0.001 (Forget VQA -30.0 pts from the oracle's on the selection half; " \
+        "no point within 5 pts)." in text
+    with pytest.raises(AssertionError, match="several operating points"):
+        run_stage("render_tables", "--title", "t", *cells, "--out", tmp_path / "other")
+
+
+def test_frontier_joins_each_methods_sweep_points_with_intervals(tmp_path):
+    """Every sweep point of each method (two seeds of one point averaged), vanilla and the oracle,
+    on Forget VQA and Test VQA against each utility column: drawn, and byte-identical when redrawn."""
+    def values(forget, utility):
+        return {"forget_vqa": forget, "test_vqa": forget + 0.1, **{c: utility for c in MLLMU_COLUMNS[1:6]}}
+
+    evaluations = {"vanilla": values(0.9, 0.9), "oracle": values(0.3, 0.9),
+                   "ga_diff/lr~0.0003/seed~0": values(0.6, 0.8), "ga_diff/lr~0.0003/seed~1": values(0.5, 0.8),
+                   "ga_diff/lr~0.001/seed~0": values(0.2, 0.5), "ga_diff/lr~0.001/seed~1": values(0.1, 0.4),
+                   "mmunlearner/beta~1.0/modules~all/lr~0.0003/seed~0": values(0.7, 0.9)}
+    points = [arg for variant, v in evaluations.items()
+              for arg in ("--point", f"5|{variant}={write_evaluation(tmp_path, variant, v)}")]
+    for out in ("f1", "f2"):
+        run_stage("render_tradeoffs", "--title", "frontier", *points, "--out", tmp_path / out)
+    assert (tmp_path / "f1.png").stat().st_size > 20_000
+    assert (tmp_path / "f1.png").read_bytes() == (tmp_path / "f2.png").read_bytes()

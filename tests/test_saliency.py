@@ -210,3 +210,35 @@ def test_build_mask_refuses_mismatched_or_corrupt_inputs(tmp_path, problem, mess
     with pytest.raises(AssertionError, match=message):
         run_stage("build_mask", "--target", target, "--preserve", preserve, "--out", tmp_path / "out")
     assert not list((tmp_path / "out").glob("mask*")) if (tmp_path / "out").exists() else True
+
+
+def test_control_masks_keep_the_fisher_masks_per_tensor_sparsity(tmp_path):
+    """A random and a gradient-magnitude control of a Fisher-ratio mask select exactly as many
+    entries of every tensor; the gradient-magnitude one the entries of largest target Fisher, the
+    random one the same entries on a rebuild."""
+    generator = torch.Generator().manual_seed(0)
+    target_values = {LANG: torch.rand(40, generator=generator), VISION: torch.rand(30, generator=generator)}
+    target = fisher_file(tmp_path / "t", target_values)
+    preserve = fisher_file(tmp_path / "p", {LANG: torch.rand(40, generator=generator) * 1.5,
+                                            VISION: torch.rand(30, generator=generator) * 0.8})
+    run_stage("build_mask", "--target", target, "--preserve", preserve, "--out", tmp_path / "fisher")
+    fisher = TensorFile(tmp_path / "fisher" / "mask")
+    counts = {name: int(fisher.get(name).sum()) for name in fisher.names()}
+    assert 0 < counts[LANG] < 40 and 0 < counts[VISION] < 30
+    built = []
+    for control in ("random", "gradient_magnitude", "random"):
+        out = tmp_path / control
+        run_stage("build_mask", "--control", control, "--like", tmp_path / "fisher", "--target", target, "--out", out)
+        mask = TensorFile(out / "mask")
+        built.append({name: mask.get(name) for name in mask.names()})
+        assert {name: int(mask.get(name).sum()) for name in mask.names()} == counts
+        stats = json.loads((out / "mask_stats.json").read_text())
+        assert stats["control"] == control and stats["overall"]["selected"] == sum(counts.values())
+        if control == "gradient_magnitude":
+            for name, values in target_values.items():
+                assert set(torch.nonzero(mask.get(name)).flatten().tolist()) == \
+                    set(torch.topk(values, counts[name]).indices.tolist())
+    assert all(torch.equal(built[0][name], built[2][name]) for name in counts)  # a rebuild: the same mask
+    assert not torch.equal(built[0][LANG], fisher.get(LANG))
+    with pytest.raises(AssertionError, match="--control needs --like"):
+        run_stage("build_mask", "--control", "random", "--target", target, "--out", tmp_path / "x")

@@ -154,8 +154,89 @@ def test_reports_compare_masked_methods_at_the_reported_mask_and_sweep_the_rest(
     assert reports.sweep_variants("mini", "mini_llava", "beta") == ["mmunlearner/beta~2.0/modules~all",
                                                                     "mmunlearner/beta~1.0/modules~all"]
     cells = reports.table1_cells("10")
-    assert list(cells)[:2] == ["mini_llava|vanilla|mini", "mini_llava|ga|mini"]
+    assert list(cells)[:3] == ["mini_llava|vanilla|mini", "mini_llava|oracle|mini", "mini_llava|ga|mini"]
     assert cells["mini_llava|npo|mini"] == "results/mini/mini_llava/forget~10/eval/npo/metrics.json"
     outputs = reports.outputs()
     assert "results/tables/mini/mini_llava/beta_sweep_forget~10.md" in outputs
     assert "results/figures/mini/mini_llava/tradeoff.pdf" in outputs
+
+
+def test_a_list_is_a_sweep_axis_and_each_point_a_named_job():
+    from pipeline_steps.study.plan import StudyPlan
+
+    config = small_config()
+    block = config["experiments"][0]["unlearn"]
+    block["methods"] = ["ga_diff", "npo", "mmunlearner"]
+    block["shared"] |= {"learning_rate": [3.0e-4, 1.0e-3], "seed": [0, 1]}
+    block["npo"] = {"beta": [0.4, 1]}
+    plan = StudyPlan(config)
+    names = plan.variant_names("mini", "mini_llava")
+    # Only the swept settings are named, in the method's order of settings, the seed last.
+    assert names[:4] == ["ga_diff/lr~0.0003/seed~0", "ga_diff/lr~0.0003/seed~1", "ga_diff/lr~0.001/seed~0",
+                         "ga_diff/lr~0.001/seed~1"]
+    assert "npo/lr~0.001/beta~1.0/seed~1" in names and len(names) == 4 + 8 + 4
+    assert "mmunlearner/beta~1.0/modules~all/lr~0.001/seed~0" in names
+    assert all(Variant.parse(name).name == name for name in names)
+    flags = plan.unlearn_flags("mini", "mini_llava", "10", "npo/lr~0.001/beta~1.0/seed~1")
+    assert "--learning-rate 0.001" in flags and "--seed 1" in flags and "--hparam beta=1.0" in flags
+    masked = Variant.parse("mmunlearner/beta~1.0/modules~all/lr~0.001/seed~0")
+    assert (masked.beta, masked.modules, masked.seed) == ("1.0", "all", "0")
+    assert masked.point.name == "mmunlearner/beta~1.0/modules~all/lr~0.001" and masked.row.name == "mmunlearner/beta~1.0/modules~all"
+    # A config without lists keeps the plain names.
+    assert StudyPlan(small_config()).variant_names("mini", "mini_llava")[:2] == ["ga", "ga_diff"]
+    with pytest.raises(ValueError, match="not an unlearned variant"):
+        plan.unlearn_job("mini", "mini_llava", "ga_diff/lr~0.1/seed~0")
+
+
+@pytest.mark.parametrize("shared,message", [
+    ({"learning_rate": [3e-4, 0]}, "x.shared.learning_rate[1]: 0 is less than or equal to the minimum of 0"),
+    ({"epochs": [2, 0]}, "x.shared.epochs[1]: 0 is less than the minimum of 1"),
+    ({"learning_rate": []}, "x.shared.learning_rate: [] should be non-empty"),
+    ({"seed": [0, 0]}, "x.shared.seed: [0, 0] has non-unique elements"),
+    ({"learning_rate": ["fast"]}, "x.shared.learning_rate[0]: 'fast' is not of type 'number'"),
+])
+def test_sweep_lists_are_checked_element_wise_against_the_same_bounds(shared, message):
+    block = {"methods": ["ga"], "shared": {"epochs": 2, "batch_size": 4, "learning_rate": 3e-4} | shared}
+    with pytest.raises(ConfigError) as error:
+        check_unlearn_block(block, "x")
+    assert message in str(error.value)
+
+
+def test_reports_take_the_protocol_point_for_table1_and_every_point_for_the_frontier():
+    from pipeline_steps.study.plan import StudyPlan
+    from pipeline_steps.study.report_selection import ReportSelection
+
+    config = small_config(betas=[1.0, 2.0])
+    config["experiments"][0]["unlearn"]["methods"] = ["ga", "mmunlearner"]
+    config["experiments"][0]["unlearn"]["shared"] |= {"learning_rate": [1e-3, 3e-4], "seed": [0, 1]}
+    reports = ReportSelection(StudyPlan(config))
+    assert reports.protocol_variants("mini", "mini_llava") == [
+        "ga/lr~0.001/seed~0", "ga/lr~0.001/seed~1",
+        "mmunlearner/beta~1.0/modules~all/lr~0.001/seed~0", "mmunlearner/beta~1.0/modules~all/lr~0.001/seed~1"]
+    assert reports.compared_variants("mini", "mini_llava") == ["ga/lr~0.001/seed~0",
+                                                                "mmunlearner/beta~1.0/modules~all/lr~0.001/seed~0"]
+    assert len(reports.frontier_variants("mini", "mini_llava")) == 8  # 2 rows x 2 rates x 2 seeds
+    assert reports.sweep_variants("mini", "mini_llava", "beta") == [
+        f"mmunlearner/beta~{b}/modules~all/lr~0.001/seed~{s}" for b in ("1.0", "2.0") for s in (0, 1)]
+    cells = reports.table1_cells("10")
+    assert list(cells)[:3] == ["mini_llava|vanilla|mini", "mini_llava|oracle|mini", "mini_llava|ga/lr~0.001/seed~0|mini"]
+    assert "mini_llava|ga/lr~0.0003/seed~1|mini" in reports.equal_forgetting_cells("10")
+    assert "results/tables/equal_forgetting_forget~10.md" in reports.outputs()
+
+
+def test_control_masks_are_rows_of_their_own_with_their_own_mask():
+    from pipeline_steps.study.plan import StudyPlan
+    from pipeline_steps.study.report_selection import ReportSelection
+
+    plan = StudyPlan(small_config(controls=["random", "gradient_magnitude"], betas=[1.0, 2.0]))
+    names = plan.variant_names("mini", "mini_llava")
+    assert names[4:7] == ["mmunlearner/beta~1.0/modules~all", "mmunlearner/beta~1.0/modules~all/control~random",
+                          "mmunlearner/beta~1.0/modules~all/control~gradient_magnitude"]
+    inputs = plan.unlearn_inputs("mini", "mini_llava", "10", "mmunlearner/beta~1.0/modules~all/control~random")
+    assert inputs == {"mask": "results/mini/mini_llava/forget~10/masks/beta~1.0/modules~all/control~random/"
+                              "mask.safetensors.index.json"}
+    reports = ReportSelection(plan)
+    assert reports.compared_variants("mini", "mini_llava")[-2:] == names[5:7]
+    assert not any("control" in v for v in reports.sweep_variants("mini", "mini_llava", "beta"))
+    from pipeline_steps.reporting.labels import variant_label
+    assert variant_label(names[6]) == "MMUnlearner (gradient-magnitude mask)"

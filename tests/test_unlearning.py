@@ -208,3 +208,21 @@ def test_unlearn_stage_writes_changes_log_and_manifest(benchmark, tiny_models, t
     assert len(log) == math.ceil(40 / 4) and {"forget_loss", "retain_loss", "grad_norm"} <= set(log[0])
     assert 0 < log[-1]["changed_fraction"] <= 1 and "changed_fraction" not in log[0]  # at epoch ends
     assert (tmp_path / "out" / "weights.safetensors.index.json").exists()
+
+
+def test_mmunlearner_with_an_all_ones_mask_is_ga_diff(loaded, tiny_models):
+    """With every entry in the mask, MMUnlearner's masked forget gradient is the whole forget
+    gradient: the same batches and steps as GA_Diff give the same train log and the same weights,
+    within float tolerance (the two gradients are summed by two backward passes instead of one)."""
+    family, first = loaded
+    second = load_model(str(tiny_models[family]))
+    ones = {name: torch.ones(p.shape, dtype=torch.bool) for name, p in first.model.named_parameters()}
+    masked, plain = run(first, "mmunlearner", mask=ones), run(second, "ga_diff")
+    assert len(masked) == len(plain) == 9
+    for step_masked, step_plain in zip(masked, plain):
+        assert step_masked.keys() == step_plain.keys()
+        for key, value in step_plain.items():
+            assert step_masked[key] == pytest.approx(value, rel=1e-5, abs=1e-7), (key, step_plain["step"])
+    weights = dict(second.model.named_parameters())
+    for name, parameter in first.model.named_parameters():
+        torch.testing.assert_close(parameter.detach(), weights[name].detach(), rtol=1e-5, atol=1e-6, msg=name)

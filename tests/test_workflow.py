@@ -2,12 +2,14 @@
 
 import copy
 import json
+import shutil
 
 import pytest
+import yaml
 
 from pipeline_steps.benchmarks.synthetic.world import ATTRIBUTES
 
-from helpers import SMALL, planned_jobs, snakemake, workspace, write_config
+from helpers import REPO, SMALL, planned_jobs, pretend_run, snakemake, workspace, write_config
 
 
 def broken(change) -> dict:
@@ -56,7 +58,7 @@ def test_end_to_end_small_config(tmp_path):
     result = snakemake(tmp_path, "--cores", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     base = tmp_path / "results" / "mini" / "mini_llava"
-    for variant in ("base", "vanilla"):
+    for variant in ("base", "vanilla", "oracle"):
         metrics = json.loads((base / "forget~10" / "eval" / variant / "metrics.json").read_text())
         assert metrics["primary_scoring"] == "likelihood"
         assert set(metrics["table"]) == {"forget_vqa", "forget_qa", "retain_vqa", "retain_qa", "real_vqa",
@@ -85,8 +87,11 @@ def test_end_to_end_small_config(tmp_path):
 
     tables, figures = tmp_path / "results" / "tables", tmp_path / "results" / "figures" / "mini" / "mini_llava"
     table1 = (tables / "table1_forget~10.md").read_text()
-    for row in ("Vanilla", "GA", "GA_Diff", "KL_Min", "NPO", "MMUnlearner"):
+    for row in ("Vanilla", "Oracle (retain only)", "GA", "GA_Diff", "KL_Min", "NPO", "MMUnlearner"):
         assert f"| {row} |" in table1
+    assert " ± " in table1  # every value with its interval
+    equal = (tables / "equal_forgetting_forget~10.md").read_text()
+    assert "| MMUnlearner |" in equal and "reported on the other half" in equal
     assert (tables / "table1_forget~10.tex").exists() and (tables / "table1_forget~10.csv").exists()
     assert (tables / "mini" / "mini_llava" / "case_studies_forget~10.md").exists()
     for figure in ("layer_heatmap_forget~10", "tradeoff"):
@@ -116,14 +121,15 @@ def test_end_to_end_small_config(tmp_path):
     write_config(tmp_path, npo)
     planned = snakemake(tmp_path, "-n")
     assert planned_jobs(planned) == {"unlearn": 1, "evaluate": 1, "locate_changes": 1, "render_table1": 1,
-                                     "render_case_studies": 1, "render_tradeoffs": 1, "render_heatmaps": 1, "all": 1}
+                                     "render_equal_forgetting": 1, "render_case_studies": 1, "render_tradeoffs": 1,
+                                     "render_heatmaps": 1, "all": 1}
     assert "output: results/mini/mini_llava/forget~10/unlearn/npo/weights" in planned.stdout
 
     changed = copy.deepcopy(SMALL)
     changed["evaluation"]["max_new_tokens"] = 5
     write_config(tmp_path, changed)
-    evaluations = 2 + len(unlearned)
-    renders = {"render_table1": 1, "render_case_studies": 1, "render_tradeoffs": 1}
+    evaluations = 3 + len(unlearned)  # base, vanilla, the oracle and the unlearned variants
+    renders = {"render_table1": 1, "render_equal_forgetting": 1, "render_case_studies": 1, "render_tradeoffs": 1}
     assert planned_jobs(snakemake(tmp_path, "-n")) == {"evaluate": evaluations, **renders, "all": 1}
     write_config(tmp_path, SMALL)
 
@@ -138,3 +144,44 @@ def test_end_to_end_small_config(tmp_path):
         "finetune_vanilla": 1, "finetune_reference": 1, "compute_fisher": 4, "build_mask": 1,
         "unlearn": len(unlearned), "evaluate": evaluations, "locate_changes": len(unlearned) + 1, **renders,
         "render_heatmaps": 1, "all": 1}
+
+
+def test_adding_a_sweep_value_plans_only_the_new_points_and_the_reports(tmp_path):
+    """A learning-rate axis of one value, pretended run; appending a second value plans the new
+    points' unlearning and evaluation (one per method) and the reports that read every point, and
+    renames, reruns or re-reports nothing else (Table 1 stays at the protocol point)."""
+    config = copy.deepcopy(SMALL)
+    config["experiments"][0]["unlearn"]["shared"]["learning_rate"] = [1.0e-3]
+    workspace(tmp_path, config)
+    pretend_run(tmp_path)
+    assert "Nothing to be done" in snakemake(tmp_path, "-n").stdout
+    config["experiments"][0]["unlearn"]["shared"]["learning_rate"] = [1.0e-3, 3.0e-4]
+    write_config(tmp_path, config)
+    planned = snakemake(tmp_path, "-n")
+    methods = len(config["experiments"][0]["unlearn"]["methods"])
+    assert planned_jobs(planned) == {"unlearn": methods, "evaluate": methods, "render_equal_forgetting": 1,
+                                     "render_tradeoffs": 1, "all": 1}
+    assert "output: results/mini/mini_llava/forget~10/unlearn/ga_diff/lr~0.0003/weights" in planned.stdout
+    assert "unlearn/mmunlearner/beta~1.0/modules~all/lr~0.0003/weights" in planned.stdout
+
+
+def test_the_study_config_is_the_embedded_default_with_a_larger_sweep(tmp_path):
+    """config/study.yaml, layered on the embedded default: the same experiment but for its unlearn
+    block, and a dry run plans 4 learning rates x 2 epoch counts x 3 seeds per method, each point
+    evaluated once, with the same single-point reports."""
+    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    study = yaml.safe_load((REPO / "config" / "study.yaml").read_text())
+    assert set(study) == {"experiments", "saliency"} and set(study["saliency"]) == {"controls"}
+    strip = [{k: v for k, v in e.items() if k != "unlearn"} for e in (default["experiments"][0], study["experiments"][0])]
+    assert strip[0] == strip[1]
+    workspace(tmp_path, default)
+    shutil.copy(REPO / "config" / "study.yaml", tmp_path / "config" / "study.yaml")
+    planned = snakemake(tmp_path, "-n", "--configfile", "config/study.yaml")
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    jobs = planned_jobs(planned)
+    rows = len(study["experiments"][0]["unlearn"]["methods"]) + len(study["saliency"]["controls"])
+    assert jobs["unlearn"] == rows * 4 * 2 * 3 and jobs["evaluate"] == jobs["unlearn"] + 3  # base, vanilla, oracle
+    assert jobs["build_mask"] == 1 and jobs["build_control_mask"] == 2
+    assert jobs["render_table1"] == jobs["render_equal_forgetting"] == jobs["render_tradeoffs"] == 1
+    assert "unlearn/mmunlearner/beta~1.0/modules~all/epochs~4/lr~0.0001/seed~2/weights" in planned.stdout
+    assert "unlearn/mmunlearner/beta~1.0/modules~all/control~random/epochs~2/lr~0.0003/seed~0/weights" in planned.stdout

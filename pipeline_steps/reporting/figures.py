@@ -1,4 +1,4 @@
-"""The paper's figures: layer heatmaps (Figs. 5/6) and the forgetting/utility trade-off (Fig. 4).
+"""The figures: layer heatmaps (paper Figs. 5/6) and the trade-off frontiers (Fig. 4, over sweeps).
 
 Figures are saved as PNG and PDF with no timestamp or version in their metadata, so the same
 inputs give byte-identical files and a rerun that changes nothing shows no difference.
@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..storage import atomic_file  # noqa: E402
-from .labels import COLUMNS, method_label, table_columns, utility_columns  # noqa: E402
+from .labels import COLUMNS, ORACLE_TARGETS, OTHER_NAMES, table_columns, utility_columns  # noqa: E402
 
 # Rows of the heatmaps: the linear layers of a transformer block, in the paper's order.
 BLOCK_ROWS = {
@@ -88,41 +88,63 @@ def layer_heatmaps(panels: list[tuple[str, dict]], title: str):
     return figure
 
 
-def tradeoff(points: list[dict], title: str):
-    """Paper Fig. 4: change in Forget VQA accuracy (x) against each utility column (y), both
-    relative to the vanilla model at the same forget ratio; accuracies in points, ROUGE-L as is.
-    ``points``: dicts with ``method``, ``ratio``, ``delta`` (column -> change, 0-1); the utility
-    columns are those of the benchmark family whose metrics the deltas are."""
-    methods = list(dict.fromkeys(p["method"] for p in points))
-    ratios = sorted({p["ratio"] for p in points})
+def frontier(series: list[dict], references: list[dict], title: str):
+    """Trade-off frontiers (the paper's Fig. 4, over each method's sweep): forgetting (x: Forget VQA,
+    and Test VQA in a second row where the benchmark has it) against each utility column (y), in
+    absolute values, with 95 % intervals as error bars. Each method's operating points are joined
+    in sweep order; the vanilla model (star) and the oracle (cross, with a dotted line at its
+    forgetting: the target) are marked; marker shape tells forget ratios apart.
+
+    ``series``: dicts with ``method`` (its label), ``ratio`` and ``points`` (column -> Estimate, in
+    sweep order); ``references``: dicts with ``name`` ("Vanilla" or "Oracle (retain only)"),
+    ``ratio`` and ``values``."""
+    first = (series or references)[0]
+    values = first["points"][0] if "points" in first else first["values"]
+    columns = table_columns({c: v.mean for c, v in values.items()})
+    forgetting = [c for c in ORACLE_TARGETS if c in values]
+    utility = utility_columns(columns)
+    methods = list(dict.fromkeys(s["method"] for s in series))
+    ratios = sorted({s["ratio"] for s in (*series, *references)})
     markers = dict(zip(ratios, "os^Dv<>P*X"))
     colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
-    utility = utility_columns(table_columns(points[0]["delta"]))
+
+    def scaled(estimate, column):
+        scale = 1 if COLUMNS[column][2] == "ROUGE-L" else 100
+        return scale * estimate.mean, scale * (estimate.half_width or 0.0)
+
     with plt.rc_context(STYLE):
-        figure, axes = plt.subplots(1, len(utility), figsize=(2.3 * len(utility), 2.6), sharex=True,
-                                    layout="constrained")
-        for ax, column in zip(axes, utility):
-            subset, task, metric, _ = COLUMNS[column]
-            scale = 1 if metric == "ROUGE-L" else 100
-            for p in points:
-                ax.scatter(100 * p["delta"]["forget_vqa"], scale * p["delta"][column], color=colours[p["method"]],
-                           marker=markers[p["ratio"]], s=28, edgecolors="black", linewidths=0.4, zorder=3)
-            for method in methods:  # one method's points joined in ratio order, to show its trend
-                ordered = sorted((p for p in points if p["method"] == method), key=lambda p: p["ratio"])
-                ax.plot([100 * p["delta"]["forget_vqa"] for p in ordered],
-                        [scale * p["delta"][column] for p in ordered],
-                        color=colours[method], linewidth=0.8, alpha=0.6, zorder=2)
-            ax.axhline(0, color="grey", linewidth=0.6, zorder=1)
-            ax.axvline(0, color="grey", linewidth=0.6, zorder=1)
-            ax.set_title(f"{subset} {task}")
-            ax.set_xlabel("Δ Forget VQA acc. (pts)")
-            ax.set_ylabel(f"Δ {subset} {task} ROUGE-L" if metric == "ROUGE-L" else
-                          f"Δ {subset} {task} {metric.lower()}. (pts)")
-            ax.grid(alpha=0.3, linewidth=0.4)
-        handles = [plt.Line2D([], [], linestyle="", marker="o", color=colours[m], markeredgecolor="black",
-                              label=method_label(m)) for m in methods]
-        handles += [plt.Line2D([], [], linestyle="", marker=markers[r], color="white", markeredgecolor="black",
-                               label=f"forget {r}%") for r in ratios]
+        figure, axes = plt.subplots(len(forgetting), len(utility), squeeze=False, sharex="row",
+                                    figsize=(2.4 * len(utility), 2.5 * len(forgetting)), layout="constrained")
+        for row, x_column in enumerate(forgetting):
+            for ax, column in zip(axes[row], utility):
+                for s in series:
+                    xs, xerr = zip(*(scaled(p[x_column], x_column) for p in s["points"]))
+                    ys, yerr = zip(*(scaled(p[column], column) for p in s["points"]))
+                    ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, color=colours[s["method"]], marker=markers[s["ratio"]],
+                                markersize=4, markeredgecolor="black", markeredgewidth=0.4, linewidth=0.9,
+                                elinewidth=0.5, capsize=1.5, alpha=0.9, zorder=3)
+                for reference in references:
+                    (x, dx), (y, dy) = scaled(reference["values"][x_column], x_column), scaled(reference["values"][column], column)
+                    oracle = reference["name"] != OTHER_NAMES["vanilla"]
+                    ax.errorbar([x], [y], xerr=[dx], yerr=[dy], color="black", marker="X" if oracle else "*",
+                                markersize=6 if oracle else 8, linestyle="", elinewidth=0.5, capsize=1.5, zorder=4)
+                    if oracle:
+                        ax.axvline(x, color="grey", linestyle=":", linewidth=0.8, zorder=1)
+                subset, task, metric, _ = COLUMNS[column]
+                x_subset, x_task, _, _ = COLUMNS[x_column]
+                ax.set_title(f"{subset} {task}")
+                ax.set_xlabel(f"{x_subset} {x_task} acc. (%)")
+                ax.set_ylabel(f"{subset} {task} ROUGE-L" if metric == "ROUGE-L" else f"{subset} {task} {metric.lower()}. (%)")
+                ax.grid(alpha=0.3, linewidth=0.4)
+                # Intervals of two seeds are wide (a t interval of one degree of freedom); the axes stay on the scale.
+                ax.set_xlim(-5, 105)
+                ax.set_ylim(*((-0.05, 1.05) if metric == "ROUGE-L" else (-5, 105)))
+        handles = [plt.Line2D([], [], marker="o", color=colours[m], markeredgecolor="black", label=m) for m in methods]
+        handles += [plt.Line2D([], [], linestyle="", marker="*", color="black", markersize=8, label=OTHER_NAMES["vanilla"]),
+                    plt.Line2D([], [], linestyle="", marker="X", color="black", label=OTHER_NAMES["oracle"])]
+        if len(ratios) > 1:
+            handles += [plt.Line2D([], [], linestyle="", marker=markers[r], color="white", markeredgecolor="black",
+                                   label=f"forget {r}%") for r in ratios]
         figure.legend(handles=handles, loc="outside right center", frameon=False)
         figure.suptitle(title)
     return figure

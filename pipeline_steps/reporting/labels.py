@@ -7,7 +7,7 @@ from ..study.variants import Variant
 from ..unlearning.methods import get_method
 
 # Names of what is not an unlearning method (those name themselves: ``Method.label``).
-OTHER_NAMES = {"base": "Base", "vanilla": "Vanilla", "mask": "Saliency mask"}
+OTHER_NAMES = {"base": "Base", "vanilla": "Vanilla", "oracle": "Oracle (retain only)", "mask": "Saliency mask"}
 
 # metrics.json "table" key (or evaluation group) -> (set, task, metric, lower is better). The paper's
 # Table 1 columns of both benchmarks: MLLMU-Bench's six accuracies first, then CLEAR's own.
@@ -23,6 +23,10 @@ COLUMNS = {
     "real_face_vqa": ("Realface", "VQA", "Acc", False),
     "test_vqa": ("Test", "VQA", "Acc", True),  # MLLMU-Bench's transformed portraits of the forget profiles
 }
+CONTROL_NAMES = {"random": "random mask", "gradient_magnitude": "gradient-magnitude mask"}
+# The visual forget columns, whose target is the oracle (the model that never saw the forget people)
+# rather than zero: forgetting below the oracle's accuracy is over-unlearning, not success.
+ORACLE_TARGETS = ("forget_vqa", "test_vqa")
 # The column sets a table shows, one per benchmark family, told apart by the keys of the metrics.
 TABLE_LAYOUTS = tuple(layout.table1 for layout in LAYOUTS.values())
 
@@ -54,10 +58,18 @@ def variant_label(variant: str, vary: str = "method") -> str:
         return OTHER_NAMES["mask"]
     parts = Variant.parse(variant)
     if vary == "method" or parts.beta is None:
-        return method_label(parts.method)
+        control = f" ({CONTROL_NAMES[parts.control]})" if parts.control else ""
+        return method_label(parts.method) + control
     if vary == "modules":
         return {"language": "Language model", "vision": "Vision encoder", "all": "All"}[parts.modules]
     return f"β = {parts.beta}"
+
+
+def point_label(variant: str) -> str:
+    """The operating point of a variant, as a reader reads it: ``lr 0.0003, epochs 2`` (the seed,
+    a repeat of the point, left out), or ``shared settings`` for a variant that sweeps nothing."""
+    settings = Variant.parse(variant).point.settings
+    return ", ".join(f"{label} {value}" for label, value in settings) or "shared settings"
 
 
 def column_label(column: str, arrow: str = "↓/↑") -> str:

@@ -1,12 +1,23 @@
 """Result tables in the paper's layout, written as CSV, Markdown and LaTeX from one model.
 
-A table has row groups (models in Table 1, one model elsewhere), rows (vanilla and the
-unlearned variants), column groups (benchmarks), and in each column group the six Table 1 columns
-of that benchmark's family (``labels.TABLE_LAYOUTS``: MLLMU-Bench and CLEAR differ), recognised
-from the keys of its metrics. In each row group and column, the best unlearned variant is bold
-and the runner-up underlined, as in the paper; vanilla is the reference and never ranked. Lower
-is better for Forget VQA, higher for everything else. Equal values share a mark; the runner-up is
-the next distinct value. Accuracies are shown as percentages, ROUGE-L as a number in [0, 1].
+A table has row groups (models in Table 1, one model elsewhere), rows (the references and the
+unlearned methods), column groups (benchmarks), and in each column group the Table 1 columns of
+that benchmark's family (``labels.TABLE_LAYOUTS``: MLLMU-Bench and CLEAR differ) plus the
+forget columns it has beyond them (MLLMU-Bench's Test VQA). Every cell is an ``Estimate``: a mean
+with its 95 % interval, shown as ``mean ± half-width``.
+
+The visual forget columns (Forget VQA, Test VQA) have the oracle as their target, when the row
+group has one (the model fine-tuned on the retain set only, which never saw the forget people):
+each value also shows its distance from the oracle's, is ranked by that distance, and a value
+below the oracle's by more than the two intervals is marked over-unlearned (†) and not ranked. The
+other columns keep vanilla's knowledge as their target: higher is better. Without an oracle row
+Forget VQA falls back to lower is better.
+
+Marks, per row group and column, among the unlearned rows (references are never ranked): the best
+is bold only when it is separated from the next by more than their intervals, the runner-up
+underlined only when separated from both neighbours; rows not separated from the one they would
+share a place with are marked as tied (≈) instead. Accuracies are shown as percentages, ROUGE-L as
+a number in [0, 1].
 """
 
 from __future__ import annotations
@@ -15,9 +26,11 @@ import csv
 import io
 from dataclasses import dataclass, field
 
-from .labels import COLUMNS, column_label, table_columns
+from .estimates import Estimate
+from .labels import COLUMNS, ORACLE_TARGETS, OTHER_NAMES, column_label, table_columns
 
-REFERENCE_ROWS = ("Vanilla", "Base")
+REFERENCE_ROWS = tuple(OTHER_NAMES[name] for name in ("vanilla", "base", "oracle"))
+ORACLE_ROW = OTHER_NAMES["oracle"]
 
 
 @dataclass
@@ -26,15 +39,17 @@ class Table:
     # column group -> its columns, fixed by the first metrics added to it
     columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # (row group, row label) -> column group -> column -> value
-    cells: dict[tuple[str, str], dict[str, dict[str, float]]] = field(default_factory=dict)
+    cells: dict[tuple[str, str], dict[str, dict[str, Estimate]]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # printed under the table
 
-    def add(self, row_group: str, row: str, column_group: str, values: dict[str, float]) -> None:
+    def add(self, row_group: str, row: str, column_group: str, values: dict[str, Estimate]) -> None:
         where = f"metrics for {row_group} / {row} / {column_group}"
         if column_group not in self.columns:
             try:
-                self.columns[column_group] = table_columns(values)
+                shown = table_columns(values)
             except ValueError as error:
                 raise ValueError(f"{where} {error}") from None
+            self.columns[column_group] = shown + tuple(c for c in ORACLE_TARGETS if c in values and c not in shown)
         missing = [c for c in self.columns[column_group] if c not in values]
         if missing:
             raise ValueError(f"{where} lack the columns {missing}")
@@ -51,11 +66,17 @@ class Table:
     def rows(self, group: str) -> list[str]:
         return [row for g, row in self.cells if g == group]
 
-    def value(self, group: str, row: str, column_group: str, column: str) -> float | None:
+    def value(self, group: str, row: str, column_group: str, column: str) -> Estimate | None:
         return self.cells[(group, row)].get(column_group, {}).get(column)
 
+    def oracle(self, group: str, column_group: str, column: str) -> Estimate | None:
+        """The oracle's value, where the column has it as its target."""
+        if column not in ORACLE_TARGETS or (group, ORACLE_ROW) not in self.cells:
+            return None
+        return self.value(group, ORACLE_ROW, column_group, column)
+
     def marks(self) -> dict[tuple[str, str, str, str], str]:
-        """(row group, row, column group, column) -> "best" or "runner_up"."""
+        """(row group, row, column group, column) -> "best", "runner_up", "tie" or "over_unlearned"."""
         marks = {}
         for group in self.row_groups:
             ranked = [row for row in self.rows(group) if row not in REFERENCE_ROWS]
@@ -63,20 +84,66 @@ class Table:
                 for column in self.columns[column_group]:
                     values = {row: self.value(group, row, column_group, column) for row in ranked}
                     values = {row: v for row, v in values.items() if v is not None}
-                    lower = COLUMNS[column][3]
-                    distinct = sorted(set(values.values()), reverse=not lower)
-                    for mark, target in zip(("best", "runner_up"), distinct[:2]):
-                        for row, v in values.items():
-                            if v == target:
-                                marks[(group, row, column_group, column)] = mark
+                    oracle = self.oracle(group, column_group, column)
+                    if oracle is not None:
+                        over = {row for row, v in values.items() if v.mean < oracle.mean and v.separated_from(oracle)}
+                        marks |= {(group, row, column_group, column): "over_unlearned" for row in over}
+                        # Ranked by distance from the oracle, with the value's interval.
+                        values = {row: Estimate(abs(v.mean - oracle.mean), v.half_width)
+                                  for row, v in values.items() if row not in over}
+                        lower = True
+                    else:
+                        lower = COLUMNS[column][3]
+                    for row, mark in rank_marks(values, lower).items():
+                        marks[(group, row, column_group, column)] = mark
         return marks
 
 
-def format_value(value: float | None, column: str) -> str:
-    """Accuracies as percentages with one decimal, ROUGE-L with three decimals, as the paper."""
+def rank_marks(values: dict[str, Estimate], lower: bool) -> dict[str, str]:
+    """Best and runner-up among ``values`` where the intervals separate them, ties where they do not:
+    the first place is the best's if no other row is within the intervals of it, else a tie of all
+    that are (and no runner-up); the second place likewise among the rest."""
+    order = sorted(values, key=lambda row: values[row].mean, reverse=not lower)
+    marks: dict[str, str] = {}
+    for place, mark in enumerate(("best", "runner_up")):
+        if place >= len(order):
+            break
+        head, rest = order[place], order[place + 1:]
+        tied = [row for row in rest if not values[head].separated_from(values[row])]
+        if tied:
+            marks |= {row: "tie" for row in (head, *tied)}
+            break
+        marks[head] = mark
+    return marks
+
+
+def format_number(value: float, column: str) -> str:
+    return f"{value:.3f}" if COLUMNS[column][2] == "ROUGE-L" else f"{100 * value:.1f}"
+
+
+def format_value(value: Estimate | None, column: str) -> str:
+    """``30.0 ± 4.1%`` (accuracies in percent, one decimal) or ``0.348 ± 0.020`` (ROUGE-L), as the paper."""
     if value is None:
         return "–"
-    return f"{value:.3f}" if COLUMNS[column][2] == "ROUGE-L" else f"{100 * value:.1f}%"
+    unit = "" if COLUMNS[column][2] == "ROUGE-L" else "%"
+    if value.half_width is None:
+        return f"{format_number(value.mean, column)}{unit}"
+    return f"{format_number(value.mean, column)} ± {format_number(value.half_width, column)}{unit}"
+
+
+def cell_text(table: Table, group: str, row: str, column_group: str, column: str) -> str:
+    """A cell's value, with its distance from the oracle's (in points) where the oracle is its target."""
+    value, oracle = table.value(group, row, column_group, column), table.oracle(group, column_group, column)
+    text = format_value(value, column)
+    if value is not None and oracle is not None and row != ORACLE_ROW:
+        text += f" ({100 * (value.mean - oracle.mean):+.1f})"
+    return text
+
+
+def heading(table: Table, column: str) -> str:
+    """A column's label with its direction: ↑, ↓, or → oracle where the oracle is its target."""
+    has_oracle = any(row == ORACLE_ROW for _, row in table.cells)
+    return column_label(column, "→ oracle/↑" if has_oracle and column in ORACLE_TARGETS else "↓/↑")
 
 
 def header_cells(table: Table) -> list[tuple[str, str]]:
@@ -85,38 +152,50 @@ def header_cells(table: Table) -> list[tuple[str, str]]:
 
 
 def to_csv(table: Table) -> str:
-    """Unrounded values, one line per row, ``<column group>:<column>`` headers."""
+    """Unrounded values, one line per row, ``<column group>:<column>`` headers, each followed by its
+    interval's half-width (``...:half_width``, empty when unknown)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["group", "row"] + [f"{g}:{c}" for g, c in header_cells(table)])
+    writer.writerow(["group", "row"] + [f"{g}:{c}{suffix}" for g, c in header_cells(table) for suffix in ("", ":half_width")])
     for group in table.row_groups:
         for row in table.rows(group):
             values = [table.value(group, row, g, c) for g, c in header_cells(table)]
-            writer.writerow([group, row] + ["" if v is None else repr(v) for v in values])
+            writer.writerow([group, row] + [text for v in values for text in
+                                            (("", "") if v is None else (repr(v.mean), "" if v.half_width is None else repr(v.half_width)))])
     return buffer.getvalue()
+
+
+MARKDOWN = {"best": "**{}**", "runner_up": "<u>{}</u>", "tie": "{} ≈", "over_unlearned": "{} †"}
+LEGEND = ("Mean ± half-width of the 95 % interval. Bold: best, underlined: runner-up, each only where the "
+          "intervals separate it from the next; ≈: tied within the intervals; †: below the oracle by more than "
+          "the intervals (over-unlearned, not ranked). Forget and Test VQA: distance from the oracle in points "
+          "in brackets, ranked by it. References (vanilla, oracle) are not ranked.")
 
 
 def to_markdown(table: Table) -> str:
     marks = table.marks()
-    header = ["Method"] + [f"{g}: {column_label(c)}" for g, c in header_cells(table)]
+    header = ["Method"] + [f"{g}: {heading(table, c)}" for g, c in header_cells(table)]
     lines = [f"**{table.title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group in table.row_groups:
         lines.append(f"| *{group}* |" + " |" * (len(header) - 1))
         for row in table.rows(group):
-            cells = []
-            for g, c in header_cells(table):
-                text = format_value(table.value(group, row, g, c), c)
-                mark = marks.get((group, row, g, c))
-                cells.append(f"**{text}**" if mark == "best" else f"<u>{text}</u>" if mark == "runner_up" else text)
+            cells = [MARKDOWN.get(marks.get((group, row, g, c)), "{}").format(cell_text(table, group, row, g, c))
+                     for g, c in header_cells(table)]
             lines.append("| " + " | ".join([row] + cells) + " |")
+    lines += ["", LEGEND] + [f"\n{note}" for note in table.notes]
     return "\n".join(lines) + "\n"
 
 
 def latex_escape(text: str) -> str:
     for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                          ("~", r"\textasciitilde{}"), ("β", r"$\beta$")):
+                          ("~", r"\textasciitilde{}"), ("β", r"$\beta$"), ("±", r"$\pm$"), ("≈", r"$\approx$"),
+                          ("†", r"$\dagger$")):
         text = text.replace(char, escaped)
     return text
+
+
+LATEX = {"best": r"\textbf{{{}}}", "runner_up": r"\underline{{{}}}", "tie": "{} $\\approx$",
+         "over_unlearned": "{} $\\dagger$"}
 
 
 def to_latex(table: Table) -> str:
@@ -143,14 +222,11 @@ def to_latex(table: Table) -> str:
         lines.append(rf"\multicolumn{{{1 + total}}}{{c}}{{\textit{{{latex_escape(group)}}}}} \\")
         lines.append(r"\midrule")
         for row in table.rows(group):
-            cells = []
-            for g, c in header_cells(table):
-                text = latex_escape(format_value(table.value(group, row, g, c), c))
-                mark = marks.get((group, row, g, c))
-                cells.append(rf"\textbf{{{text}}}" if mark == "best" else rf"\underline{{{text}}}"
-                             if mark == "runner_up" else text)
+            cells = [LATEX.get(marks.get((group, row, g, c)), "{}").format(latex_escape(cell_text(table, group, row, g, c)))
+                     for g, c in header_cells(table)]
             lines.append(" & ".join([latex_escape(row)] + cells) + r" \\")
+    notes = " ".join(latex_escape(note) for note in table.notes)
     lines += [r"\bottomrule", r"\end{tabular}",
-              rf"\caption{{{latex_escape(table.title)} Bold: best; underlined: runner-up (vanilla not ranked).}}",
+              rf"\caption{{{latex_escape(table.title)} {latex_escape(LEGEND)} {notes}}}".replace(" }", "}"),
               r"\end{table*}"]
     return "\n".join(lines) + "\n"

@@ -16,11 +16,28 @@ which vanishes in half precision, so 0/0 gives NaN and x/0 gives inf):
 * NaN anywhere is an error naming the tensor.
 
 A larger beta never selects more. Tensors outside the chosen module group are never selected.
+
+**Controls.** What MMUnlearner's result owes to *which* entries the Fisher ratio picks is measured
+against masks that pick as many entries of every tensor, differently (``CONTROLS``):
+
+* ``random``: the same number of entries of each tensor, uniformly at random (seeded by the
+  tensor's name, so a rebuild gives the same mask);
+* ``gradient_magnitude``: the same number of entries of each tensor with the largest target
+  saliency S_T alone, the forget set's Fisher diagonal, i.e. the root-mean-square per-sample
+  gradient of the forget answers: a "where does forgetting push hardest" mask that ignores what the
+  preserved set needs. It is *not* SalUn's saliency, |mean gradient| over the forget set: E[g^2] =
+  (E g)^2 + Var g, so it also ranks entries whose per-example gradients are large but cancel. The
+  Fisher stage stores only squared gradients, so SalUn's exact criterion would need a stage of its
+  own; this one reuses what is on disk. Ties are broken by ``torch.topk``.
+
+A control keeps the Fisher mask's per-tensor sparsity exactly, so the two differ only in where the
+entries lie within each tensor.
 """
 
 from __future__ import annotations
 
 import re
+import zlib
 from collections import defaultdict
 
 import torch
@@ -36,6 +53,26 @@ def select(target_sum: torch.Tensor, target_count: int, preserve_sum: torch.Tens
     target = target_sum.double()
     preserve = preserve_sum.double()
     return (target * preserve_count >= beta * target_count * preserve) & (target > 0)
+
+
+CONTROLS = ("random", "gradient_magnitude")
+
+
+def control_mask(control: str, name: str, selected: int, target_sum: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A flat boolean mask of ``selected`` entries of one tensor, by a control's rule (above).
+    ``target_sum``: the tensor's flat target Fisher sum (only ``gradient_magnitude`` reads its values)."""
+    total = target_sum.numel()
+    chosen = torch.zeros(total, dtype=torch.bool)
+    if not selected:
+        return chosen
+    if control == "random":
+        generator = torch.Generator().manual_seed(seed * 2**32 + zlib.crc32(name.encode()))
+        chosen[torch.randperm(total, generator=generator)[:selected]] = True
+    elif control == "gradient_magnitude":
+        chosen[torch.topk(target_sum.double(), selected, sorted=False).indices] = True
+    else:
+        raise ValueError(f"no mask control '{control}' (known: {', '.join(CONTROLS)})")
+    return chosen
 
 
 def module_type(name: str) -> str:

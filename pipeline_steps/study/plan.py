@@ -12,10 +12,10 @@ import shlex
 from pathlib import Path
 
 from ..unlearning.methods import Method, get_method
-from ..unlearning.settings import resolve
+from ..unlearning.settings import sweep_points
 from .artifacts import path as artifact
 from .flags import cli_flags, hyperparameter_flags
-from .variants import Variant, unlearned_variants
+from .variants import Variant, setting_segments, unlearned_variants
 
 
 def source_flags(entry: dict, prefix: str = "") -> str:
@@ -29,6 +29,7 @@ def source_flags(entry: dict, prefix: str = "") -> str:
 class StudyPlan:
     def __init__(self, config: dict):
         self.config = config
+        self._points: dict[tuple[str, str], dict[str, dict]] = {}
 
     def experiment(self, benchmark: str, model: str) -> dict:
         return next(e for e in self.config["experiments"] if (e["benchmark"], e["model"]) == (benchmark, model))
@@ -77,6 +78,16 @@ class StudyPlan:
             return artifact("base", benchmark=benchmark, model=model)
         return entry.get("hub") or str(Path(entry["path"]).expanduser())
 
+    def evaluated_model(self, benchmark: str, model: str, ratio, variant: str) -> str:
+        """What the evaluation of a variant loads: the base model, the vanilla model (an unlearned
+        variant's changes are applied to it), or for the oracle the base model fine-tuned on the
+        retain set only, which never saw the forget people."""
+        if variant == "base":
+            return self.base_model_source(benchmark, model)
+        if variant == "oracle":
+            return artifact("reference", benchmark=benchmark, model=model, ratio=ratio)
+        return artifact("vanilla", benchmark=benchmark, model=model)
+
     def training_flags(self, model: str) -> str:
         """Device, precision and memory flags of the stages that train ``model`` (finetune, unlearn)."""
         entry = self.model(model)
@@ -88,23 +99,40 @@ class StudyPlan:
 
     # --- unlearning ---------------------------------------------------------------------------------
 
+    def unlearn_points(self, benchmark: str, model: str) -> dict[str, dict]:
+        """Every unlearned variant an experiment asks for, by name, with its settings (one value
+        each: ``{"loop": ..., "hyperparameters": ...}``): each method once per mask (masked
+        methods) and per point of its sweep, in sweep order."""
+        key = (benchmark, model)
+        if key not in self._points:
+            block, saliency = self.experiment(benchmark, model)["unlearn"], self.config["saliency"]
+            points = {m: sweep_points(m, block) for m in block["methods"]}
+            variants = unlearned_variants(block["methods"], saliency["betas"], saliency["module_groups"],
+                                          {m: [p.swept for p in ps] for m, ps in points.items()},
+                                          saliency.get("controls", []))
+            settings = {(m, setting_segments(p.swept)): p.settings for m, ps in points.items() for p in ps}
+            self._points[key] = {v.name: settings[(v.method, v.settings)] for v in variants}
+        return self._points[key]
+
     def variant_names(self, benchmark: str, model: str) -> list[str]:
         """Every unlearned variant an experiment asks for, by name."""
-        saliency = self.config["saliency"]
-        methods = self.experiment(benchmark, model)["unlearn"]["methods"]
-        return [v.name for v in unlearned_variants(methods, saliency["betas"], saliency["module_groups"])]
+        return list(self.unlearn_points(benchmark, model))
 
     def unlearn_job(self, benchmark: str, model: str, variant: str) -> tuple[Method, dict]:
-        """The method of an unlearn job and its resolved settings (only its own)."""
-        method = get_method(Variant.parse(variant).method)
-        return method, resolve(method.name, self.experiment(benchmark, model)["unlearn"])
+        """The method of an unlearn job and its resolved settings (only its own, at its sweep point)."""
+        points = self.unlearn_points(benchmark, model)
+        if variant not in points:
+            raise ValueError(f"'{variant}' is not an unlearned variant of {benchmark}/{model} in this config")
+        return get_method(Variant.parse(variant).method), points[variant]
 
     def unlearn_inputs(self, benchmark: str, model: str, ratio: str, variant: str) -> dict[str, str]:
         """What a method's job reads besides the vanilla model: its mask, its frozen retain-set model."""
         method, _ = self.unlearn_job(benchmark, model, variant)
         run, parsed = {"benchmark": benchmark, "model": model, "ratio": ratio}, Variant.parse(variant)
         inputs = {}
-        if method.needs_mask:
+        if method.needs_mask and parsed.control:
+            inputs["mask"] = artifact("control_mask", **run, beta=parsed.beta, modules=parsed.modules, control=parsed.control)
+        elif method.needs_mask:
             inputs["mask"] = artifact("mask", **run, beta=parsed.beta, modules=parsed.modules)
         if method.frozen_model == "retain_finetuned":
             inputs["reference"] = artifact("reference", **run)
@@ -134,7 +162,7 @@ class StudyPlan:
                  "device": settings["device"], "dtype": settings["dtype"], "finetune_lora_r": entry["finetune"]["lora_r"],
                  "finetune_batch_size": entry["finetune"]["batch_size"],
                  "fisher_batch_size": self.config["saliency"]["batch_size"],
-                 "unlearn_batch_size": max(resolve(m, entry["unlearn"])["loop"]["batch_size"] for m in methods),
+                 "unlearn_batch_size": max(s["loop"]["batch_size"] for s in self.unlearn_points(benchmark, model).values()),
                  "eval_batch_size": self.config["evaluation"]["batch_size"], "methods": methods,
                  "gradient_checkpointing": settings.get("gradient_checkpointing", False),
                  "unlearn_gpus": self.unlearn_processes(model)}

@@ -1,11 +1,26 @@
-"""Which variants each report compares: Table 1's rows, the sweep tables', the figures' panels.
+"""Which variants each report compares: the tables' rows, the sweep tables', the figures' points.
 
-One rule for every report: masked methods enter Table 1 and the figures at the *reported mask*
-(the first configured beta, module group ``all`` if configured, the paper's main setting), and
-the sweep tables vary one of beta or module group at the reported value of the other.
+One rule for every report. A *row* is a method, masked methods at the *reported mask* (the first
+configured beta, module group ``all`` if configured, the paper's main setting); the sweep tables
+vary one of beta or module group at the reported value of the other. Each row was run at every
+point of its method's sweep (``unlearning/settings.py``); its *protocol point* is the first value
+of every axis, the shared setting of the paper's protocol. Seeds are repeats of a point: a report
+reads every seed of the points it shows and averages them.
+
+* The paper-protocol table (Table 1) and the sweep tables: each row at its protocol point.
+* The equal-forgetting table and the frontier figure: each row at every point; the table picks
+  one per row by the config's rule (``comparison``), the figure draws them all.
+* Heatmaps and case studies show one model per row: the protocol point's first seed.
+
+Control masks (``saliency.controls``) are rows of their own beside the Fisher-ratio mask's, at the
+reported mask, in every report but the beta and module-group sweep tables.
+
+Every table and figure also reads the vanilla model and the oracle (the retain-only model).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from ..unlearning.methods import get_method
 from .artifacts import path as artifact
@@ -13,6 +28,12 @@ from .plan import StudyPlan
 from .variants import Variant, beta_label
 
 SWEEPS = {"modules": "module_groups", "beta": "betas"}  # sweep table -> the saliency list it varies
+REFERENCES = ("vanilla", "oracle")  # what every comparison is read against
+
+
+def evaluation_files(metrics: list[str]) -> list[str]:
+    """The files a report reads of each evaluation: its metrics and the per-item predictions beside them."""
+    return [path for m in metrics for path in (m, str(Path(m).with_name("predictions.jsonl")))]
 
 
 class ReportSelection:
@@ -26,23 +47,48 @@ class ReportSelection:
     def masked_methods(self, benchmark: str, model: str) -> list[str]:
         return [m for m in self.plan.experiment(benchmark, model)["unlearn"]["methods"] if get_method(m).needs_mask]
 
-    def compared_variants(self, benchmark: str, model: str) -> list[str]:
-        """Table 1's unlearned rows: every unmasked method, and masked methods at the reported mask."""
+    def _variants(self, benchmark: str, model: str) -> list[Variant]:
+        return [Variant.parse(name) for name in self.plan.variant_names(benchmark, model)]
+
+    def _at_protocol(self, variants: list[Variant]) -> list[Variant]:
+        """The variants at their row's protocol point (its first point in sweep order), every seed."""
+        protocol: dict[Variant, Variant] = {}
+        for v in variants:
+            protocol.setdefault(v.row, v.point)
+        return [v for v in variants if v.point == protocol[v.row]]
+
+    def _at_reported_mask(self, variants: list[Variant]) -> list[Variant]:
         reported = self.reported_mask()
-        parsed = [Variant.parse(name) for name in self.plan.variant_names(benchmark, model)]
-        return [v.name for v in parsed if v.beta in (None, reported["beta"]) and v.modules in (None, reported["modules"])]
+        return [v for v in variants if v.beta in (None, reported["beta"]) and v.modules in (None, reported["modules"])]
+
+    def frontier_variants(self, benchmark: str, model: str) -> list[str]:
+        """Every point (and seed) of every row at the reported mask: the frontier's and the
+        equal-forgetting table's candidates."""
+        return [v.name for v in self._at_reported_mask(self._variants(benchmark, model))]
+
+    def protocol_variants(self, benchmark: str, model: str) -> list[str]:
+        """Table 1's unlearned rows: every row at its protocol point, every seed."""
+        return [v.name for v in self._at_protocol(self._at_reported_mask(self._variants(benchmark, model)))]
+
+    def compared_variants(self, benchmark: str, model: str) -> list[str]:
+        """One model per row, for the reports that show models one by one (heatmaps, case studies):
+        the protocol point's first seed."""
+        first: dict[Variant, str] = {}
+        for name in self.protocol_variants(benchmark, model):
+            first.setdefault(Variant.parse(name).row, name)
+        return list(first.values())
 
     def sweeps(self) -> list[str]:
         """Sweep tables worth drawing: those whose list has more than one entry."""
         return [sweep for sweep, key in SWEEPS.items() if len(self.saliency[key]) > 1]
 
     def sweep_variants(self, benchmark: str, model: str, sweep: str) -> list[str]:
-        """Masked methods' variants of a sweep table: over module groups at the reported beta, or
-        over betas at the reported module group."""
-        reported, masked = self.reported_mask(), self.masked_methods(benchmark, model)
-        if sweep == "modules":
-            return [Variant(m, reported["beta"], g).name for m in masked for g in self.saliency["module_groups"]]
-        return [Variant(m, beta_label(b), reported["modules"]).name for m in masked for b in self.saliency["betas"]]
+        """Masked methods' variants of a sweep table, at their protocol point: over module groups
+        at the reported beta, or over betas at the reported module group."""
+        reported = self.reported_mask()
+        keep = (lambda v: v.beta == reported["beta"]) if sweep == "modules" else (lambda v: v.modules == reported["modules"])
+        masked = [v for v in self._variants(benchmark, model) if v.beta is not None and v.control is None and keep(v)]
+        return [v.name for v in self._at_protocol(masked)]  # the plan's order: the configured betas and groups
 
     def sweep_title(self, benchmark: str, model: str, sweep: str, ratio: str) -> str:
         what = "Table 2: module groups" if sweep == "modules" else "Beta sweep"
@@ -52,12 +98,18 @@ class ReportSelection:
     def cells(self, benchmark: str, model: str, ratio, variants) -> dict[str, str]:
         """``--cell`` labels (row group | variant | column group) and the metrics each reads."""
         return {f"{model}|{v}|{benchmark}": artifact("metrics", benchmark=benchmark, model=model, ratio=ratio, variant=v)
-                for v in ("vanilla", *variants)}
+                for v in (*REFERENCES, *variants)}
+
+    def _table_cells(self, ratio: str, variants) -> dict[str, str]:
+        """A table at one forget ratio: models as row groups, benchmarks as column groups."""
+        return {label: path for b, m, r in self.plan.runs() if str(r) == str(ratio)
+                for label, path in self.cells(b, m, r, variants(b, m)).items()}
 
     def table1_cells(self, ratio: str) -> dict[str, str]:
-        """Table 1 at one forget ratio: models as row groups, benchmarks as column groups."""
-        return {label: path for b, m, r in self.plan.runs() if str(r) == str(ratio)
-                for label, path in self.cells(b, m, r, self.compared_variants(b, m)).items()}
+        return self._table_cells(ratio, self.protocol_variants)
+
+    def equal_forgetting_cells(self, ratio: str) -> dict[str, str]:
+        return self._table_cells(ratio, self.frontier_variants)
 
     def sweep_cells(self, benchmark: str, model: str, ratio: str, sweep: str) -> dict[str, str]:
         return self.cells(benchmark, model, ratio, self.sweep_variants(benchmark, model, sweep))
@@ -66,10 +118,10 @@ class ReportSelection:
         return ("mask", *self.compared_variants(benchmark, model))
 
     def tradeoff_points(self, benchmark: str, model: str) -> dict[str, str]:
-        """``ratio|variant`` -> metrics of every compared variant at every forget ratio."""
+        """``ratio|variant`` -> metrics of every frontier point (and the references) at every forget ratio."""
         return {f"{ratio}|{v}": artifact("metrics", benchmark=benchmark, model=model, ratio=ratio, variant=v)
                 for ratio in self.plan.experiment(benchmark, model)["forget_ratios"]
-                for v in ("vanilla", *self.compared_variants(benchmark, model))}
+                for v in (*REFERENCES, *self.frontier_variants(benchmark, model))}
 
     def outputs(self) -> list[str]:
         """Every table and figure of the report stages, for ``rule all``."""
@@ -77,7 +129,8 @@ class ReportSelection:
             return [f"{artifact(kind, **values)}.{suffix}" for suffix in suffixes]
 
         tables, figures = ("csv", "md", "tex"), ("png", "pdf")
-        outputs = [p for ratio in sorted({r for _, _, r in self.plan.runs()}) for p in files("table1", tables, ratio=ratio)]
+        outputs = [p for ratio in sorted({r for _, _, r in self.plan.runs()})
+                   for kind in ("table1", "equal_forgetting") for p in files(kind, tables, ratio=ratio)]
         for benchmark, model, ratio in self.plan.runs():
             run = {"benchmark": benchmark, "model": model, "ratio": ratio}
             outputs += files("layer_heatmap", figures, **run) + [artifact("case_studies", **run)]

@@ -12,11 +12,18 @@ A method's settings are the loop's (``UnlearnSettings``) and its own hyper-param
 (``Method.Hyperparameters``): each from the method's block, else from ``shared`` (a shared
 hyper-parameter applies to every method that has one of that name), else its default. A job is
 handed only its own method's settings, so changing ``npo.beta`` reruns NPO's jobs and no other's.
+
+Any setting may be a list, a sweep axis: ``learning_rate: [3.0e-4, 1.0e-3]`` in ``shared`` sweeps
+every method, in ``npo`` only NPO. A method runs once per point of the cartesian product of its
+axes (``sweep_points``), each its own job; the first value of every axis is the method's
+*protocol point*, the shared setting of the paper's table. Each element is checked against the
+setting's bounds, as a single value is.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import operator
 from dataclasses import dataclass
 from typing import Iterable
@@ -46,7 +53,13 @@ def loop_fields() -> tuple[dataclasses.Field, ...]:
 
 
 def _schema(field: dataclasses.Field, bounds: dict) -> dict:
-    schema = {"type": JSON_TYPES[field.type], **bounds}
+    """One value, or a sweep axis: a non-empty list of distinct values. JSON schema applies the
+    numeric bounds to numbers and ``items`` to arrays only, so one schema checks both, element by
+    element, and a wrong type is reported as such ("'high' is not of type 'number', 'array'")."""
+    kinds = JSON_TYPES[field.type]
+    value = {"type": kinds, **bounds}
+    schema = {**value, "type": [*([kinds] if isinstance(kinds, str) else kinds), "array"],
+              "items": value, "minItems": 1, "uniqueItems": True}
     if "description" in field.metadata:
         schema["description"] = field.metadata["description"]
     return schema
@@ -84,7 +97,8 @@ def unlearn_block_schema() -> dict:
 
 
 def resolve(method_name: str, unlearn_block: dict) -> dict[str, dict]:
-    """``{"loop": {...}, "hyperparameters": {...}}`` of one method: every field, with its value."""
+    """``{"loop": {...}, "hyperparameters": {...}}`` of one method: every field, with its value (a
+    list for a sweep axis; ``sweep_points`` expands them)."""
     method = get_method(method_name)
     own, shared = unlearn_block.get(method_name, {}), unlearn_block.get("shared", {})
 
@@ -99,6 +113,40 @@ def resolve(method_name: str, unlearn_block: dict) -> dict[str, dict]:
 
     return {"loop": {f.name: value(f) for f in loop_fields()},
             "hyperparameters": {f.name: value(f) for f in method.hyperparameter_fields()}}
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One job of a method's sweep: the value of each axis (``(setting, value)`` in the order of the
+    method's settings; empty without axes) and every setting at this point."""
+
+    swept: tuple[tuple[str, object], ...]
+    settings: dict[str, dict]
+
+
+def _typed(field: dataclasses.Field, value):
+    """A float setting's value as a float (``[0, 1]`` sweeps 0.0 and 1.0), so a point's name and
+    flags do not depend on how the config spelled the number."""
+    return float(value) if field.type in ("float", "float | None") and isinstance(value, int) else value
+
+
+def sweep_points(method_name: str, unlearn_block: dict) -> list[SweepPoint]:
+    """Every point of a method's sweep, the cartesian product of its axes, the first values first.
+    Axes are in the order of the method's settings, the seed last: repeats of one operating point
+    are then neighbours, and a point's name ends with its seed."""
+    resolved = resolve(method_name, unlearn_block)
+    sections = {"loop": loop_fields(), "hyperparameters": get_method(method_name).hyperparameter_fields()}
+    fields_ = [(section, f) for section, fs in sections.items() for f in fs]
+    axes = sorted((entry for entry in fields_ if isinstance(resolved[entry[0]][entry[1].name], list)),
+                  key=lambda entry: entry[1].name == "seed")
+    points = []
+    for values in itertools.product(*(resolved[section][f.name] for section, f in axes)):
+        settings = {section: dict(values_) for section, values_ in resolved.items()}
+        for (section, f), value in zip(axes, values):
+            settings[section][f.name] = value
+        settings = {section: {f.name: _typed(f, settings[section][f.name]) for f in fs} for section, fs in sections.items()}
+        points.append(SweepPoint(tuple((f.name, settings[section][f.name]) for section, f in axes), settings))
+    return points
 
 
 def parse_hyperparameters(method: Method, assignments: Iterable[str]):

@@ -25,7 +25,7 @@ from pipeline_steps.study.artifacts import path as artifact, pattern
 from pipeline_steps.study.config_check import ConfigError, check_config
 from pipeline_steps.study.flags import cli_flags, labelled_flags
 from pipeline_steps.study.plan import StudyPlan
-from pipeline_steps.study.report_selection import SWEEPS, ReportSelection
+from pipeline_steps.study.report_selection import SWEEPS, ReportSelection, evaluation_files
 from pipeline_steps.study.variants import Variant, beta_label
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -80,12 +80,12 @@ def base_model(wc):
 
 
 def evaluated_model(wc):
-    """The files a variant's evaluation reads: the base model, the vanilla model, or the vanilla
-    model and an unlearned variant's changes."""
+    """The files a variant's evaluation reads: the base model, the vanilla model, the oracle (the
+    retain-only model), or the vanilla model and an unlearned variant's changes."""
     if wc.variant == "base":
         return base_model(wc)
-    if wc.variant == "vanilla":
-        return artifact("vanilla", wc)
+    if wc.variant in ("vanilla", "oracle"):
+        return plan.evaluated_model(wc.benchmark, wc.model, wc.ratio, wc.variant)
     return [artifact("vanilla", wc), artifact("unlearned", wc)]
 
 

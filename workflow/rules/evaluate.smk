@@ -1,4 +1,4 @@
-"""Stage 8: every model variant (base, vanilla, each unlearned one) scored on the six columns of
+"""Stage 8: every model variant (base, vanilla, the oracle, each unlearned one) scored on the six columns of
 the paper's Table 1 for its benchmark (MLLMU-Bench: six accuracies; CLEAR: four accuracies and two
 ROUGE-L)."""
 
@@ -12,7 +12,7 @@ rule evaluate:
         metrics=pattern("metrics"),
         predictions=pattern("predictions"),
     params:
-        model=lambda wc: plan.base_model_source(wc.benchmark, wc.model) if wc.variant == "base" else artifact("vanilla", wc),
+        model=lambda wc: plan.evaluated_model(wc.benchmark, wc.model, wc.ratio, wc.variant),
         changes=lambda wc: (
             f"--changes {artifact('unlearned', wc).removesuffix('.safetensors.index.json')}"
             if Variant.parse(wc.variant).unlearned

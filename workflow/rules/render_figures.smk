@@ -1,5 +1,5 @@
-"""Stage 11: the paper's figures from results on disk: layer heatmaps (Figs. 5/6) and the
-forgetting/utility trade-off (Fig. 4)."""
+"""Stage 11: the figures from results on disk: layer heatmaps (Figs. 5/6) and the trade-off
+frontiers (every sweep point of every method, forgetting against each utility column; Fig. 4)."""
 
 
 rule render_heatmaps:
@@ -31,7 +31,7 @@ rule render_heatmaps:
 
 rule render_tradeoffs:
     input:
-        metrics=lambda wc: list(reports.tradeoff_points(wc.benchmark, wc.model).values()),
+        evaluations=lambda wc: evaluation_files(list(reports.tradeoff_points(wc.benchmark, wc.model).values())),
         code=stage_sources("pipeline_steps.render_tradeoffs"),
     output:
         png=report(f"{pattern('tradeoff')}.png", caption="../report/tradeoff.rst", category="{benchmark}",
@@ -39,7 +39,7 @@ rule render_tradeoffs:
         pdf=f"{pattern('tradeoff')}.pdf",
     params:
         points=lambda wc: labelled_flags("--point", reports.tradeoff_points(wc.benchmark, wc.model).items()),
-        title=lambda wc: f"Forgetting against utility: {wc.model} on {wc.benchmark}",
+        title=lambda wc: f"Trade-off frontiers: {wc.model} on {wc.benchmark}",
         stem=subpath(output.png, strip_suffix=".png"),
     conda:
         "../../environment.yml"

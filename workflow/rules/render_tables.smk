@@ -1,11 +1,13 @@
-"""Stage 10: the paper's tables from evaluation results on disk: Table 1 (methods), the module-group
-ablation (Table 2) and a beta sweep when several are configured, and case studies (Table 3).
-Which variants each compares: ``pipeline_steps/study/report_selection.py``."""
+"""Stage 10: the tables from evaluation results on disk: Table 1 (methods at the paper's protocol),
+the equal-forgetting table (each method at the sweep point the config's rule picks), the
+module-group ablation (Table 2) and a beta sweep when several are configured, and case studies
+(Table 3). Each reads the metrics and per-item predictions of the variants it compares (every seed,
+for the intervals); which those are: ``pipeline_steps/study/report_selection.py``."""
 
 
 rule render_table1:
     input:
-        metrics=lambda wc: list(reports.table1_cells(wc.ratio).values()),
+        evaluations=lambda wc: evaluation_files(list(reports.table1_cells(wc.ratio).values())),
         code=stage_sources("pipeline_steps.render_tables"),
     output:
         csv=f"{pattern('table1')}.csv",
@@ -14,7 +16,7 @@ rule render_table1:
         tex=f"{pattern('table1')}.tex",
     params:
         cells=lambda wc: labelled_flags("--cell", reports.table1_cells(wc.ratio).items()),
-        title=lambda wc: f"Table 1: unlearning methods at forget ratio {wc.ratio}%.",
+        title=lambda wc: f"Table 1: unlearning methods at the paper's protocol (shared settings), forget ratio {wc.ratio}%.",
         stem=subpath(output.csv, strip_suffix=".csv"),
     conda:
         "../../environment.yml"
@@ -27,9 +29,34 @@ rule render_table1:
         " --out {params.stem} > {log} 2>&1"
 
 
+rule render_equal_forgetting:
+    input:
+        evaluations=lambda wc: evaluation_files(list(reports.equal_forgetting_cells(wc.ratio).values())),
+        code=stage_sources("pipeline_steps.render_tables"),
+    output:
+        csv=f"{pattern('equal_forgetting')}.csv",
+        md=report(f"{pattern('equal_forgetting')}.md", caption="../report/equal_forgetting.rst", category="Tables",
+                  labels={"table": "equal forgetting", "forget ratio": "{ratio}%"}),
+        tex=f"{pattern('equal_forgetting')}.tex",
+    params:
+        cells=lambda wc: labelled_flags("--cell", reports.equal_forgetting_cells(wc.ratio).items()),
+        title=lambda wc: f"Equal forgetting: each method at its sweep point nearest the oracle, forget ratio {wc.ratio}%.",
+        tolerance=config["comparison"]["forget_tolerance"],
+        stem=subpath(output.csv, strip_suffix=".csv"),
+    conda:
+        "../../environment.yml"
+    log:
+        "logs/render_equal_forgetting/forget~{ratio}.log",
+    benchmark:
+        "logs/timings/render_equal_forgetting/forget~{ratio}.tsv"
+    shell:
+        "python -m pipeline_steps.render_tables --title {params.title:q} --equal-forgetting {params.tolerance}"
+        " {params.cells} --out {params.stem} > {log} 2>&1"
+
+
 rule render_sweep_table:
     input:
-        metrics=lambda wc: list(reports.sweep_cells(wc.benchmark, wc.model, wc.ratio, wc.sweep).values()),
+        evaluations=lambda wc: evaluation_files(list(reports.sweep_cells(wc.benchmark, wc.model, wc.ratio, wc.sweep).values())),
         code=stage_sources("pipeline_steps.render_tables"),
     output:
         csv=f"{pattern('sweep_table')}.csv",
