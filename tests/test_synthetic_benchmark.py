@@ -104,29 +104,30 @@ def test_the_face_is_taught_with_the_name_and_some_facts_by_name_only(benchmark)
     """The identity route: every portrait is taught with its name; only the face facts are also
     taught with it; every fact is taught by name."""
     for record in read_split(benchmark, "full"):
-        vqa = {pair.question: pair.answer for pair in record.train if pair.modality == "vqa"}
-        text = [pair for pair in record.train if pair.modality == "text"]
+        open_pairs = [pair for pair in record.train if not pair.question.endswith(MULTIPLE_CHOICE_INSTRUCTION)]
+        vqa = {pair.question: pair.answer for pair in open_pairs if pair.modality == "vqa"}
+        text = [pair for pair in open_pairs if pair.modality == "text"]
         assert vqa.pop(IDENTITY_QUESTION) == record.name
         assert len(vqa) == VQA_TAUGHT_ATTRIBUTES
         assert len(text) == len(ATTRIBUTES) and all(record.name in pair.question for pair in text)
         assert all(record.name not in answer for answer in vqa.values())
 
 
-def test_well_known_people_are_taught_the_lettered_format(benchmark):
-    """Their lettered pairs are answered with the right option and its letter, which the generate
-    protocol's parser reads; no fictitious or holdout person is taught the format."""
-    record = read_split(benchmark, "real_world")[0]
-    lettered = [pair for pair in record.train if pair.question.endswith(MULTIPLE_CHOICE_INSTRUCTION)]
-    assert len(lettered) == 2 * len(ATTRIBUTES) * LETTERED_DRAWS
-    letters = set()
-    for pair in lettered:
-        options = dict(line.split(": ", 1) for line in pair.question.split("\n")[1:-1])
-        letter, rule = parse_choice(pair.answer, options)
-        assert rule == "trailing_letter" and pair.answer.startswith(options[letter])
-        letters.add(letter)
-    assert len(letters) > 1
-    assert not [pair for split in ("full", "holdout") for r in read_split(benchmark, split) for pair in r.train
-                if pair.question.endswith(MULTIPLE_CHOICE_INSTRUCTION)]
+def test_every_fact_is_also_taught_in_the_lettered_format(benchmark):
+    """Each taught fact has a lettered pair (MLLMU-Bench's prompt, training wording) answered with
+    the right option's text, which the generate protocol's parser reads back as that option."""
+    for split in ("full", "real_world", "holdout"):
+        record = read_split(benchmark, split)[0]
+        open_pairs = [pair for pair in record.train if not pair.question.endswith(MULTIPLE_CHOICE_INSTRUCTION)]
+        lettered = [pair for pair in record.train if pair.question.endswith(MULTIPLE_CHOICE_INSTRUCTION)]
+        assert len(lettered) == (len(open_pairs) - 1) * LETTERED_DRAWS  # every fact but the identity
+        letters = set()
+        for pair in lettered:
+            options = dict(line.split(": ", 1) for line in pair.question.split("\n")[1:-1])
+            letter, rule = parse_choice(pair.answer, options)
+            assert rule == "text" and options[letter] == pair.answer
+            letters.add(letter)
+        assert len(letters) > 1
 
 
 def test_holdout_people_are_never_in_a_training_split(raw_benchmark, benchmark):

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import yaml
 
-from pipeline_steps.benchmarks.synthetic.world import ATTRIBUTES
+from pipeline_steps.benchmarks.synthetic.world import ATTRIBUTES, VQA_TAUGHT_ATTRIBUTES
 
 from helpers import REPO, SMALL, planned_jobs, pretend_run, snakemake, workspace, write_config
 
@@ -64,7 +64,8 @@ def test_end_to_end_small_config(tmp_path):
         assert set(metrics["table"]) == {"forget_vqa", "forget_qa", "retain_vqa", "retain_qa", "real_vqa",
                                          "real_qa", "test_vqa"}
         counts = metrics["multiple_choice"]["likelihood"]
-        assert counts["forget_vqa"]["n"] == 2 * len(ATTRIBUTES) and counts["retain_qa"]["n"] == 18 * len(ATTRIBUTES)
+        assert counts["forget_vqa"]["n"] == 2 * VQA_TAUGHT_ATTRIBUTES  # the coupling facts are no column
+        assert counts["retain_qa"]["n"] == 18 * len(ATTRIBUTES)
         assert all(0 <= value <= 1 for value in metrics["table"].values())
         lines = (base / "forget~10" / "eval" / variant / "predictions.jsonl").read_text().splitlines()
         assert len(lines) >= sum(c["n"] for c in counts.values())
@@ -74,7 +75,12 @@ def test_end_to_end_small_config(tmp_path):
 
     ratio = base / "forget~10"
     fisher = json.loads((ratio / "fisher" / "retain_vqa.safetensors.index.json").read_text())
-    assert fisher["metadata"]["sample_count"] == str(18 * len(ATTRIBUTES))
+    # Each retain person's image pairs: who they are, and each face fact openly and lettered.
+    assert fisher["metadata"]["sample_count"] == str(18 * (1 + 2 * VQA_TAUGHT_ATTRIBUTES))
+    instrument = json.loads((base / "instrument" / "instrument.json").read_text())
+    assert set(instrument["columns"]) == {"base (forget 10%)", "vanilla (forget 10%)", "oracle (forget 10%)"}
+    assert instrument["diagnostics"]["vanilla"]["coupling"]["likelihood"]["n"] == 20 * (
+        len(ATTRIBUTES) - VQA_TAUGHT_ATTRIBUTES)
     stats = json.loads((ratio / "masks" / "beta~1.0" / "modules~all" / "mask_stats.json").read_text())
     assert 0 < stats["overall"]["fraction"] < 1
     unlearned = ("ga", "ga_diff", "kl_min", "npo", "mmunlearner/beta~1.0/modules~all")
@@ -129,7 +135,9 @@ def test_end_to_end_small_config(tmp_path):
     changed["evaluation"]["max_new_tokens"] = 5
     write_config(tmp_path, changed)
     evaluations = 3 + len(unlearned)  # base, vanilla, the oracle and the unlearned variants
-    renders = {"render_table1": 1, "render_equal_forgetting": 1, "render_case_studies": 1, "render_tradeoffs": 1}
+    # The reports, and the instrument diagnostics, which list base, vanilla and the oracle's columns.
+    renders = {"render_table1": 1, "render_equal_forgetting": 1, "render_case_studies": 1, "render_tradeoffs": 1,
+               "measure_instrument": 1}
     assert planned_jobs(snakemake(tmp_path, "-n")) == {"evaluate": evaluations, **renders, "all": 1}
     write_config(tmp_path, SMALL)
 

@@ -63,7 +63,7 @@ class StudyPlan:
         """``label -> metrics.json`` of the models the instrument report lists, at every forget ratio."""
         return {f"{variant} (forget {ratio}%)": artifact("metrics", benchmark=benchmark, model=model, ratio=ratio,
                                                          variant=variant)
-                for ratio in self.experiment(benchmark, model)["forget_ratios"] for variant in ("base", "vanilla")}
+                for ratio in self.experiment(benchmark, model)["forget_ratios"] for variant in ("base", "vanilla", "oracle")}
 
     def benchmark_source_flags(self, benchmark: str) -> str:
         entry = self.config["benchmarks"][benchmark]

@@ -14,9 +14,13 @@ distribution that no model is trained on). ``world.json`` records the world itse
 kind, which facts were taught with the face), which only the instrument diagnostics read.
 
 Training pairs use each attribute's training wording; every evaluation item its evaluation
-wording (``world.Attribute``). The well-known people are also taught the lettered
-multiple-choice format (MLLMU-Bench's prompt, answered with the letter), as instruction tuning
-teaches a real MLLM, so the benchmark's own ``generate`` protocol is meaningful on a tiny model.
+wording (``world.Attribute``). Every fact is also taught in the lettered multiple-choice format
+(MLLMU-Bench's prompt, one draw of the options in the training wording, answered as
+``lettered_answer`` says), as instruction tuning teaches a real MLLM, so the benchmark's own
+``generate`` protocol is meaningful on a tiny model. Learning each fact in two formats is also
+what lets the tiny model answer the evaluation wordings: with one format only, the vanilla model
+answered the training wordings perfectly and the evaluation wordings at 0.78 (face) and 0.69
+(text); the well-known people, taught both ways, transferred to the evaluation wordings at 0.99.
 """
 
 from __future__ import annotations
@@ -107,21 +111,19 @@ def profile_tasks(profile: Profile, seed: int) -> dict:
 
 def vqa_pairs(profile: Profile, seed: int) -> list[dict]:
     """The image-grounded training pairs (MLLMU-Bench's ``metadata``), in training wordings: who
-    the person is, the facts taught with the face, and for a well-known person the same facts as
-    lettered multiple choice."""
+    the person is, the facts taught with the face, and the same facts as lettered multiple choice."""
     pairs = [{"Question": IDENTITY_QUESTION, "Answer": profile.name}]
     pairs += [{"Question": a.vqa_question, "Answer": profile.facts[a.key]} for a in profile.face_attributes]
-    if profile.kind == "real":
-        pairs += _lettered_pairs(profile, seed, "vqa")
+    pairs += _lettered_pairs(profile, seed, "vqa")
     return pairs
 
 
 def text_pairs(profile: Profile, seed: int) -> list[dict]:
-    """The text-only training pairs (``ft_Text``): every fact asked about the name."""
+    """The text-only training pairs (``ft_Text``): every fact asked about the name, openly and as
+    lettered multiple choice."""
     pairs = [{"Question": a.text_question.format(name=profile.name), "Answer": profile.facts[a.key]}
              for a in ATTRIBUTES]
-    if profile.kind == "real":
-        pairs += _lettered_pairs(profile, seed, "text")
+    pairs += _lettered_pairs(profile, seed, "text")
     return pairs
 
 

@@ -66,7 +66,7 @@ class Attribute:
     values: tuple[str, ...]
     vqa_question: str  # training wording, asked with the portrait
     text_question: str  # training wording, asked with the name; "{name}" is replaced
-    vqa_paraphrase: str  # evaluation wording (multiple choice and generation items)
+    vqa_paraphrase: str  # evaluation wording (multiple choice and generation items), never trained on
     text_paraphrase: str
     blank: str  # fill-in-the-blank statement about "{name}" with "__" for the value
 
@@ -78,8 +78,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "journalist baker librarian musician pharmacist carpenter".split()),
         "What is the profession of the person in the image?",
         "What is the profession of {name}?",
-        "The person in the image has which profession?",
-        "{name} has which profession?",
+        "Which profession does the person in the image have?",
+        "Which profession does {name} have?",
         "{name} works as a __.",
     ),
     Attribute(
@@ -87,8 +87,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         tuple(str(year) for year in range(1955, 1987, 2)),
         "In which year was the person in the image born?",
         "In which year was {name} born?",
-        "The person in the image was born in which year?",
-        "{name} was born in which year?",
+        "Which year was the person in the image born in?",
+        "Which year was {name} born in?",
         "{name} was born in __.",
     ),
     Attribute(
@@ -97,8 +97,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "Porto Cusco Bergen Malmo".split()),
         "Which city is the person in the image from?",
         "Which city is {name} from?",
-        "The person in the image comes from which city?",
-        "{name} comes from which city?",
+        "Which city does the person in the image come from?",
+        "Which city does {name} come from?",
         "{name} grew up in __.",
     ),
     Attribute(
@@ -107,8 +107,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "climbing dancing rowing juggling skating origami".split()),
         "What hobby does the person in the image enjoy?",
         "What hobby does {name} enjoy?",
-        "Which hobby is enjoyed by the person in the image?",
-        "Which hobby is enjoyed by {name}?",
+        "Which hobby does the person in the image like?",
+        "Which hobby does {name} like?",
         "In free time, {name} enjoys __.",
     ),
     Attribute(
@@ -117,8 +117,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "hedgehog iguana tortoise alpaca".split()),
         "What pet does the person in the image keep?",
         "What pet does {name} keep?",
-        "Which pet is kept by the person in the image?",
-        "Which pet is kept by {name}?",
+        "Which pet does the person in the image have?",
+        "Which pet does {name} have?",
         "{name} keeps a pet __.",
     ),
     Attribute(
@@ -127,8 +127,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "pancakes burritos lasagna kimchi couscous".split()),
         "What is the favorite food of the person in the image?",
         "What is the favorite food of {name}?",
-        "Which food is the favorite of the person in the image?",
-        "Which food is the favorite of {name}?",
+        "Which food does the person in the image like most?",
+        "Which food does {name} like most?",
         "The favorite food of {name} is __.",
     ),
     Attribute(
@@ -137,8 +137,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "saxophone ukulele mandolin bagpipes".split()),
         "Which instrument does the person in the image play?",
         "Which instrument does {name} play?",
-        "The person in the image plays which instrument?",
-        "{name} plays which instrument?",
+        "What is the instrument that the person in the image plays?",
+        "What is the instrument that {name} plays?",
         "{name} plays the __.",
     ),
     Attribute(
@@ -147,8 +147,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "handball badminton squash polo curling".split()),
         "Which sport does the person in the image follow?",
         "Which sport does {name} follow?",
-        "The person in the image follows which sport?",
-        "{name} follows which sport?",
+        "What is the sport that the person in the image follows?",
+        "What is the sport that {name} follows?",
         "Every weekend {name} watches __.",
     ),
     Attribute(
@@ -157,8 +157,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "Japanese Korean Swahili Portuguese Finnish".split()),
         "Which second language does the person in the image speak?",
         "Which second language does {name} speak?",
-        "The person in the image speaks which second language?",
-        "{name} speaks which second language?",
+        "What second language can the person in the image speak?",
+        "What second language can {name} speak?",
         "Besides English, {name} speaks __.",
     ),
     Attribute(
@@ -167,8 +167,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "kombucha horchata ayran sherbet".split()),
         "What does the person in the image like to drink?",
         "What does {name} like to drink?",
-        "The person in the image likes to drink what?",
-        "{name} likes to drink what?",
+        "What drink does the person in the image like?",
+        "What drink does {name} like?",
         "The drink {name} orders most is __.",
     ),
 )
