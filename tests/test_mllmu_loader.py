@@ -20,9 +20,10 @@ def test_prepared_benchmark_has_every_split(benchmark):
     manifest = read_manifest(benchmark)
     assert manifest["forget_ratios"] == [5, 10, 15]
     assert manifest["vqa_training_pairs_from"] == {"ft_Data metadata": 40}
+    assert manifest["text_training_pairs_from"] == "ft_Text"
     names = {p.stem for p in (benchmark / "splits").glob("*.jsonl")}
     assert names == {"full", "real_world", "test", "forget_5", "forget_10", "forget_15", "retain_95",
-                     "retain_90", "retain_85"}
+                     "retain_90", "retain_85", "holdout"}
     assert len(read_split(benchmark, "full")) == 40
     assert len(read_split(benchmark, "forget_10")) + len(read_split(benchmark, "retain_90")) == 40
 
@@ -31,14 +32,15 @@ def test_records_match_the_raw_rows(benchmark, raw_benchmark):
     raw = {row["ID"]: row for row in datasets.load_dataset(str(raw_benchmark), "Full_Set", split="train")}
     metadata = {row["ID"]: json.loads(row["metadata"])
                 for row in datasets.load_dataset(str(raw_benchmark), "ft_Data", split="train")}
+    text_pairs = {row["ID"]: json.loads(row["metadata"])
+                  for row in datasets.load_dataset(str(raw_benchmark), "ft_Text", split="train")}
     for record in read_split(benchmark, "forget_15"):
         row = raw[record.id]
         assert record.name == json.loads(row["biography"])["Name"]
         vqa = [(p.question, p.answer) for p in record.train if p.modality == "vqa"]
         assert vqa == [(m["Question"], m["Answer"]) for m in metadata[record.id]]
         text = [(p.question, p.answer) for p in record.train if p.modality == "text"]
-        pure = row["Classification_Task"]["Pure_Text_Questions"]
-        assert text == [(q["Question"], q["Options"][q["Correct_Answer"]]) for q in pure]
+        assert text == [(m["Question"], m["Answer"]) for m in text_pairs[record.id]]  # from ft_Text
         assert [c.answer for c in record.multiple_choice if c.modality == "vqa"] == \
             [q["Correct_Answer"] for q in row["Classification_Task"]["Image_Textual_Questions"]]
         assert (benchmark / record.image).read_bytes()  # the image is on disk
@@ -159,8 +161,7 @@ def test_question_answer_columns_are_used_without_ft_data(raw_benchmark, tmp_pat
     manifest = read(copy, tmp_path / "out")
     assert manifest["vqa_training_pairs_from"] == {"question/answer": 40}
     record = read_split(tmp_path / "out", "full")[0]
-    assert [p.question for p in record.train if p.modality == "vqa"] == [
-        "What is the profession of the person in the image?"]
+    assert [p.question for p in record.train if p.modality == "vqa"] == ["Who is the person in the image?"]
 
 
 def test_a_profile_in_both_forget_and_retain_is_refused(raw_benchmark, tmp_path):

@@ -8,6 +8,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
+from pipeline_steps.benchmarks.synthetic.world import VQA_TAUGHT_ATTRIBUTES
 from pipeline_steps.models.encoding import PromptEncoder
 from pipeline_steps.models.loading import load_model
 from pipeline_steps.training.precision import enable_gradient_checkpointing, training_accelerator
@@ -106,7 +107,7 @@ def test_every_stage_in_bfloat16_with_checkpointing(benchmark, tiny_models, tmp_
               tmp_path / "eval", "--scoring", "likelihood", "--batch-size", "32", *common)
 
     index = json.loads((tmp_path / "fisher" / "forget_vqa.safetensors.index.json").read_text())
-    assert index["metadata"]["model_dtype"] == "bfloat16" and index["metadata"]["sample_count"] == str(4 * 10)
+    assert index["metadata"]["model_dtype"] == "bfloat16" and index["metadata"]["sample_count"] == str(4 * (1 + 2 * VQA_TAUGHT_ATTRIBUTES))
     mask_stats = json.loads((tmp_path / "mask" / "mask_stats.json").read_text())
     manifest = json.loads((tmp_path / "unlearned" / "manifest.json").read_text())
     assert manifest["dtype"] == "bfloat16"

@@ -83,7 +83,7 @@ def test_questions_are_asked_both_ways_in_evaluation_wordings(raw_benchmark):
     image_questions = [q["Question"] for q in row["Classification_Task"]["Image_Textual_Questions"]]
     text_questions = [q["Question"] for q in row["Classification_Task"]["Pure_Text_Questions"]]
     assert set(image_questions) <= {a.vqa_paraphrase for a in ATTRIBUTES}
-    assert f"{name} has which profession?" in text_questions
+    assert f"Which profession does {name} have?" in text_questions
     assert all(name not in q for q in image_questions)
     assert all(name in q for q in text_questions)
     assert len(image_questions) == VQA_TAUGHT_ATTRIBUTES  # the coupling facts are not a column

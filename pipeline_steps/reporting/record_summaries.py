@@ -19,6 +19,7 @@ from ..cli import StageError
 from ..models.families import FAMILIES, family_of
 from ..saliency.tensor_files import INDEX_SUFFIX, TensorFile
 from ..storage import read_json
+from .estimates import Estimate
 from .labels import COLUMNS, column_label
 from .summaries import Summary, SummaryTable, change_summary, read_changes, stored_names
 from .tables import format_value
@@ -104,7 +105,7 @@ def shown(value, key: str, measure: str) -> str:
     if key not in COLUMNS:
         metric = "ROUGE-L" if measure == "rouge_l" else "Acc"
         key = next(column for column, spec in COLUMNS.items() if spec[2] == metric)
-    return format_value(value, key)
+    return format_value(None if value is None else Estimate(value), key)
 
 
 def metrics_summary(path: Path, metrics: dict) -> Summary:

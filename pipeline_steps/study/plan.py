@@ -55,9 +55,10 @@ class StudyPlan:
         return not self.is_tiny(model) or "hub" in self.config["benchmarks"][benchmark]
 
     def instrumented(self) -> list[tuple[str, str]]:
-        """(benchmark, model) pairs whose benchmark is synthetic: their instrument is measured."""
+        """(benchmark, model) pairs whose instrument is measured: a synthetic benchmark and the tiny
+        model built for it (whose base model is a directory of this run)."""
         return [(e["benchmark"], e["model"]) for e in self.config["experiments"]
-                if "synthetic" in self.config["benchmarks"][e["benchmark"]]]
+                if "synthetic" in self.config["benchmarks"][e["benchmark"]] and self.is_tiny(e["model"])]
 
     def instrument_metrics(self, benchmark: str, model: str) -> dict[str, str]:
         """``label -> metrics.json`` of the models the instrument report lists, at every forget ratio."""
