@@ -25,7 +25,7 @@ from PIL import Image
 
 from ...benchmarks.records import ChoiceItem, read_split
 from ...evaluation.scoring import PosedItem
-from .mllmu_writer import LETTERS, WORLD_FILE
+from .mllmu_writer import WORLD_FILE, draw_options
 
 GROUPS = ("coupling", "coupling_text", "face_train", "face_eval", "text_train", "text_eval")
 
@@ -39,10 +39,8 @@ def read_world(raw_benchmark: Path) -> dict:
 
 
 def _item(attribute: dict, wording: str, name: str, value: str, modality: str, rng: random.Random) -> ChoiceItem:
-    options = rng.sample([v for v in attribute["values"] if v != value], len(LETTERS) - 1)
-    correct = rng.randrange(len(LETTERS))
-    options.insert(correct, value)
-    return ChoiceItem(modality, attribute[wording].format(name=name), dict(zip(LETTERS, options)), LETTERS[correct])
+    options, correct = draw_options(attribute["values"], value, rng)
+    return ChoiceItem(modality, attribute[wording].format(name=name), options, correct)
 
 
 def diagnostic_items(world: dict, benchmark: Path, people: int, seed: int = 0) -> dict[str, list[PosedItem]]:

@@ -72,11 +72,17 @@ def _png(image) -> dict:
     return {"bytes": buffer.getvalue(), "path": None}
 
 
-def _multiple_choice(question: str, attribute: Attribute, answer: str, rng: random.Random) -> dict:
-    options = rng.sample([v for v in attribute.values if v != answer], len(LETTERS) - 1)
-    correct = rng.randrange(len(LETTERS))
+def draw_options(values, answer: str, rng: random.Random) -> tuple[dict[str, str], str]:
+    """Lettered options: up to three other values and the answer at a random letter; its letter."""
+    options = rng.sample([v for v in values if v != answer], min(len(LETTERS), len(values)) - 1)
+    correct = rng.randrange(len(options) + 1)
     options.insert(correct, answer)
-    return {"Question": question, "Options": dict(zip(LETTERS, options)), "Correct_Answer": LETTERS[correct]}
+    return dict(zip(LETTERS, options)), LETTERS[correct]
+
+
+def _multiple_choice(question: str, attribute: Attribute, answer: str, rng: random.Random) -> dict:
+    options, correct = draw_options(attribute.values, answer, rng)
+    return {"Question": question, "Options": options, "Correct_Answer": correct}
 
 
 def profile_tasks(profile: Profile, seed: int) -> dict:

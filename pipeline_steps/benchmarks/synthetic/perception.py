@@ -11,8 +11,8 @@ import random
 
 from PIL import Image
 
-from ...models.encoding import LETTERS, multiple_choice_question
-from .mllmu_writer import lettered_answer
+from ...models.encoding import multiple_choice_question
+from .mllmu_writer import draw_options, lettered_answer
 from .portraits import draw_portrait, jitter
 from .world import TRAITS, random_traits
 
@@ -30,11 +30,7 @@ def perception_items(rng: random.Random, faces: int, image_size: int, questions_
             if len(items) % 2 == 0:
                 items.append((image, trait.question, answer))
                 continue
-            others = rng.sample([v for v in trait.values if v != answer], min(3, len(trait.values) - 1))
-            options = others[:]
-            options.insert(rng.randrange(len(options) + 1), answer)
-            letters = dict(zip(LETTERS, options))
-            right = next(letter for letter, value in letters.items() if value == answer)
+            letters, right = draw_options(trait.values, answer, rng)
             items.append((image, multiple_choice_question(trait.question, letters), lettered_answer(answer, right)))
     return items
 
