@@ -13,6 +13,8 @@ rule measure_instrument:
         code=stage_sources("pipeline_steps.measure_instrument"),
     output:
         report=pattern("instrument"),
+        readable=report(pattern("instrument").replace(".json", ".md"), caption="../report/instrument.rst",
+                        category="{benchmark}", subcategory="{model}", labels={"table": "instrument diagnostics"}),
     params:
         out=subpath(output.report, parent=True),
         metrics=lambda wc: labelled_flags("--metrics", plan.instrument_metrics(wc.benchmark, wc.model).items()),
