@@ -6,11 +6,14 @@ inputs give byte-identical files and a rerun that changes nothing shows no diffe
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import PowerNorm  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..storage import atomic_file  # noqa: E402
@@ -60,7 +63,10 @@ def outside_blocks(panel: dict) -> float:
 
 
 def layer_heatmaps(panels: list[tuple[str, dict]], title: str):
-    """Methods side by side (columns), language model and vision encoder (rows), one colour scale."""
+    """Methods side by side (columns), language model and vision encoder (rows), one colour scale.
+
+    The scale is a square root: a method that puts all its changes in a few blocks (RMU trains two
+    layers' MLPs) would otherwise flatten every other panel to one colour."""
     parts = [p for p in ("language", "vision") if any(heatmap_grid(panels[0][1], p)[1])]
     grids = {(i, part): heatmap_grid(panel, part) for i, (_, panel) in enumerate(panels) for part in parts}
     vmax = max([g.max() for g, _, _ in grids.values()] + [1e-9])
@@ -72,14 +78,16 @@ def layer_heatmaps(panels: list[tuple[str, dict]], title: str):
             for row, part in enumerate(parts):
                 grid, rows, layers = grids[(column, part)]
                 ax = axes[row][column]
-                image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=vmax, aspect="auto", interpolation="nearest")
+                image = ax.imshow(grid, cmap="viridis", norm=PowerNorm(0.5, vmin=0, vmax=vmax), aspect="auto",
+                                  interpolation="nearest")
                 ax.set_xticks(range(len(layers)), [str(layer) for layer in layers])
                 ax.set_yticks(range(len(rows)), [r.removesuffix("_proj") for r in rows] if column == 0 else [])
                 ax.set_xlabel(f"{PART_TITLES[part]} layer")
                 if column == 0:
                     ax.set_ylabel("module")
                 if row == 0:
-                    ax.set_title(f"{label}\nn = {panel['selected']:,}\n{outside_blocks(panel):.0f}% outside blocks")
+                    ax.set_title(f"{textwrap.fill(label, 22)}\nn = {panel['selected']:,}\n"
+                                 f"{outside_blocks(panel):.0f}% outside blocks")
                 if len(layers) > 12:
                     ax.set_xticks(range(0, len(layers), 4), [str(layers[i]) for i in range(0, len(layers), 4)])
         colorbar = figure.colorbar(image, ax=axes, shrink=0.8, pad=0.02)
