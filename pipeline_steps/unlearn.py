@@ -8,9 +8,10 @@ Only image-grounded (VQA) pairs are unlearned from and retained, as in the paper
 the forget profiles, retain VQA of the retain profiles. Methods are in
 ``unlearning/methods.py``, each with its own hyper-parameters (``--hparam NAME=VALUE``, listed
 by ``--help``); a method with a frozen retain-set model (``npo``) needs ``--reference`` (the base
-fine-tuned on the retain set), a masked one (``mmunlearner``, ``salun``) a ``--mask`` of its kind (whose module group
-also fixes which tensors train; the other methods train every parameter, as the paper's
-baselines, except where a method trains fewer: ``rmu``, a few MLPs). Writes ``weights.safetensors`` (only the tensors that changed, applied to the
+fine-tuned on the retain set), a masked one (``mmunlearner``, ``salun``) a ``--mask`` of its
+kind (MMUnlearner's Fisher-ratio mask or a control of it, SalUn's at its ``mask_fraction``; the
+mask's module group also fixes which tensors train; the other methods train every parameter, as
+the paper's baselines, except where a method trains fewer: ``rmu``, a few MLPs). Writes ``weights.safetensors`` (only the tensors that changed, applied to the
 vanilla model by ``evaluate --changes``),
 ``train_log.jsonl`` (per step: losses, gradient norm, fraction of parameters changed) and
 ``manifest.json`` (the exact settings). A mask that does not fit the model is refused before

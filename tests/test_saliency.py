@@ -17,6 +17,7 @@ from pipeline_steps.training.examples import fisher_split_source, split_examples
 from pipeline_steps.unlearn import load_mask
 from pipeline_steps.unlearning.methods import get_method
 from pipeline_steps.unlearning.settings import parse_hyperparameters
+from pipeline_steps.unlearning.weights import apply_changes
 from pipeline_steps.saliency.tensor_files import TensorFile, write_tensors
 from pipeline_steps.training.losses import answer_logits, answer_nll
 
@@ -255,7 +256,8 @@ def test_control_masks_keep_the_fisher_masks_per_tensor_sparsity(tmp_path):
 def test_salun_gradient_file_is_the_gradient_of_the_summed_forget_loss(benchmark, tiny_models, tmp_path, family):
     """The Fisher stage's ``gradient`` estimator, in batches of 3, against one autograd over the
     whole forget VQA set at once; SalUn's mask built from it names every parameter of the family,
-    keeps half of the entries, and the unlearn stage's mask check accepts it for SalUn only."""
+    keeps half of the entries, the unlearn stage's mask check accepts it for SalUn only, and SalUn's
+    stage without retain term moves entries inside it only."""
     run_stage("compute_fisher", "--model", tiny_models[family], "--benchmark", benchmark, "--forget-ratio", "10",
               "--split", "forget_vqa", "--estimator", "gradient", "--batch-size", "3", "--out", tmp_path / "g",
               "--device", "cpu")
@@ -292,6 +294,16 @@ def test_salun_gradient_file_is_the_gradient_of_the_summed_forget_loss(benchmark
     with pytest.raises(Exception, match="is a salun mask; method 'mmunlearner' needs a fisher_ratio mask"):
         load_mask(tmp_path / "mask", model, model_fingerprint(tiny_models[family]), mmunlearner,
                   parse_hyperparameters(mmunlearner, []))
+
+    # The unlearn stage with that mask and no retain term moves entries inside the mask only.
+    run_stage("unlearn", "--vanilla", tiny_models[family], "--benchmark", benchmark, "--forget-ratio", "10",
+              "--method", "salun", "--mask", tmp_path / "mask", "--hparam", "retain_weight=0", "--epochs", "1",
+              "--batch-size", "4", "--learning-rate", "1e-3", "--out", tmp_path / "out", "--device", "cpu")
+    start = {name: p.detach().clone() for name, p in params.items()}
+    apply_changes(model, tmp_path / "out" / "weights", model_fingerprint(tiny_models[family]))
+    moved = {name: p.detach() != start[name] for name, p in model.named_parameters()}
+    assert any(m.any() for m in moved.values())
+    assert not any((m & ~loaded_mask[name]).any() for name, m in moved.items())
 
 
 def test_salun_mask_keeps_exactly_the_fraction_of_largest_magnitudes_ties_by_position(tmp_path, monkeypatch):

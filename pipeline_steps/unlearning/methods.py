@@ -19,8 +19,6 @@ tokens (paper Eq. 13), averaged over the batch:
   with sequence probabilities of the answer and the reference fine-tuned on the retain set only.
 * ``mmunlearner``: -m * grad L_forget + grad L_retain (Eq. 3): GA_Diff's terms, with the forget
   term's gradient restricted to the saliency mask by the training loop.
-* ``salun``: SalUn (Fan et al. 2024): GA_Diff's terms with the forget gradient restricted to
-  SalUn's mask, the largest entries of |grad L_forget| at the vanilla weights.
 
 Methods beyond the paper (issue 16), each cited in its class:
 
@@ -32,6 +30,9 @@ Methods beyond the paper (issue 16), each cited in its class:
 * ``rmu``: RMU (Li et al. 2024, WMDP): one decoder layer's activations on the forget answers
   pushed toward a fixed random direction, on the retain answers held to the vanilla model's;
   only that layer's and the two before's MLP down-projections train.
+* ``salun``: SalUn (Fan et al. 2024): GA_Diff's terms with the forget gradient restricted to
+  SalUn's mask, the half (``mask_fraction``) of the model's entries of largest |grad L_forget| at
+  the vanilla weights.
 """
 
 from __future__ import annotations
