@@ -26,9 +26,10 @@ against masks that pick as many entries of every tensor, differently (``CONTROLS
   saliency S_T alone, the forget set's Fisher diagonal, i.e. the root-mean-square per-sample
   gradient of the forget answers: a "where does forgetting push hardest" mask that ignores what the
   preserved set needs. It is *not* SalUn's saliency, |mean gradient| over the forget set: E[g^2] =
-  (E g)^2 + Var g, so it also ranks entries whose per-example gradients are large but cancel. The
-  Fisher stage stores only squared gradients, so SalUn's exact criterion would need a stage of its
-  own; this one reuses what is on disk. Ties are broken by ``torch.topk``.
+  (E g)^2 + Var g, so it also ranks entries whose per-example gradients are large but cancel, and
+  it keeps MMUnlearner's per-tensor sparsity. SalUn's exact mask is its own (below, from the
+  Fisher stage's ``gradient`` estimator); this control reuses what the Fisher-ratio mask already
+  read. Ties are broken by ``torch.topk``.
 
 A control keeps the Fisher mask's per-tensor sparsity exactly, so the two differ only in where the
 entries lie within each tensor.
