@@ -55,7 +55,8 @@ def build_parser():
     parser.add_argument("--like", type=Path, help="the Fisher-ratio mask directory whose per-tensor sparsity a control keeps")
     parser.add_argument("--seed", type=int, default=0, help="of the random control")
     parser.add_argument("--salun", type=float, metavar="FRACTION",
-                        help="build SalUn's mask instead, from --target a gradient file, keeping this fraction of entries")
+                        help="build SalUn's mask instead, from --target a gradient file, keeping this fraction "
+                             "of the entries")
     parser.add_argument("--max-shard-gb", type=float, default=4.0)
     return parser
 

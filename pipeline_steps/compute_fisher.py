@@ -68,7 +68,8 @@ def main(args) -> None:
         processes.close()
         return
     metadata = {
-        "kind": KINDS.get(args.estimator, "fisher_diagonal_sum"), "split": args.split, "forget_ratio": str(args.forget_ratio),
+        "kind": KINDS.get(args.estimator, "fisher_diagonal_sum"), "split": args.split,
+        "forget_ratio": str(args.forget_ratio),
         "sample_count": str(result.count), "count_unit": "examples" if args.estimator == "per_sample" else "batches",
         "examples": str(len(examples)), "estimator": args.estimator, "batch_size": str(args.batch_size),
         "loss": LOSS_DEFINITION, "accumulation_dtype": "float32", "model_dtype": args.dtype,

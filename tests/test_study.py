@@ -271,6 +271,7 @@ def test_salun_is_one_row_whose_mask_follows_its_mask_fraction():
     plan = StudyPlan(config)
     assert [n for n in plan.variant_names("mini", "mini_llava") if n.startswith("salun")] == [
         "salun/mask_fraction~0.5", "salun/mask_fraction~0.1"]
-    assert plan.unlearn_inputs("mini", "mini_llava", "10", "salun/mask_fraction~0.1")["mask"] == mask.replace("0.5", "0.1")
+    inputs = plan.unlearn_inputs("mini", "mini_llava", "10", "salun/mask_fraction~0.1")
+    assert inputs["mask"] == mask.replace("0.5", "0.1")
     with pytest.raises(ConfigError, match="mask_fraction"):
         check_unlearn_block({"methods": ["salun"], "shared": {}, "salun": {"mask_fraction": 1.5}}, "x")

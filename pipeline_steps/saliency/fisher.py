@@ -1,6 +1,7 @@
 """Diagonal empirical Fisher of a model on a set of examples, accumulated in fp32.
 
-The saliency of paper Eq. 4 is the squared gradient of the answer-token loss. Two estimators, and a third that is not a Fisher:
+The saliency of paper Eq. 4 is the squared gradient of the answer-token loss. Two estimators, and
+a third that is not a Fisher:
 
 * ``per_sample`` (default): F = sum_i (dL_i/dtheta)^2, the diagonal empirical Fisher, with L_i
   the mean answer-token NLL of example i (Eq. 13). Computed exactly without a backward pass per

@@ -223,7 +223,10 @@ class SalUn(GradientDifference):
     (SalUn's default, 50 %) of the *whole model* at once, not of each tensor: the paper's gamma is
     one number, and the official code (OPTML-Group/Unlearn-Saliency, ``generate_mask.py``)
     concatenates every tensor's |gradient| and ranks them together. Ties at gamma are broken by
-    position (``saliency/masks.py``, ``salun_keep``).
+    position (``saliency/masks.py``, ``salun_keep``). The official scripts add up the gradients of
+    mini-batch *means*, which weighs a partial last batch differently; the gradient of the summed
+    loss does not depend on the batch size (and the official classification script also takes an
+    optimizer step between batches, so not all of its gradients are at theta_0).
 
     The update is GA_Diff's, masked as MMUnlearner's (the forget gradient multiplied by m_S before
     it meets the retain gradient; ``unlearning/loop.py``). SalUn's own forget objective, random
