@@ -17,6 +17,11 @@ A control mask (``--control random`` or ``gradient_magnitude``, with ``--like`` 
 mask it is matched to) selects as many entries of every tensor as that mask, by another rule
 (``saliency/masks.py``); it reads ``--target`` only, and one whole tensor at a time (a top-k needs
 all of it), so its memory is that of the largest tensor.
+
+SalUn's mask (``--salun FRACTION``, with ``--target`` the forget split's summed gradient,
+``compute_fisher --estimator gradient``) keeps the ``FRACTION`` entries of largest |gradient| of the
+whole model (``saliency/masks.py`` for the count and ties), read in chunks: two passes find the
+threshold, a third writes the mask.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import torch
 
 from .cli import StageError, run_stage, stage_parser
 from .models.families import MODULE_GROUPS, family_of
-from .saliency.masks import CONTROLS, MaskStats, control_mask, select
+from .saliency.masks import CONTROLS, MaskStats, control_mask, salun_selection, select
 from .saliency.tensor_files import TensorFile, index_path, write_tensors
 from .storage import write_json
 
@@ -49,17 +54,22 @@ def build_parser():
     parser.add_argument("--control", choices=CONTROLS, help="build a control mask matched to --like instead")
     parser.add_argument("--like", type=Path, help="the Fisher-ratio mask directory whose per-tensor sparsity a control keeps")
     parser.add_argument("--seed", type=int, default=0, help="of the random control")
+    parser.add_argument("--salun", type=float, metavar="FRACTION",
+                        help="build SalUn's mask instead, from --target a gradient file, keeping this fraction "
+                             "of the entries")
     parser.add_argument("--max-shard-gb", type=float, default=4.0)
     return parser
 
 
-def open_fisher(path: Path) -> TensorFile:
+def open_fisher(path: Path, kind: str = "fisher_diagonal_sum") -> TensorFile:
+    """A file of the Fisher stage: a Fisher diagonal's sum, or (``gradient_sum``) a summed gradient."""
+    what = "Fisher" if kind == "fisher_diagonal_sum" else "gradient"
     try:
         fisher = TensorFile(path)
     except FileNotFoundError:
-        raise StageError(f"no Fisher file at {path} (expected {index_path(path)})") from None
-    if fisher.metadata.get("kind") != "fisher_diagonal_sum":
-        raise StageError(f"{fisher.index_path} is not a Fisher file written by compute_fisher")
+        raise StageError(f"no {what} file at {path} (expected {index_path(path)})") from None
+    if fisher.metadata.get("kind") != kind:
+        raise StageError(f"{fisher.index_path} is not a {what} file written by compute_fisher")
     return fisher
 
 
@@ -119,7 +129,51 @@ def build_control(args, target: TensorFile) -> None:
                                               **stats.summary()})
 
 
+def build_salun(args) -> None:
+    """SalUn's mask: the ``--salun`` fraction of the model's entries of largest |summed gradient|."""
+    target = open_fisher(args.target, "gradient_sum")
+    family = family_of(target.metadata["model_type"])
+    sizes = {name: math.prod(target.spec(name)[1]) for name in target.names()}
+
+    def chunks_of(name: str):
+        for start in range(0, sizes[name], CHUNK):
+            yield read_without_nan(target, name, start, min(CHUNK, sizes[name] - start))
+
+    def every_chunk():
+        return (chunk for name in sizes for chunk in chunks_of(name))
+
+    try:
+        selection = salun_selection(every_chunk, sum(sizes.values()), args.salun)
+    except ValueError as error:
+        raise StageError(str(error)) from None
+    stats = MaskStats()
+
+    def mask_of(name: str):
+        selected = 0
+        for chunk in chunks_of(name):
+            chosen = selection(chunk)
+            selected += int(chosen.sum())
+            yield chosen
+        stats.add(name, family.module_of(name), selected, sizes[name])
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    metadata = {"kind": "saliency_mask", "mask": "salun", "fraction": repr(args.salun),
+                "threshold": repr(float(selection.gamma)), "modules": "all", "target": str(target.index_path),
+                "model_type": target.metadata["model_type"], "model_fingerprint": target.metadata["model_fingerprint"],
+                "estimator": target.metadata["estimator"]}
+    specs = {name: (torch.bool, target.spec(name)[1]) for name in sizes}
+    write_tensors(args.out / "mask", specs, mask_of, metadata, max_shard_bytes=int(args.max_shard_gb * 2**30))
+    summary = stats.summary()
+    write_json(args.out / "mask_stats.json", {**{k: metadata[k] for k in ("mask", "fraction", "threshold", "modules",
+                                                                         "model_fingerprint")}, **summary})
+    log.info("SalUn: kept %d of %d entries, |gradient| >= %s", summary["overall"]["selected"],
+             summary["overall"]["total"], metadata["threshold"])
+
+
 def main(args) -> None:
+    if args.salun is not None:
+        build_salun(args)
+        return
     target = open_fisher(args.target)
     if args.control:
         if args.like is None:

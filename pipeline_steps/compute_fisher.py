@@ -8,7 +8,8 @@ the forget profiles, the retain profiles or the real-world profiles. Writes
 ``<out>.safetensors`` (sharded behind ``<out>.safetensors.index.json`` past ``--max-shard-gb``):
 for every trainable tensor, under the model's own parameter name, the fp32 sum of squared
 gradients; the metadata holds the sample count, estimator, loss definition, dtypes and the
-model's fingerprint.
+model's fingerprint. With ``--estimator gradient`` the file holds instead the signed gradient of
+the split's summed loss (kind ``gradient_sum``), SalUn's saliency (``saliency/fisher.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .training.examples import FISHER_SPLITS, fisher_split_source, split_example
 from .training.progress import add_progress_arguments, examples_digest, job_progress
 
 log = logging.getLogger("compute_fisher")
+KINDS = {"gradient": "gradient_sum"}  # what the file holds, by estimator (else a Fisher diagonal's sum)
 
 
 def build_parser():
@@ -66,7 +68,8 @@ def main(args) -> None:
         processes.close()
         return
     metadata = {
-        "kind": "fisher_diagonal_sum", "split": args.split, "forget_ratio": str(args.forget_ratio),
+        "kind": KINDS.get(args.estimator, "fisher_diagonal_sum"), "split": args.split,
+        "forget_ratio": str(args.forget_ratio),
         "sample_count": str(result.count), "count_unit": "examples" if args.estimator == "per_sample" else "batches",
         "examples": str(len(examples)), "estimator": args.estimator, "batch_size": str(args.batch_size),
         "loss": LOSS_DEFINITION, "accumulation_dtype": "float32", "model_dtype": args.dtype,

@@ -5,7 +5,8 @@
 
 Results are safetensors shards and JSON records meant for the next stage, not for reading; this
 tells what one holds: a Fisher file (sample count, estimator, each part's / layer's / module's
-share of the Fisher mass), a mask (selected share, beta, module group), an unlearned variant
+share of the Fisher mass; for SalUn's summed gradient, of the |gradient| mass), a mask (selected
+share, beta, module group, or SalUn's fraction), an unlearned variant
 (which tensors moved, how many entries, by how much), a ``metrics.json`` (the table row as the
 tables print it), a prepared benchmark (split sizes), a model directory (family, parameter count,
 dtype) or ``changes/<variant>.json``. ``results/README.md`` lists every artifact.
@@ -29,7 +30,7 @@ from .reporting.record_summaries import (benchmark_summary, located_summary, met
 from .reporting.summaries import Summary, fisher_summary, mask_summary
 from .saliency.tensor_files import INDEX_SUFFIX, TensorFile, index_path
 
-TENSOR_KINDS = {"fisher_diagonal_sum": fisher_summary, "saliency_mask": mask_summary}
+TENSOR_KINDS = {"fisher_diagonal_sum": fisher_summary, "gradient_sum": fisher_summary, "saliency_mask": mask_summary}
 
 
 def build_parser():

@@ -8,9 +8,10 @@ Only image-grounded (VQA) pairs are unlearned from and retained, as in the paper
 the forget profiles, retain VQA of the retain profiles. Methods are in
 ``unlearning/methods.py``, each with its own hyper-parameters (``--hparam NAME=VALUE``, listed
 by ``--help``); a method with a frozen retain-set model (``npo``) needs ``--reference`` (the base
-fine-tuned on the retain set), a masked one (``mmunlearner``) a ``--mask`` (whose module group
-also fixes which tensors train; the other methods train every parameter, as the paper's
-baselines, except where a method trains fewer: ``rmu``, a few MLPs). Writes ``weights.safetensors`` (only the tensors that changed, applied to the
+fine-tuned on the retain set), a masked one (``mmunlearner``, ``salun``) a ``--mask`` of its
+kind (MMUnlearner's Fisher-ratio mask or a control of it, SalUn's at its ``mask_fraction``; the
+mask's module group also fixes which tensors train; the other methods train every parameter, as
+the paper's baselines, except where a method trains fewer: ``rmu``, a few MLPs). Writes ``weights.safetensors`` (only the tensors that changed, applied to the
 vanilla model by ``evaluate --changes``),
 ``train_log.jsonl`` (per step: losses, gradient norm, fraction of parameters changed) and
 ``manifest.json`` (the exact settings). A mask that does not fit the model is refused before
@@ -69,8 +70,9 @@ def build_parser():
     return parser
 
 
-def load_mask(mask_dir: Path, model, fingerprint: str) -> tuple[dict, str]:
-    """The mask as {parameter name: bool tensor} and its module group; refused unless it fits."""
+def load_mask(mask_dir: Path, model, fingerprint: str, method, hparams) -> tuple[dict, str]:
+    """The mask as {parameter name: bool tensor} and its module group; refused unless it fits the
+    model and is the method's kind of mask (SalUn's at its ``mask_fraction``, or a Fisher-ratio one)."""
     try:
         stored = TensorFile(mask_dir / "mask")
     except FileNotFoundError:
@@ -78,6 +80,13 @@ def load_mask(mask_dir: Path, model, fingerprint: str) -> tuple[dict, str]:
     if stored.metadata.get("model_fingerprint") != fingerprint:
         raise StageError(f"the mask {stored.index_path} was built from the model with fingerprint "
                          f"{stored.metadata.get('model_fingerprint')}, not this vanilla model ({fingerprint})")
+    kind = stored.metadata.get("mask", "fisher_ratio")
+    if kind != method.mask_kind:
+        raise StageError(f"the mask {stored.index_path} is a {kind} mask; method '{method.name}' needs a "
+                         f"{method.mask_kind} mask")
+    if kind == "salun" and float(stored.metadata["fraction"]) != hparams.mask_fraction:
+        raise StageError(f"the mask {stored.index_path} keeps a fraction {stored.metadata['fraction']} of the "
+                         f"entries, not mask_fraction={hparams.mask_fraction}")
     parameters = dict(model.named_parameters())
     names = set(stored.names())
     for name in sorted(set(parameters) ^ names):
@@ -109,7 +118,7 @@ def main(args) -> None:
     model = loaded.model
     if args.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    mask, modules = load_mask(args.mask, model, fingerprint) if method.needs_mask else (None, "all")
+    mask, modules = load_mask(args.mask, model, fingerprint, method, hparams) if method.needs_mask else (None, "all")
     trainable = method.trainable(model, loaded.family, hparams, {
         name for name, _ in model.named_parameters() if loaded.family.in_group(name, modules)})
     reference = None

@@ -228,3 +228,23 @@ def test_unknown_files_are_refused_in_one_line(tmp_path):
         assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
         if path != "missing.json":
             assert "not an artifact inspect knows" in result.stderr
+
+
+def test_a_salun_gradient_file_shows_each_parts_share_of_the_gradient_magnitude(tmp_path):
+    """SalUn's summed gradient is signed: its mass is the sum of |g| (what its mask ranks), so
+    cancelling signs do not hide a part."""
+    language = "model.language_model.layers.0.mlp.up_proj.weight"
+    vision = "model.vision_tower.encoder.layers.0.mlp.fc1.weight"
+    tensors = {language: torch.tensor([3.0, -3.0]), vision: torch.tensor([-1.0, -1.0])}
+    write_tensors(tmp_path / "g", {n: (t.dtype, tuple(t.shape)) for n, t in tensors.items()}, tensors.__getitem__,
+                  {"kind": "gradient_sum", "model_type": "llava", "estimator": "gradient", "sample_count": "4",
+                   "model_fingerprint": "abc"})
+    summary = inspect_json(tmp_path / "g")
+    assert summary["kind"] == "gradient" and summary["facts"]["total mass"] == 8.0
+    shares = rows(summary, "|gradient| mass per part")
+    assert (shares["language"]["mass"], shares["vision"]["share"]) == (6.0, 0.25)
+    # Its mask: half of the 4 entries, the two of |g| = 3, with the fraction and threshold.
+    run_stage("build_mask", "--salun", "0.5", "--target", tmp_path / "g", "--out", tmp_path / "mask")
+    mask = inspect_json(tmp_path / "mask" / "mask.safetensors.index.json")
+    assert (mask["facts"]["mask"], mask["facts"]["fraction"], mask["facts"]["threshold"]) == ("salun", 0.5, 3.0)
+    assert rows(mask, "Selected per part")["language"]["selected"] == 2 and "beta" not in mask["facts"]

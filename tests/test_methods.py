@@ -231,6 +231,8 @@ def test_idk_dpo_steps_pair_each_forget_example_with_its_own_refusal(loaded):
     ("rmu", "steering_coeff=0", "hyper-parameter 'steering_coeff' of method 'rmu' must be > 0, not 0"),
     ("rmu", "layer=1.5", "hyper-parameter 'layer' of method 'rmu' takes a int, not '1.5'"),
     ("rmu", "beta=1", "method 'rmu' has no hyper-parameter 'beta'"),
+    ("salun", "mask_fraction=0", "hyper-parameter 'mask_fraction' of method 'salun' must be > 0, not 0"),
+    ("salun", "mask_fraction=1.5", "hyper-parameter 'mask_fraction' of method 'salun' must be <= 1, not 1.5"),
 ])
 def test_bad_hyperparameters_are_refused_on_the_command_line(method, assignment, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -242,6 +244,7 @@ def test_bad_hyperparameters_are_refused_on_the_command_line(method, assignment,
     ({"idk_dpo": {"beta": 0}}, "x.idk_dpo.beta: 0 is less than or equal to the minimum of 0"),
     ({"rmu": {"updated_layers": 2.5}}, "x.rmu.updated_layers: 2.5 is not of type 'integer'"),
     ({"rmu": {"retain_weight": 1}}, "x.rmu: Additional properties are not allowed ('retain_weight'"),
+    ({"salun": {"mask_fraction": [0.5, 0]}}, "x.salun.mask_fraction[1]: 0 is less than or equal to the minimum of 0"),
 ])
 def test_bad_hyperparameters_are_refused_in_a_config(block, message):
     with pytest.raises(ConfigError) as error:

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import yaml
 
-from pipeline_steps.unlearning.methods import REGISTRY, get_method
+from pipeline_steps.unlearning.methods import REGISTRY, get_method, uses_fisher_ratio_mask
 
 from helpers import REPO, SMALL, planned_jobs, snakemake, workspace
 
@@ -19,7 +19,8 @@ REAL_CONFIGS = {
     "clear_llava": ("therem/CLEAR", "llava-hf/llava-1.5-7b-hf", [1, 5, 10]),
     "clear_qwen2_vl": ("therem/CLEAR", "Qwen/Qwen2-VL-7B-Instruct", [1, 5, 10]),
 }
-GPU_RULES = {"check_environment", "finetune_vanilla", "finetune_reference", "compute_fisher", "unlearn", "evaluate"}
+GPU_RULES = {"check_environment", "finetune_vanilla", "finetune_reference", "compute_fisher", "compute_gradient",
+             "unlearn", "evaluate"}
 # The paper's hyper-parameters (appendix B.3, Tables 4 and 5): fine-tuning batch and learning rate.
 PAPER_FINETUNE = {"mllmu_llava": (4, 2e-5), "mllmu_qwen2_vl": (4, 1e-5), "clear_llava": (3, 2e-5),
                   "clear_qwen2_vl": (5, 1e-5)}
@@ -64,13 +65,14 @@ def test_real_config_plans_the_paper_dag_with_a_gpu_per_gpu_stage(real_workspace
     result = snakemake(real_workspace, "-n", "--printshellcmds", "--configfile", f"config/{name}.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (real_workspace / "results").exists()
-    # Every registered method, MMUnlearner once per module group and the rest once each.
+    # Every registered method, MMUnlearner once per module group and the rest once each (SalUn at
+    # its one mask, from one summed-gradient job per ratio).
     assert set(entry["unlearn"]["methods"]) == set(REGISTRY)
     r, groups = len(ratios), len(config["saliency"]["module_groups"])
-    variants = sum(groups if get_method(m).needs_mask else 1 for m in entry["unlearn"]["methods"])
+    variants = sum(groups if uses_fisher_ratio_mask(get_method(m)) else 1 for m in entry["unlearn"]["methods"])
     assert planned_jobs(result) == {
         "check_environment": 1, "prepare_benchmark": 1, "finetune_vanilla": 1, "finetune_reference": r,
-        "compute_fisher": r * 4, "build_mask": r * groups, "unlearn": r * variants, "evaluate": r * (3 + variants),
+        "compute_fisher": r * 4, "compute_gradient": r, "build_mask": r * groups, "build_salun_mask": r, "unlearn": r * variants, "evaluate": r * (3 + variants),
         "locate_changes": r * (len(entry["unlearn"]["methods"]) + 1), "render_table1": r, "render_equal_forgetting": r,
         "render_case_studies": r, "render_heatmaps": r,
         "render_sweep_table": r, "render_tradeoffs": 1, "all": 1}

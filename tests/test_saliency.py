@@ -1,4 +1,5 @@
-"""Fisher diagonals against independent oracles, the union rule, masks, and their files."""
+"""Fisher diagonals against independent oracles, the union rule, masks, and their files; SalUn's
+summed gradient against autograd and its mask against a hand ranking."""
 
 import json
 
@@ -7,10 +8,16 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
+from pipeline_steps import build_mask
 from pipeline_steps.models.encoding import Example, PromptEncoder
-from pipeline_steps.models.loading import load_model
+from pipeline_steps.models.loading import load_model, model_fingerprint
 from pipeline_steps.saliency.fisher import estimate_fisher
-from pipeline_steps.saliency.masks import MaskStats, select
+from pipeline_steps.saliency.masks import MaskStats, salun_keep, select
+from pipeline_steps.training.examples import fisher_split_source, split_examples
+from pipeline_steps.unlearn import load_mask
+from pipeline_steps.unlearning.methods import get_method
+from pipeline_steps.unlearning.settings import parse_hyperparameters
+from pipeline_steps.unlearning.weights import apply_changes
 from pipeline_steps.saliency.tensor_files import TensorFile, write_tensors
 from pipeline_steps.training.losses import answer_logits, answer_nll
 
@@ -44,14 +51,15 @@ def oracle(model, encoder, examples, groups):
     return sums
 
 
-def assert_close_per_tensor(actual, expected, rtol=1e-5):
+def assert_close_per_tensor(actual, expected, rtol=1e-5, floor=1e-9):
     scale = max(float(t.abs().max()) for t in expected.values())
     for name, reference in expected.items():
         # Tensors whose true gradient is zero (attention key biases: softmax ignores a constant
-        # added to every key) are compared against a floor instead of their own rounding noise.
-        floor = max(float(reference.abs().max()), 1e-9 * scale)
+        # added to every key) are compared against a floor (a share of the largest value of any
+        # tensor) instead of their own rounding noise.
+        floor_ = max(float(reference.abs().max()), floor * scale)
         error = float((actual[name].double() - reference).abs().max())
-        assert error <= rtol * floor, f"{name}: relative error {error / floor:.2e}"
+        assert error <= rtol * floor_, f"{name}: relative error {error / floor_:.2e}"
 
 
 @pytest.fixture(scope="module", params=["llava", "qwen2_vl"])
@@ -163,9 +171,9 @@ def test_tensor_file_refuses_a_tensor_unlike_its_declaration(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def fisher_file(path, tensors, count=4, fingerprint="abc", model_type="llava"):
-    metadata = {"kind": "fisher_diagonal_sum", "sample_count": str(count), "model_fingerprint": fingerprint,
-                "model_type": model_type, "estimator": "per_sample"}
+def fisher_file(path, tensors, count=4, fingerprint="abc", model_type="llava", kind="fisher_diagonal_sum"):
+    metadata = {"kind": kind, "sample_count": str(count), "model_fingerprint": fingerprint,
+                "model_type": model_type, "estimator": "per_sample" if kind == "fisher_diagonal_sum" else "gradient"}
     write_tensors(path, {n: (t.dtype, tuple(t.shape)) for n, t in tensors.items()}, tensors.__getitem__, metadata)
     return path
 
@@ -242,3 +250,108 @@ def test_control_masks_keep_the_fisher_masks_per_tensor_sparsity(tmp_path):
     assert not torch.equal(built[0][LANG], fisher.get(LANG))
     with pytest.raises(AssertionError, match="--control needs --like"):
         run_stage("build_mask", "--control", "random", "--target", target, "--out", tmp_path / "x")
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_salun_gradient_file_is_the_gradient_of_the_summed_forget_loss(benchmark, tiny_models, tmp_path, family):
+    """The Fisher stage's ``gradient`` estimator, in batches of 3, against one autograd over the
+    whole forget VQA set at once; SalUn's mask built from it names every parameter of the family,
+    keeps half of the entries, the unlearn stage's mask check accepts it for SalUn only, and SalUn's
+    stage without retain term moves entries inside it only."""
+    run_stage("compute_fisher", "--model", tiny_models[family], "--benchmark", benchmark, "--forget-ratio", "10",
+              "--split", "forget_vqa", "--estimator", "gradient", "--batch-size", "3", "--out", tmp_path / "g",
+              "--device", "cpu")
+    stored = TensorFile(tmp_path / "g")
+    loaded = load_model(str(tiny_models[family]))
+    model, encoder = loaded.model, PromptEncoder(loaded.processor)
+    examples = split_examples(benchmark, [fisher_split_source("forget_vqa", 10)[0]], ["vqa"])
+    assert len(examples) % 3  # a last, partial batch: a sum of batch means would weigh it differently
+    assert stored.metadata["kind"] == "gradient_sum" and stored.metadata["sample_count"] == str(len(examples))
+    model.eval()
+    params = dict(model.named_parameters())
+    batch = encoder.collate([encoder.encode(e) for e in examples])
+    grads = torch.autograd.grad(answer_nll(*answer_logits(model, batch)).sum(), list(params.values()),
+                                allow_unused=True)
+    expected = {name: (g if g is not None else torch.zeros_like(p)).double()
+                for (name, p), g in zip(params.items(), grads)}
+    assert stored.names() == list(params)
+    # Signed sums, unlike squares, keep zero-gradient tensors' noise at 1e-9 of the largest gradient.
+    assert_close_per_tensor({name: stored.get(name) for name in params}, expected, rtol=1e-4, floor=1e-6)
+
+    run_stage("build_mask", "--salun", "0.5", "--target", tmp_path / "g", "--out", tmp_path / "mask")
+    mask = TensorFile(tmp_path / "mask" / "mask")
+    assert mask.names() == list(params) and all(mask.spec(n)[1] == tuple(p.shape) for n, p in params.items())
+    total = sum(p.numel() for p in params.values())
+    assert sum(int(mask.get(name).sum()) for name in params) == total // 2
+    salun = get_method("salun")
+    loaded_mask, modules = load_mask(tmp_path / "mask", model, model_fingerprint(tiny_models[family]), salun,
+                                     parse_hyperparameters(salun, []))
+    assert modules == "all" and set(loaded_mask) == set(params)
+    with pytest.raises(Exception, match="mask_fraction=0.3"):
+        load_mask(tmp_path / "mask", model, model_fingerprint(tiny_models[family]), salun,
+                  parse_hyperparameters(salun, ["mask_fraction=0.3"]))
+    mmunlearner = get_method("mmunlearner")
+    with pytest.raises(Exception, match="is a salun mask; method 'mmunlearner' needs a fisher_ratio mask"):
+        load_mask(tmp_path / "mask", model, model_fingerprint(tiny_models[family]), mmunlearner,
+                  parse_hyperparameters(mmunlearner, []))
+
+    # The unlearn stage with that mask and no retain term moves entries inside the mask only.
+    run_stage("unlearn", "--vanilla", tiny_models[family], "--benchmark", benchmark, "--forget-ratio", "10",
+              "--method", "salun", "--mask", tmp_path / "mask", "--hparam", "retain_weight=0", "--epochs", "1",
+              "--batch-size", "4", "--learning-rate", "1e-3", "--out", tmp_path / "out", "--device", "cpu")
+    start = {name: p.detach().clone() for name, p in params.items()}
+    apply_changes(model, tmp_path / "out" / "weights", model_fingerprint(tiny_models[family]))
+    moved = {name: p.detach() != start[name] for name, p in model.named_parameters()}
+    assert any(m.any() for m in moved.values())
+    assert not any((m & ~loaded_mask[name]).any() for name, m in moved.items())
+
+
+def test_salun_mask_keeps_exactly_the_fraction_of_largest_magnitudes_ties_by_position(tmp_path, monkeypatch):
+    """By hand: |g| ranks -3 (LANG[1]), -2 (VISION[2]), then three ties at 1 (LANG[2], LANG[3],
+    VISION[0]) of which those met first in the file come first. Read 3 entries at a time, so the
+    threshold passes and the ties cross chunk and tensor boundaries."""
+    gradient = fisher_file(tmp_path / "g", {LANG: torch.tensor([0.5, -3.0, 1.0, -1.0]),
+                                            VISION: torch.tensor([1.0, 0.0, -2.0, 0.25])}, kind="gradient_sum")
+    monkeypatch.setattr(build_mask, "CHUNK", 3)
+    expected = {0.3: ({LANG: [0, 1, 0, 0], VISION: [0, 0, 1, 0]}, 2.0),   # floor(0.3 * 8) = 2
+                0.5: ({LANG: [0, 1, 1, 1], VISION: [0, 0, 1, 0]}, 1.0),   # two of the three ties
+                0.625: ({LANG: [0, 1, 1, 1], VISION: [1, 0, 1, 0]}, 1.0),
+                0.75: ({LANG: [1, 1, 1, 1], VISION: [1, 0, 1, 0]}, 0.5),
+                1.0: ({LANG: [1, 1, 1, 1], VISION: [1, 1, 1, 1]}, 0.0)}
+    for fraction, (chosen, threshold) in expected.items():
+        out = tmp_path / str(fraction)
+        build_mask.main(build_mask.build_parser().parse_args(
+            ["--salun", str(fraction), "--target", str(gradient), "--out", str(out)]))
+        mask = TensorFile(out / "mask")
+        assert {name: mask.get(name).int().tolist() for name in mask.names()} == chosen, fraction
+        stats = json.loads((out / "mask_stats.json").read_text())
+        assert stats["overall"]["selected"] == salun_keep(8, fraction) == int(fraction * 8)
+        assert (stats["mask"], float(stats["fraction"]), float(stats["threshold"])) == ("salun", fraction, threshold)
+
+
+def test_salun_mask_is_the_top_k_of_the_whole_model_not_of_each_tensor(tmp_path, monkeypatch):
+    """Random gradients, one tensor ten times larger than the other: the mask is exactly the global
+    top-k of |g| (no ties in continuous values), so the large tensor takes most of it."""
+    generator = torch.Generator().manual_seed(0)
+    values = {LANG: torch.randn(300, generator=generator) * 10, VISION: torch.randn(200, generator=generator)}
+    gradient = fisher_file(tmp_path / "g", values, kind="gradient_sum")
+    monkeypatch.setattr(build_mask, "CHUNK", 64)
+    build_mask.main(build_mask.build_parser().parse_args(["--salun", "0.5", "--target", str(gradient),
+                                                          "--out", str(tmp_path / "m")]))
+    mask = TensorFile(tmp_path / "m" / "mask")
+    flat = torch.cat([values[LANG], values[VISION]]).abs()
+    expected = torch.zeros(500, dtype=torch.bool)
+    expected[torch.topk(flat, 250).indices] = True
+    assert torch.equal(torch.cat([mask.get(LANG), mask.get(VISION)]), expected)
+    assert int(mask.get(LANG).sum()) > 200
+
+
+def test_salun_and_fisher_ratio_masks_refuse_each_others_inputs(tmp_path):
+    fisher = fisher_file(tmp_path / "f", {LANG: torch.tensor([1.0, 2.0])})
+    gradient = fisher_file(tmp_path / "g", {LANG: torch.tensor([1.0, -2.0])}, kind="gradient_sum")
+    with pytest.raises(AssertionError, match="is not a gradient file written by compute_fisher"):
+        run_stage("build_mask", "--salun", "0.5", "--target", fisher, "--out", tmp_path / "a")
+    with pytest.raises(AssertionError, match="is not a Fisher file written by compute_fisher"):
+        run_stage("build_mask", "--target", gradient, "--preserve", fisher, "--out", tmp_path / "b")
+    with pytest.raises(AssertionError, match="the mask fraction must be in"):
+        run_stage("build_mask", "--salun", "1.5", "--target", gradient, "--out", tmp_path / "c")

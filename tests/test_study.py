@@ -240,3 +240,38 @@ def test_control_masks_are_rows_of_their_own_with_their_own_mask():
     assert not any("control" in v for v in reports.sweep_variants("mini", "mini_llava", "beta"))
     from pipeline_steps.reporting.labels import variant_label
     assert variant_label(names[6]) == "MMUnlearner (gradient-magnitude mask)"
+
+
+def test_salun_is_one_row_whose_mask_follows_its_mask_fraction():
+    """SalUn runs once per sweep point, not per beta or module group; its job reads SalUn's mask
+    at the point's ``mask_fraction`` (a sweep of it: one mask per value); it is a row of Table 1
+    at the reported mask and of no beta or module-group sweep table."""
+    from pipeline_steps.study.plan import StudyPlan
+    from pipeline_steps.study.report_selection import ReportSelection
+
+    config = small_config(betas=[1.0, 2.0])
+    config["experiments"][0]["unlearn"]["methods"] += ["salun"]
+    plan = StudyPlan(config)
+    names = plan.variant_names("mini", "mini_llava")
+    assert names[-1] == "salun" and sum(n.startswith("salun") for n in names) == 1
+    assert Variant.parse("salun") == Variant("salun")
+    with pytest.raises(ValueError, match="method 'salun' has no mask"):
+        Variant.parse("salun/beta~1.0/modules~all")
+    mask = "results/mini/mini_llava/forget~10/masks/salun/fraction~0.5/mask.safetensors.index.json"
+    assert plan.unlearn_inputs("mini", "mini_llava", "10", "salun") == {"mask": mask}
+    flags = plan.unlearn_flags("mini", "mini_llava", "10", "salun")
+    assert "--method salun" in flags and "--hparam mask_fraction=0.5" in flags and "--hparam retain_weight=1.0" in flags
+    assert "--mask results/mini/mini_llava/forget~10/masks/salun/fraction~0.5" in flags
+    reports = ReportSelection(plan)
+    assert reports.compared_variants("mini", "mini_llava")[-1] == "salun"
+    assert reports.masked_methods("mini", "mini_llava") == ["mmunlearner"]
+    assert not any(v.startswith("salun") for v in reports.sweep_variants("mini", "mini_llava", "beta"))
+
+    config["experiments"][0]["unlearn"]["salun"] = {"mask_fraction": [0.5, 0.1]}
+    plan = StudyPlan(config)
+    assert [n for n in plan.variant_names("mini", "mini_llava") if n.startswith("salun")] == [
+        "salun/mask_fraction~0.5", "salun/mask_fraction~0.1"]
+    inputs = plan.unlearn_inputs("mini", "mini_llava", "10", "salun/mask_fraction~0.1")
+    assert inputs["mask"] == mask.replace("0.5", "0.1")
+    with pytest.raises(ConfigError, match="mask_fraction"):
+        check_unlearn_block({"methods": ["salun"], "shared": {}, "salun": {"mask_fraction": 1.5}}, "x")

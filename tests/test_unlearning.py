@@ -213,14 +213,16 @@ def test_unlearn_stage_writes_changes_log_and_manifest(benchmark, tiny_models, t
     assert (tmp_path / "out" / "weights.safetensors.index.json").exists()
 
 
-def test_mmunlearner_with_an_all_ones_mask_is_ga_diff(loaded, tiny_models):
-    """With every entry in the mask, MMUnlearner's masked forget gradient is the whole forget
-    gradient: the same batches and steps as GA_Diff give the same train log and the same weights,
-    within float tolerance (the two gradients are summed by two backward passes instead of one)."""
+@pytest.mark.parametrize("method", ["mmunlearner", "salun"])
+def test_a_masked_method_with_an_all_ones_mask_is_ga_diff(loaded, tiny_models, method):
+    """With every entry in the mask, a masked method's forget gradient (MMUnlearner's, SalUn's:
+    both GA_Diff's terms) is the whole forget gradient: the same batches and steps as GA_Diff give
+    the same train log and the same weights, within float tolerance (the two gradients are summed
+    by two backward passes instead of one)."""
     family, first = loaded
     second = load_model(str(tiny_models[family]))
     ones = {name: torch.ones(p.shape, dtype=torch.bool) for name, p in first.model.named_parameters()}
-    masked, plain = run(first, "mmunlearner", mask=ones), run(second, "ga_diff")
+    masked, plain = run(first, method, mask=ones), run(second, "ga_diff")
     assert len(masked) == len(plain) == 9
     for step_masked, step_plain in zip(masked, plain):
         assert step_masked.keys() == step_plain.keys()

@@ -193,3 +193,32 @@ def test_the_study_config_is_the_embedded_default_with_a_larger_sweep(tmp_path):
     assert jobs["render_table1"] == jobs["render_equal_forgetting"] == jobs["render_tradeoffs"] == 1
     assert "unlearn/mmunlearner/beta~1.0/modules~all/epochs~4/lr~0.0001/seed~2/weights" in planned.stdout
     assert "unlearn/mmunlearner/beta~1.0/modules~all/control~random/epochs~2/lr~0.0003/seed~0/weights" in planned.stdout
+
+
+def test_salun_plans_its_gradient_its_mask_and_its_own_jobs(tmp_path):
+    """SalUn added to the small config: a dry run plans the forget split's summed-gradient job (the
+    Fisher stage's ``gradient`` estimator), SalUn's mask from it, and SalUn's unlearn and evaluate
+    jobs reading that mask; a second mask fraction adds one mask and its variant's jobs."""
+    config = copy.deepcopy(SMALL)
+    block = config["experiments"][0]["unlearn"]
+    block["methods"].append("salun")
+    workspace(tmp_path, config)
+    planned = snakemake(tmp_path, "-n", "--printshellcmds")
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    jobs, methods = planned_jobs(planned), len(block["methods"])
+    assert jobs["compute_gradient"] == 1 and jobs["build_salun_mask"] == 1 and jobs["compute_fisher"] == 4
+    assert jobs["build_mask"] == 1 and jobs["unlearn"] == methods and jobs["evaluate"] == methods + 3
+    run = "results/mini/mini_llava/forget~10"
+    assert (f"--split forget_vqa --out {run}/gradient/forget_vqa --estimator gradient" in planned.stdout)
+    assert (f"build_mask --salun 0.5 --target {run}/gradient/forget_vqa.safetensors.index.json"
+            in planned.stdout)
+    assert "--method salun" in planned.stdout and f"--mask {run}/masks/salun/fraction~0.5" in planned.stdout
+    assert f"{run}/eval/salun/metrics.json" in planned.stdout
+
+    block["salun"] = {"mask_fraction": [0.5, 0.2]}
+    write_config(tmp_path, config)
+    planned = snakemake(tmp_path, "-n", "--printshellcmds")
+    jobs = planned_jobs(planned)
+    assert jobs["compute_gradient"] == 1 and jobs["build_salun_mask"] == 2 and jobs["unlearn"] == methods + 1
+    assert f"{run}/masks/salun/fraction~0.2/mask_stats.json" in planned.stdout
+    assert f"{run}/eval/salun/mask_fraction~0.2/metrics.json" in planned.stdout

@@ -89,7 +89,7 @@ def memory_estimates(shape: ModelShape, dtype: str, plan: RunPlan) -> dict[str, 
     * ``unlearn``, per GPU: every weight trained in float32 (16 P) and the largest extra of the
       configured methods, a frozen second model (P b, methods with a ``frozen_model``: KL_Min,
       NPO, IdkDPO, RMU) or a boolean mask of every weight (P bytes, methods that ``needs_mask``:
-      MMUnlearner), all divided by ``plan.unlearn_gpus`` when sharded (FSDP), plus the
+      MMUnlearner, SalUn), all divided by ``plan.unlearn_gpus`` when sharded (FSDP), plus the
       activations of a batch. Only the largest extra counts because each unlearning job runs
       one method. The copy of the starting weights is in host memory.
 

@@ -109,15 +109,19 @@ def model_family(tensors: TensorFile) -> Family:
 
 def fisher_summary(tensors: TensorFile) -> Summary:
     """Sample count and estimator, and each part's, layer's and module type's share of the Fisher
-    mass (sum of squared gradients): where the split's loss is most sensitive."""
+    mass (sum of squared gradients): where the split's loss is most sensitive. For SalUn's summed
+    gradient (kind ``gradient_sum``) the mass is the sum of |gradient|, what its mask ranks."""
     meta = tensors.metadata
     family = model_family(tensors)
+    gradient = meta.get("kind") == "gradient_sum"
+    what = "|gradient|" if gradient else "Fisher"
     values = {}
     for name in tensors.names():
-        mass = sum(float(chunk.double().sum()) for chunk in chunks(tensors, name))
+        mass = sum(float((chunk.double().abs() if gradient else chunk.double()).sum())
+                   for chunk in chunks(tensors, name))
         values[name] = {"entries": math.prod(tensors.spec(name)[1]), "mass": mass}
     total = sum(v["mass"] for v in values.values())
-    summary = Summary("fisher", str(tensors.index_path), {
+    summary = Summary("gradient" if gradient else "fisher", str(tensors.index_path), {
         "split": meta.get("split"), "forget ratio": number(meta.get("forget_ratio")),
         "sample count": number(meta.get("sample_count")), "count unit": meta.get("count_unit"),
         "examples": number(meta.get("examples")), "estimator": meta.get("estimator"),
@@ -126,19 +130,20 @@ def fisher_summary(tensors: TensorFile) -> Summary:
         "tensors": len(values), "entries": sum(v["entries"] for v in values.values()), "total mass": total,
         "loss": meta.get("loss")})
     for grouping, rows in grouped(values, family.module_of).items():
-        table = SummaryTable(f"Fisher mass per {grouping.replace('_', ' ')}", [grouping, "entries", "mass", "share"],
+        table = SummaryTable(f"{what} mass per {grouping.replace('_', ' ')}", [grouping, "entries", "mass", "share"],
                              formats={"mass": "{:.4g}", "share": "{:.2%}"})
         table.rows = [[key, row["entries"], row["mass"], row["mass"] / total if total else 0.0]
                       for key, row in rows.items()]
         summary.tables.append(table)
     if not total:
-        summary.notes.append("the Fisher mass is zero everywhere")
+        summary.notes.append(f"the {what} mass is zero everywhere")
     return summary
 
 
 def mask_summary(tensors: TensorFile) -> Summary:
     """The share of entries the mask selects, overall and per part, layer and module type, with the
-    beta and module group it was built with (``MaskStats``, as ``build_mask`` counts)."""
+    beta (or SalUn's fraction) and module group it was built with (``MaskStats``, as ``build_mask``
+    counts)."""
     meta = tensors.metadata
     family = model_family(tensors)
     stats = MaskStats()
@@ -147,8 +152,11 @@ def mask_summary(tensors: TensorFile) -> Summary:
         stats.add(name, family.module_of(name), selected, math.prod(tensors.spec(name)[1]))
     counted = stats.summary()
     overall = counted["overall"]
+    # SalUn's mask has a kept fraction and a |gradient| threshold where MMUnlearner's has a beta.
+    built = ({"mask": "salun", "fraction": number(meta.get("fraction")), "threshold": number(meta.get("threshold"))}
+             if meta.get("mask") == "salun" else {"beta": number(meta.get("beta"))})
     summary = Summary("mask", str(tensors.index_path), {
-        "beta": number(meta.get("beta")), "module group": meta.get("modules"), "estimator": meta.get("estimator"),
+        **built, "module group": meta.get("modules"), "estimator": meta.get("estimator"),
         "model": f"{meta.get('model_type')} (fingerprint {meta.get('model_fingerprint')})",
         "target": meta.get("target"), "preserve": meta.get("preserve"),
         "selected": overall["selected"], "entries": overall["total"], "selected share": overall["fraction"]},

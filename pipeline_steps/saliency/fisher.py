@@ -1,6 +1,7 @@
 """Diagonal empirical Fisher of a model on a set of examples, accumulated in fp32.
 
-The saliency of paper Eq. 4 is the squared gradient of the answer-token loss. Two estimators:
+The saliency of paper Eq. 4 is the squared gradient of the answer-token loss. Two estimators, and
+a third that is not a Fisher:
 
 * ``per_sample`` (default): F = sum_i (dL_i/dtheta)^2, the diagonal empirical Fisher, with L_i
   the mean answer-token NLL of example i (Eq. 13). Computed exactly without a backward pass per
@@ -12,6 +13,10 @@ The saliency of paper Eq. 4 is the squared gradient of the answer-token loss. Tw
   convolutions have their own rules below. The count is the number of examples.
 * ``batch``: F = sum_b (dL_b/dtheta)^2 with L_b the mean loss of mini-batch b (what the authors'
   code does; it depends on the batch size). The count is the number of batches.
+* ``gradient``: not a Fisher diagonal but the signed gradient of the summed loss,
+  G = d(sum_i L_i)/dtheta, SalUn's saliency before its magnitude is taken (``masks.salun_keep``);
+  the same batches and losses, one plain backward each, no squaring. The count is the number of
+  examples, so G / count is the mean gradient.
 
 Every module owning a trainable parameter must have a per-sample rule; a model with another kind
 of module is refused up front (use the ``batch`` estimator for it).
@@ -33,14 +38,14 @@ from ..training.distributed import Processes
 from ..training.progress import Progress
 
 log = logging.getLogger(__name__)
-ESTIMATORS = ("per_sample", "batch")
+ESTIMATORS = ("per_sample", "batch", "gradient")
 LOSS_DEFINITION = "mean negative log-likelihood of the answer tokens of one example (paper Eq. 13)"
 
 
 @dataclass
 class FisherResult:
-    sums: dict[str, torch.Tensor]  # parameter name -> sum of squared gradients, fp32, on CPU
-    count: int  # examples (per_sample) or batches (batch)
+    sums: dict[str, torch.Tensor]  # parameter name -> sum of squared gradients (of gradients), fp32, on CPU
+    count: int  # examples (per_sample, gradient) or batches (batch)
     estimator: str
 
 
@@ -237,8 +242,9 @@ def estimate_fisher(model: nn.Module, encoder: PromptEncoder, examples: Sequence
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}
     sums = {name: torch.zeros(p.shape, dtype=torch.float32, device=device) for name, p in params.items()}
     hooks = _PerSampleHooks(model, sums) if estimator == "per_sample" else None
-    # Parameter gradients are never kept: the batch estimator squares each one as it arrives.
-    grad_handles = [p.register_post_accumulate_grad_hook(_square_and_free(sums[n], estimator == "batch"))
+    # Parameter gradients are never kept: the batch estimator squares each one as it arrives, the
+    # gradient estimator adds it as it is.
+    grad_handles = [p.register_post_accumulate_grad_hook(_accumulate_and_free(sums[n], estimator))
                     for n, p in params.items()]
     count, first = 0, 0
     saved = progress.load() if progress else None
@@ -260,8 +266,8 @@ def estimate_fisher(model: nn.Module, encoder: PromptEncoder, examples: Sequence
             losses = answer_nll(*answer_logits(model, batch))
             if not torch.isfinite(losses).all():
                 raise FloatingPointError(f"{description}: non-finite loss in the batch starting at example {start}")
-            (losses.sum() if estimator == "per_sample" else losses.mean()).backward()
-            count += len(chunk) if estimator == "per_sample" else 1
+            (losses.mean() if estimator == "batch" else losses.sum()).backward()
+            count += 1 if estimator == "batch" else len(chunk)
             if progress:
                 progress.maybe_save({"sums": {n: v.cpu() for n, v in sums.items()}, "count": count,
                                      "next": start + batch_size, "step": start // batch_size + 1})
@@ -278,9 +284,12 @@ def estimate_fisher(model: nn.Module, encoder: PromptEncoder, examples: Sequence
     return FisherResult({n: s.cpu() for n, s in sums.items()}, count, estimator)
 
 
-def _square_and_free(total: torch.Tensor, accumulate: bool):
+def _accumulate_and_free(total: torch.Tensor, estimator: str):
+    """What a parameter's gradient adds to its sum (per_sample: nothing, its hooks did)."""
     def hook(parameter):
-        if accumulate:
+        if estimator == "batch":
             total.add_(parameter.grad.float().square())
+        elif estimator == "gradient":
+            total.add_(parameter.grad.float())
         parameter.grad = None
     return hook

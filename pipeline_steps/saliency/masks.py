@@ -26,12 +26,25 @@ against masks that pick as many entries of every tensor, differently (``CONTROLS
   saliency S_T alone, the forget set's Fisher diagonal, i.e. the root-mean-square per-sample
   gradient of the forget answers: a "where does forgetting push hardest" mask that ignores what the
   preserved set needs. It is *not* SalUn's saliency, |mean gradient| over the forget set: E[g^2] =
-  (E g)^2 + Var g, so it also ranks entries whose per-example gradients are large but cancel. The
-  Fisher stage stores only squared gradients, so SalUn's exact criterion would need a stage of its
-  own; this one reuses what is on disk. Ties are broken by ``torch.topk``.
+  (E g)^2 + Var g, so it also ranks entries whose per-example gradients are large but cancel, and
+  it keeps MMUnlearner's per-tensor sparsity. SalUn's exact mask is its own (below, from the
+  Fisher stage's ``gradient`` estimator); this control reuses what the Fisher-ratio mask already
+  read. Ties are broken by ``torch.topk``.
 
 A control keeps the Fisher mask's per-tensor sparsity exactly, so the two differ only in where the
 entries lie within each tensor.
+
+**SalUn's mask** (``salun_keep`` and ``MagnitudeSelection``): m = 1[|G| >= gamma], G the signed
+gradient of the forget set's summed loss (the Fisher stage's ``gradient`` estimator), gamma set so
+that exactly ``floor(fraction * N)`` of the N entries of the *whole model* are kept (the official
+code's count, ``int(len(all_elements) * fraction)``, over every tensor at once). Ties at gamma are
+broken by position: every entry with |G| > gamma, then the entries with |G| == gamma in the file's
+tensor order and row-major order within a tensor, until the count is reached (a tie at 0 included,
+where the forget gradient is zero and masking changes nothing). gamma is found exactly in two
+streamed passes (a radix selection on the float bits, ``kth_largest_magnitude``), so memory does
+not grow with the model. The official code ranks with ``torch.argsort``, whose order among ties is
+unspecified; its classification script ranks ascending (keeping the *smallest* entries) while its
+diffusion scripts negate first (the largest), as the paper defines: we keep the largest.
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections import defaultdict
+from typing import Callable, Iterable
 
 import torch
 
@@ -73,6 +87,76 @@ def control_mask(control: str, name: str, selected: int, target_sum: torch.Tenso
     else:
         raise ValueError(f"no mask control '{control}' (known: {', '.join(CONTROLS)})")
     return chosen
+
+
+def salun_keep(total: int, fraction: float) -> int:
+    """How many of ``total`` entries SalUn's mask keeps at ``fraction`` (the official code's floor)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"the mask fraction must be in (0, 1], not {fraction}")
+    return int(fraction * total)
+
+
+_BINS = 1 << 16
+
+
+def _magnitude_bits(chunk: torch.Tensor) -> torch.Tensor:
+    """|x| of float32 values as their bit patterns, which order as the values do (no NaN)."""
+    return chunk.float().abs().view(torch.int32).long()
+
+
+def _top_bin(histogram: torch.Tensor, k: int) -> tuple[int, int]:
+    """The highest bin b whose entries and those of every bin above it number at least k, and how
+    many entries lie above it."""
+    above = histogram.flip(0).cumsum(0)  # above[j]: entries in bins >= _BINS - 1 - j
+    j = int(torch.searchsorted(above, k))
+    return _BINS - 1 - j, int(above[j - 1]) if j else 0
+
+
+def kth_largest_magnitude(chunks: Callable[[], Iterable[torch.Tensor]], k: int) -> tuple[float, int]:
+    """The k-th largest |x| over every value ``chunks()`` yields (it is called twice, and must
+    yield the same values each time), and how many values are strictly larger: an exact radix
+    selection on the high, then the low, 16 bits of the float32 patterns."""
+    high = torch.zeros(_BINS, dtype=torch.long)
+    total = 0
+    for chunk in chunks():
+        high += torch.bincount(_magnitude_bits(chunk) >> 16, minlength=_BINS)
+        total += chunk.numel()
+    if not 1 <= k <= total:
+        raise ValueError(f"cannot take the {k}-th largest of {total} values")
+    bucket, larger = _top_bin(high, k)
+    low = torch.zeros(_BINS, dtype=torch.long)
+    for chunk in chunks():
+        bits = _magnitude_bits(chunk)
+        low += torch.bincount(bits[(bits >> 16) == bucket] & (_BINS - 1), minlength=_BINS)
+    rest, more = _top_bin(low, k - larger)
+    value = torch.tensor([(bucket << 16) | rest], dtype=torch.int32).view(torch.float32)
+    return float(value), larger + more
+
+
+class MagnitudeSelection:
+    """SalUn's mask, chunk by chunk in file order: |x| > gamma, and of the ties |x| == gamma the
+    first ``ties`` met (``kth_largest_magnitude`` gives both for a count k)."""
+
+    def __init__(self, gamma: float, ties: int):
+        self.gamma = torch.tensor(gamma, dtype=torch.float32)
+        self.ties = ties
+
+    def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
+        magnitude = chunk.float().abs()
+        chosen = magnitude > self.gamma
+        tied = torch.nonzero(magnitude == self.gamma).flatten()[:self.ties]
+        chosen[tied] = True
+        self.ties -= len(tied)
+        return chosen
+
+
+def salun_selection(chunks: Callable[[], Iterable[torch.Tensor]], total: int, fraction: float) -> MagnitudeSelection:
+    """The selection that keeps ``salun_keep(total, fraction)`` of the values ``chunks()`` yields."""
+    keep = salun_keep(total, fraction)
+    if keep == 0:  # nothing above an infinite threshold, no tie kept
+        return MagnitudeSelection(float("inf"), 0)
+    gamma, larger = kth_largest_magnitude(chunks, keep)
+    return MagnitudeSelection(gamma, keep - larger)
 
 
 def module_type(name: str) -> str:

@@ -14,10 +14,13 @@ PATTERNS = {
     "instrument": "results/{benchmark}/{model}/instrument/instrument.json",
     "reference": f"{RUN}/reference",
     "fisher": f"{RUN}/fisher/{{split}}.safetensors.index.json",
+    "gradient": f"{RUN}/gradient/{{split}}.safetensors.index.json",  # SalUn's: the summed forget gradient
     "mask": f"{RUN}/masks/beta~{{beta}}/modules~{{modules}}/mask.safetensors.index.json",
     "mask_stats": f"{RUN}/masks/beta~{{beta}}/modules~{{modules}}/mask_stats.json",
     "control_mask": f"{RUN}/masks/beta~{{beta}}/modules~{{modules}}/control~{{control}}/mask.safetensors.index.json",
     "control_mask_stats": f"{RUN}/masks/beta~{{beta}}/modules~{{modules}}/control~{{control}}/mask_stats.json",
+    "salun_mask": f"{RUN}/masks/salun/fraction~{{fraction}}/mask.safetensors.index.json",
+    "salun_mask_stats": f"{RUN}/masks/salun/fraction~{{fraction}}/mask_stats.json",
     "unlearned": f"{RUN}/unlearn/{{variant}}/weights.safetensors.index.json",
     "unlearn_log": f"{RUN}/unlearn/{{variant}}/train_log.jsonl",
     "unlearn_manifest": f"{RUN}/unlearn/{{variant}}/manifest.json",

@@ -15,7 +15,7 @@ from ..unlearning.methods import Method, get_method
 from ..unlearning.settings import sweep_points
 from .artifacts import path as artifact
 from .flags import cli_flags, hyperparameter_flags
-from .variants import Variant, setting_segments, unlearned_variants
+from .variants import Variant, setting_segments, unlearned_variants, value_label
 
 
 def source_flags(entry: dict, prefix: str = "") -> str:
@@ -127,11 +127,15 @@ class StudyPlan:
         return get_method(Variant.parse(variant).method), points[variant]
 
     def unlearn_inputs(self, benchmark: str, model: str, ratio: str, variant: str) -> dict[str, str]:
-        """What a method's job reads besides the vanilla model: its mask, its frozen retain-set model."""
-        method, _ = self.unlearn_job(benchmark, model, variant)
+        """What a method's job reads besides the vanilla model: its mask (SalUn's at the job's
+        ``mask_fraction``), its frozen retain-set model."""
+        method, settings = self.unlearn_job(benchmark, model, variant)
         run, parsed = {"benchmark": benchmark, "model": model, "ratio": ratio}, Variant.parse(variant)
         inputs = {}
-        if method.needs_mask and parsed.control:
+        if method.needs_mask and method.mask_kind == "salun":
+            fraction = value_label(settings["hyperparameters"]["mask_fraction"])
+            inputs["mask"] = artifact("salun_mask", **run, fraction=fraction)
+        elif method.needs_mask and parsed.control:
             inputs["mask"] = artifact("control_mask", **run, beta=parsed.beta, modules=parsed.modules, control=parsed.control)
         elif method.needs_mask:
             inputs["mask"] = artifact("mask", **run, beta=parsed.beta, modules=parsed.modules)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..unlearning.methods import get_method
+from ..unlearning.methods import get_method, uses_fisher_ratio_mask
 from .artifacts import path as artifact
 from .plan import StudyPlan
 from .variants import Variant, beta_label
@@ -45,7 +45,9 @@ class ReportSelection:
         return {"beta": beta_label(self.saliency["betas"][0]), "modules": "all" if "all" in groups else groups[0]}
 
     def masked_methods(self, benchmark: str, model: str) -> list[str]:
-        return [m for m in self.plan.experiment(benchmark, model)["unlearn"]["methods"] if get_method(m).needs_mask]
+        """The methods a beta or module-group sweep varies: those with a Fisher-ratio mask."""
+        return [m for m in self.plan.experiment(benchmark, model)["unlearn"]["methods"]
+                if uses_fisher_ratio_mask(get_method(m))]
 
     def _variants(self, benchmark: str, model: str) -> list[Variant]:
         return [Variant.parse(name) for name in self.plan.variant_names(benchmark, model)]

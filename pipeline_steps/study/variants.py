@@ -4,7 +4,8 @@ A variant is a model the study evaluates: a starting point (``base``, ``vanilla`
 the base model fine-tuned on the retain set only, which never saw the forget people), or an
 unlearned one named after its method, with the saliency mask it was restricted to for a masked
 method (``mmunlearner/beta~1.0/modules~all``, and ``.../control~random`` for a control mask of the
-same per-tensor sparsity: ``saliency/masks.py``), then the sweep point it was run at
+same per-tensor sparsity: ``saliency/masks.py``; SalUn's mask is fixed by the method's own
+``mask_fraction`` setting, so ``salun`` names no mask), then the sweep point it was run at
 (``ga_diff/lr~0.0003/epochs~2/seed~0``). The name is also the variant's directory under
 ``unlearn/`` and ``eval/``, so a sweep point is a path a user can read.
 
@@ -22,7 +23,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Iterable
 
-from ..unlearning.methods import get_method
+from ..unlearning.methods import get_method, uses_fisher_ratio_mask
 
 STARTING_POINTS = ("base", "vanilla", "oracle")  # the models that were not unlearned
 # A setting's name in a variant name, where the field's own name is long.
@@ -92,7 +93,7 @@ class Variant:
                              "method/beta~B/modules~G, then optionally /setting~value per swept setting)")
         settings = tuple(tuple(s.split("~")) for s in match["settings"].split("/")[1:])
         variant = cls(match["method"], match["beta"], match["modules"], match["control"], settings)
-        if variant.unlearned and get_method(variant.method).needs_mask != (variant.beta is not None):
+        if variant.unlearned and uses_fisher_ratio_mask(get_method(variant.method)) != (variant.beta is not None):
             raise ValueError(f"'{name}' is not a variant name: method '{variant.method}' "
                              + ("is masked: name its mask (method/beta~B/modules~G)" if variant.beta is None
                                 else "has no mask"))
@@ -101,14 +102,14 @@ class Variant:
 
 def unlearned_variants(methods: Iterable[str], betas: Iterable, module_groups: Iterable[str],
                        sweeps: dict[str, list] | None = None, controls: Iterable[str] = ()) -> list[Variant]:
-    """Every unlearned variant of a run: one per method, masked methods once per beta, module
+    """Every unlearned variant of a run: one per method, methods with a Fisher-ratio mask once per beta, module
     group and mask (the Fisher-ratio mask, then each of ``controls``), each once per sweep point
     (``sweeps``: method -> the swept ``(setting, value)`` pairs of each of its points; a method
     without one has a single point that sweeps nothing)."""
     variants = []
     for method in methods:
         masks = ([(beta_label(b), g, c) for b in betas for g in module_groups for c in (None, *controls)]
-                 if get_method(method).needs_mask else [(None, None, None)])
+                 if uses_fisher_ratio_mask(get_method(method)) else [(None, None, None)])
         points = (sweeps or {}).get(method, [()])
         variants += [Variant(method, beta, modules, control, setting_segments(swept))
                      for beta, modules, control in masks for swept in points]

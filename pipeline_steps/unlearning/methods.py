@@ -30,6 +30,9 @@ Methods beyond the paper (issue 16), each cited in its class:
 * ``rmu``: RMU (Li et al. 2024, WMDP): one decoder layer's activations on the forget answers
   pushed toward a fixed random direction, on the retain answers held to the vanilla model's;
   only that layer's and the two before's MLP down-projections train.
+* ``salun``: SalUn (Fan et al. 2024): GA_Diff's terms with the forget gradient restricted to
+  SalUn's mask, the half (``mask_fraction``) of the model's entries of largest |grad L_forget| at
+  the vanilla weights.
 """
 
 from __future__ import annotations
@@ -82,6 +85,9 @@ class Method:
     # retain set only (``finetune_reference``); None for none.
     frozen_model: ClassVar[str | None] = None
     needs_mask: ClassVar[bool] = False  # the forget term's gradient is restricted to a saliency mask
+    # Which mask, for a masked method: "fisher_ratio", MMUnlearner's (one per beta and module group,
+    # named in the variant), or "salun", SalUn's (one per ``mask_fraction`` setting of the method).
+    mask_kind: ClassVar[str] = "fisher_ratio"
     Hyperparameters: ClassVar[type] = NoHyperparameters
 
     def terms(self, model, batches: dict[str, dict], hparams, reference_model=None) -> LossTerms:
@@ -107,11 +113,19 @@ class Method:
 
 
 REGISTRY: dict[str, Method] = {}
+MASK_KINDS = ("fisher_ratio", "salun")
+
+
+def uses_fisher_ratio_mask(method: Method) -> bool:
+    """Whether a method runs once per beta and module group (MMUnlearner's mask, and its controls)."""
+    return method.needs_mask and method.mask_kind == "fisher_ratio"
 
 
 def register(cls: type[Method]) -> type[Method]:
     if cls.frozen_model not in (None, *FROZEN_MODELS):
         raise TypeError(f"{cls.__name__}.frozen_model must be None or one of {FROZEN_MODELS}")
+    if cls.mask_kind not in MASK_KINDS:
+        raise TypeError(f"{cls.__name__}.mask_kind must be one of {MASK_KINDS}")
     REGISTRY[cls.name] = cls()
     return cls
 
@@ -192,6 +206,50 @@ class NegativePreferenceOptimization(Method):
 class MMUnlearner(GradientDifference):
     name, label = "mmunlearner", "MMUnlearner"
     needs_mask = True
+
+
+@register
+class SalUn(GradientDifference):
+    """SalUn (Fan et al. 2024, "SalUn: Empowering Machine Unlearning via Gradient-based Weight
+    Saliency in Both Image Classification and Generation", ICLR 2024): unlearning restricted to the
+    weight saliency map
+
+        m_S = 1[ |grad_theta L_f(theta_0)| >= gamma ]
+
+    with L_f the forget loss at the vanilla weights theta_0: here the answer-token NLL of the forget
+    set's VQA pairs, summed over the whole set (the Fisher stage's ``gradient`` estimator,
+    ``saliency/fisher.py``: the magnitude of the summed gradient, not a sum of squared per-example
+    gradients), and gamma the hard threshold that keeps the ``mask_fraction`` largest entries
+    (SalUn's default, 50 %) of the *whole model* at once, not of each tensor: the paper's gamma is
+    one number, and the official code (OPTML-Group/Unlearn-Saliency, ``generate_mask.py``)
+    concatenates every tensor's |gradient| and ranks them together. Ties at gamma are broken by
+    position (``saliency/masks.py``, ``salun_keep``). The official scripts add up the gradients of
+    mini-batch *means*, which weighs a partial last batch differently; the gradient of the summed
+    loss does not depend on the batch size (and the official classification script also takes an
+    optimizer step between batches, so not all of its gradients are at theta_0).
+
+    The update is GA_Diff's, masked as MMUnlearner's (the forget gradient multiplied by m_S before
+    it meets the retain gradient; ``unlearning/loop.py``). SalUn's own forget objective, random
+    labelling, draws wrong labels from a label set (classification, or class-conditional
+    generation); for language models the SalUn authors' follow-up WAGLE (Jia et al., NeurIPS 2024,
+    "Strategic Weight Attribution for Effective and Modular Unlearning in Large Language Models")
+    trains the masked weights with GradDiff (gradient ascent on the forget set plus the retain
+    loss) or NPO, and MMUnlearner (paper Eq. 3) uses the same masked GA + retain form. So SalUn and
+    MMUnlearner differ here only in the mask: |forget gradient| at a fixed sparsity, against the
+    Fisher ratio of the forget and preserved sets.
+
+    ``mask_fraction`` picks the mask (``masks/salun/fraction~F``); the loss does not read it, and the
+    unlearn stage refuses a mask built at another fraction.
+    """
+
+    name, label = "salun", "SalUn"
+    needs_mask = True
+    mask_kind = "salun"
+
+    @dataclass(frozen=True)
+    class Hyperparameters(RetainWeight):
+        mask_fraction: float = hyperparameter(0.5, "fraction of the model's entries in SalUn's saliency mask "
+                                                   "(SalUn: 0.5)", exclusiveMinimum=0, maximum=1)
 
 
 @register

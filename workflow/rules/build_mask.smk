@@ -1,6 +1,7 @@
 """Stage 6: saliency masks, one job per forget ratio, beta and module group; and the control masks
 of each (``saliency.controls``: as many entries of every tensor, picked at random or by gradient
-magnitude), which tell what MMUnlearner owes to the Fisher ratio's choice of entries."""
+magnitude), which tell what MMUnlearner owes to the Fisher ratio's choice of entries; and SalUn's
+masks, one per forget ratio and mask fraction, from the summed forget gradient."""
 
 
 rule build_mask:
@@ -50,4 +51,25 @@ rule build_control_mask:
         "logs/timings/build_control_mask/{benchmark}/{model}/forget~{ratio}/beta~{beta}/{modules}/{control}.tsv"
     shell:
         "python -m pipeline_steps.build_mask --control {wildcards.control} --like {params.like} --target {input.target}"
+        " --max-shard-gb {params.max_shard_gb} --out {params.out} > {log} 2>&1"
+
+
+rule build_salun_mask:
+    input:
+        target=lambda wc: artifact("gradient", wc, split=config["saliency"]["target"]),
+        code=stage_sources("pipeline_steps.build_mask"),
+    output:
+        mask=pattern("salun_mask"),
+        stats=pattern("salun_mask_stats"),
+    params:
+        out=subpath(output.stats, parent=True),
+        max_shard_gb=config["saliency"]["max_shard_gb"],
+    conda:
+        "../../environment.yml"
+    log:
+        "logs/build_salun_mask/{benchmark}/{model}/forget~{ratio}/fraction~{fraction}.log",
+    benchmark:
+        "logs/timings/build_salun_mask/{benchmark}/{model}/forget~{ratio}/fraction~{fraction}.tsv"
+    shell:
+        "python -m pipeline_steps.build_mask --salun {wildcards.fraction} --target {input.target}"
         " --max-shard-gb {params.max_shard_gb} --out {params.out} > {log} 2>&1"

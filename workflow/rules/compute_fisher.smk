@@ -1,4 +1,5 @@
-"""Stage 5: Fisher diagonals of the vanilla model, one job per forget ratio and split."""
+"""Stage 5: Fisher diagonals of the vanilla model, one job per forget ratio and split; and the
+summed forget gradient SalUn's mask is built from."""
 
 
 rule compute_fisher:
@@ -29,3 +30,16 @@ rule compute_fisher:
         " --forget-ratio {wildcards.ratio} --split {wildcards.split} --out {params.stem}"
         " --estimator {params.estimator} --batch-size {params.batch_size} --max-shard-gb {params.max_shard_gb}"
         " --device {params.device} --dtype {params.dtype} --threads {threads} > {log} 2>&1"
+
+
+# SalUn's saliency: the same stage's signed gradient of the split's summed loss (estimator
+# "gradient"), of the targeted split only, for the methods whose mask is SalUn's.
+use rule compute_fisher as compute_gradient with:
+    output:
+        pattern("gradient"),
+    params:
+        estimator="gradient",
+    log:
+        "logs/compute_gradient/{benchmark}/{model}/forget~{ratio}/{split}.log",
+    benchmark:
+        "logs/timings/compute_gradient/{benchmark}/{model}/forget~{ratio}/{split}.tsv"
