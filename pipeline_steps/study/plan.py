@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from .. import attacks as attack_kinds
 from ..unlearning.methods import Method, get_method
 from ..unlearning.settings import sweep_points
 from .artifacts import path as artifact
@@ -152,6 +153,32 @@ class StudyPlan:
 
     def unlearn_processes(self, model: str) -> int:
         return self.model(model).get("unlearn_gpus", 1)
+
+    # --- attacks ---------------------------------------------------------------------------------
+
+    def attack_names(self) -> list[str]:
+        """The config's attack entries (``attacks:``), in its order."""
+        return list(self.config.get("attacks") or {})
+
+    def attack_kind(self, name: str) -> attack_kinds.Attack:
+        if name not in self.attack_names():
+            raise ValueError(f"'{name}' is not an attack entry of this config (entries: {', '.join(self.attack_names())})")
+        return attack_kinds.entry_kind(name, self.config["attacks"][name])
+
+    def attack_settings(self, name: str) -> dict:
+        """The settings the attack stage is handed (its kind's defaults filled in)."""
+        self.attack_kind(name)
+        return attack_kinds.resolve(name, self.config["attacks"][name])
+
+    def attack_scope(self, name: str) -> str:
+        self.attack_kind(name)
+        return attack_kinds.scope(name, self.config["attacks"][name])
+
+    def attack_evaluation_flags(self) -> str:
+        """The evaluate stage's flags for an attacked model: the config's evaluation, multiple choice
+        under the primary scoring only (the robustness table reads the forget columns' accuracy)."""
+        evaluation = self.config["evaluation"]
+        return cli_flags({**evaluation, "scoring": [evaluation["primary"]], "outputs": ["multiple_choice"]})
 
     # --- the environment check ------------------------------------------------------------------
 
