@@ -56,6 +56,7 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="for an attack that trains")
     return parser
 
 
@@ -74,7 +75,7 @@ def main(args) -> None:
     if args.changes:
         apply_changes(loaded.model, args.changes, fingerprint)
     target = Target(loaded.model.eval(), loaded.processor, loaded.family, args.benchmark, args.forget_ratio,
-                    args.device, args.dtype, args.batch_size, args.seed)
+                    args.device, args.dtype, args.batch_size, args.seed, args.gradient_checkpointing)
     with atomic_directory(args.out) as scratch:
         result = attack.run(target, settings, scratch)
         record = {"attack": args.name or args.kind, "kind": args.kind, "settings": dataclasses.asdict(settings),

@@ -108,15 +108,17 @@ def test_attack_settings_are_checked():
 
 
 @pytest.mark.parametrize("attacks,message", [
-    ({"mia": {}}, "benchmark 'mini' has none: set its synthetic.holdout_profiles > 0"),
+    ({"mia": {}}, "attacks.mia: MIA needs never-trained people, and benchmark 'mini' has none: set its "
+                  "synthetic.holdout_profiles > 0"),
     ({"jailbreak": {}}, "attacks.jailbreak: unknown attack kind 'jailbreak'"),
     ({"relearn": {"steps": 3}}, "attacks.relearn: Additional properties are not allowed ('steps' was unexpected)"),
     ({"relearn_retain": {"kind": "relearn", "data": "unrelated"}}, "attacks.relearn_retain.data: 'unrelated' is not one of"),
     ({"q": {"kind": "quantize", "variants": "some"}}, "attacks.q.variants: 'some' is not one of"),
 ])
 def test_bad_attack_entries_are_refused_by_the_config_check(attacks, message):
-    config = copy.deepcopy(SMALL) | {"attacks": attacks}
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    config = copy.deepcopy(SMALL)
+    config["experiments"][0]["attacks"] = attacks
+    with pytest.raises(ConfigError, match="experiments\\[1\\]." + message.replace("(", r"\(").replace(")", r"\)")):
         check_config(config)
 
 

@@ -150,3 +150,17 @@ def test_memory_estimates_of_the_paper_models():
     assert "frozen reference model (KL_Min, NPO)" in parts and "saliency mask (MMUnlearner)" not in parts
     alone = memory_estimates(llava, "bfloat16", RunPlan(16, 4, 2, 4, 16, ("mmunlearner",)))["unlearn"]["parts"]
     assert alone["saliency mask (MMUnlearner)"] == llava.parameters
+
+
+def test_the_attack_stage_is_estimated_as_its_training_or_as_the_weights():
+    """Relearning with LoRA needs what fine-tuning with the same rank and batch needs; with every
+    parameter trained, 16 bytes each (more than an 80 GB GPU at 7B); attacks that do not train
+    (membership inference, quantization) hold the weights."""
+    llava = ModelShape(7_063_427_072, 4096, 32)
+    plan = RunPlan(16, 4, 2, 4, 16, ("ga",), gradient_checkpointing=True)
+    assert memory_estimates(llava, "bfloat16", plan)["attack"]["parts"] == {"weights": 2 * llava.parameters}
+    lora = memory_estimates(llava, "bfloat16", replace(plan, attack_lora_r=16, attack_batch_size=4))
+    assert lora["attack"] == lora["finetune"]
+    full = memory_estimates(llava, "bfloat16", replace(plan, attack_lora_r=0, attack_batch_size=4))["attack"]
+    assert full["parts"]["fp32 weights, gradients and AdamW moments"] == 16 * llava.parameters
+    assert full["bytes"] / GIB > 80

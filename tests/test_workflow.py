@@ -224,7 +224,7 @@ def test_adding_an_attack_kind_is_one_module_and_one_config_entry(tmp_path):
     nothing else; changing its settings plans its jobs again and no other attack's."""
     config = copy.deepcopy(SMALL)
     config["benchmarks"]["mini"]["synthetic"]["holdout_profiles"] = 4
-    config["attacks"] = {"mia": {"variants": "protocol"}}
+    attacks = config["experiments"][0]["attacks"] = {"mia": {"variants": "protocol"}}
     workspace(tmp_path, config)
     planned = snakemake(tmp_path, "-n")
     assert planned.returncode == 0, planned.stderr[-3000:]
@@ -234,7 +234,7 @@ def test_adding_an_attack_kind_is_one_module_and_one_config_entry(tmp_path):
     assert "results/mini/mini_llava/forget~10/attacks/mia/oracle/attack.json" in planned.stdout
     pretend_run(tmp_path)
     (tmp_path / "pipeline_steps" / "attacks" / "identity.py").write_text(IDENTITY_ATTACK)
-    config["attacks"]["identity"] = {}
+    attacks["identity"] = {}
     write_config(tmp_path, config)
     planned = snakemake(tmp_path, "-n")
     assert planned_jobs(planned) == {"attack": rows, "evaluate_attack": rows, "render_robustness": 1, "all": 1}
@@ -242,7 +242,7 @@ def test_adding_an_attack_kind_is_one_module_and_one_config_entry(tmp_path):
     assert "output: results/mini/mini_llava/forget~10/attacks/mia/" not in planned.stdout
 
     # Another entry of an existing kind, with its own settings: its jobs only.
-    config["attacks"]["relearn_retain"] = {"kind": "relearn", "data": "retain"}
+    attacks["relearn_retain"] = {"kind": "relearn", "data": "retain"}
     write_config(tmp_path, config)
     jobs = planned_jobs(snakemake(tmp_path, "-n"))
     assert jobs == {"attack": 2 * rows, "evaluate_attack": 2 * rows, "render_robustness": 1, "all": 1}

@@ -18,6 +18,7 @@ system needs about it (as the unlearning methods do in ``unlearning/methods.py``
   the half it did not train on, ``reporting/estimates.people_half``; ``all``);
 * ``needs_nonmembers``: whether it reads the benchmark's never-trained ``holdout`` people (the
   config check refuses a synthetic benchmark without them);
+* ``training``: for an attack that trains, its LoRA rank and batch (the GPU memory estimate);
 * ``run``: the attack itself, on the variant's model as the evaluate stage loads it.
 
 A config names attack *entries*: ``attacks: {relearn: {}, relearn_retain: {kind: relearn, data:
@@ -59,6 +60,7 @@ class Target:
     dtype: str
     batch_size: int
     seed: int
+    gradient_checkpointing: bool = False  # for an attack that trains
 
 
 class Attack:
@@ -74,6 +76,11 @@ class Attack:
         """Attack ``target`` (a model attack changes ``target.model`` in place; the stage stores
         what changed); write any per-example files into ``scratch``; return the result summary."""
         raise NotImplementedError
+
+    def training(self, settings) -> dict | None:
+        """``{"lora_r": ..., "batch_size": ...}`` of an attack that trains the model (for the
+        environment check's memory estimate), None for one that does not."""
+        return None
 
     @classmethod
     def setting_fields(cls) -> tuple[dataclasses.Field, ...]:

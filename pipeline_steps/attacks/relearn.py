@@ -18,8 +18,9 @@ in ``tests/test_attacks.py`` checks the two sets are disjoint. The halves are th
 equal-forgetting table chooses (selection) and reports (report) on, so at an equal-forgetting point
 neither relearning nor the choice of the point has seen the people it is read on.
 
-Every parameter trains, as the embedded default's fine-tuning does; a 7B run would want LoRA here
-as its vanilla fine-tuning uses (not built yet).
+Every parameter trains by default, as the embedded default's fine-tuning does; ``lora_r`` trains
+LoRA adapters on every linear layer instead and merges them, as the real configs' fine-tuning does
+(a 7B model's full-parameter AdamW state does not fit one GPU).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class RelearnSettings:
     batch_size: int = hyperparameter(8, "relearning batch size", minimum=1)
     learning_rate: float = hyperparameter(3.0e-4, "AdamW learning rate (constant)", exclusiveMinimum=0)
     max_grad_norm: float = hyperparameter(1.0, "gradient clipping norm", exclusiveMinimum=0)
+    lora_r: int = hyperparameter(0, "LoRA rank (adapters on every linear layer, merged after); 0 trains every "
+                                 "parameter, as the embedded default's fine-tuning does", minimum=0)
 
 
 def relearned_people(benchmark: Path, forget_ratio: int, data: str) -> list[str]:
@@ -86,6 +89,9 @@ class Relearn(Attack):
     produces_model = True
     evaluated_half = "report"
 
+    def training(self, settings: RelearnSettings) -> dict:
+        return {"lora_r": settings.lora_r, "batch_size": settings.batch_size}
+
     def run(self, target: Target, settings: RelearnSettings, scratch: Path) -> dict:
         # The loop's imports (accelerate, transformers) here: the workflow reads this module while it parses.
         from ..training.loop import fit
@@ -96,9 +102,22 @@ class Relearn(Attack):
                             learning_rate=settings.learning_rate, max_grad_norm=settings.max_grad_norm,
                             seed=target.seed)
         accelerator = training_accelerator(target.device, target.dtype)
-        history = fit(target.model, PromptEncoder(target.processor), [e for _, e in pairs], loop, accelerator,
+        model = target.model
+        if target.gradient_checkpointing:
+            from ..training.precision import enable_gradient_checkpointing
+
+            enable_gradient_checkpointing(model)
+        if settings.lora_r:
+            import torch
+            from peft import LoraConfig, get_peft_model
+
+            torch.manual_seed(target.seed)  # LoRA's initial A matrices are random
+            model = get_peft_model(model, LoraConfig(r=settings.lora_r, lora_alpha=2 * settings.lora_r,
+                                                     target_modules="all-linear", bias="none"))
+        history = fit(model, PromptEncoder(target.processor), [e for _, e in pairs], loop, accelerator,
                       description=f"relearn {settings.data}")
-        target.model.eval()
+        # Merged into the variant's own tensors (which the stage compares with the starting model).
+        target.model = (model.merge_and_unload() if settings.lora_r else model).eval()
         write_jsonl(scratch / "train_log.jsonl", history)
         people = sorted({p for p, _ in pairs})
         log.info("relearned %d pairs of %d people in %d steps", len(pairs), len(people), history[-1]["step"])

@@ -90,23 +90,23 @@ def check_saliency_and_evaluation(config: dict) -> None:
 
 
 def check_attacks(config: dict) -> None:
-    """Each attack entry against its kind's schema; membership inference needs never-trained people."""
-    for name, entry in (config.get("attacks") or {}).items():
-        where = f"attacks.{name}"
-        try:
-            attack = attacks.entry_kind(name, entry)
-        except ValueError as problem:
-            raise ConfigError(f"{where}: {problem}; name the kind with 'kind:'") from None
-        schema = attacks.entry_schema(attack)
-        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(entry or {}))
-        if error is not None:
-            raise ConfigError(f"{where}{_dotted(error.absolute_path)}: {error.message}")
-        if attack.needs_nonmembers:
-            for experiment in config["experiments"]:
-                synthetic = config["benchmarks"][experiment["benchmark"]].get("synthetic")
-                if synthetic is not None and not synthetic.get("holdout_profiles"):
-                    raise ConfigError(f"{where}: membership inference needs never-trained people, and benchmark "
-                                      f"'{experiment['benchmark']}' has none: set its synthetic.holdout_profiles > 0")
+    """Each experiment's attack entries against their kinds' schemas; a kind that reads never-trained
+    people refused on a synthetic benchmark that has none."""
+    for index, experiment in enumerate(config["experiments"], start=1):
+        for name, entry in (experiment.get("attacks") or {}).items():
+            where = f"experiments[{index}].attacks.{name}"
+            try:
+                attack = attacks.entry_kind(name, entry)
+            except ValueError as problem:
+                raise ConfigError(f"{where}: {problem}; name the kind with 'kind:'") from None
+            error = jsonschema.exceptions.best_match(
+                jsonschema.Draft202012Validator(attacks.entry_schema(attack)).iter_errors(entry or {}))
+            if error is not None:
+                raise ConfigError(f"{where}{_dotted(error.absolute_path)}: {error.message}")
+            synthetic = config["benchmarks"][experiment["benchmark"]].get("synthetic")
+            if attack.needs_nonmembers and synthetic is not None and not synthetic.get("holdout_profiles"):
+                raise ConfigError(f"{where}: {attack.label} needs never-trained people, and benchmark "
+                                  f"'{experiment['benchmark']}' has none: set its synthetic.holdout_profiles > 0")
 
 
 def check_config(config: dict) -> None:

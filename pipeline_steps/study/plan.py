@@ -156,23 +156,29 @@ class StudyPlan:
 
     # --- attacks ---------------------------------------------------------------------------------
 
-    def attack_names(self) -> list[str]:
-        """The config's attack entries (``attacks:``), in its order."""
-        return list(self.config.get("attacks") or {})
+    def attack_entries(self, benchmark: str, model: str) -> dict[str, dict]:
+        """An experiment's attack entries (its ``attacks:`` block), in the config's order."""
+        return {name: entry or {} for name, entry in (self.experiment(benchmark, model).get("attacks") or {}).items()}
 
-    def attack_kind(self, name: str) -> attack_kinds.Attack:
-        if name not in self.attack_names():
-            raise ValueError(f"'{name}' is not an attack entry of this config (entries: {', '.join(self.attack_names())})")
-        return attack_kinds.entry_kind(name, self.config["attacks"][name])
+    def attack_names(self, benchmark: str, model: str) -> list[str]:
+        return list(self.attack_entries(benchmark, model))
 
-    def attack_settings(self, name: str) -> dict:
+    def _attack_entry(self, benchmark: str, model: str, name: str) -> dict:
+        entries = self.attack_entries(benchmark, model)
+        if name not in entries:
+            raise ValueError(f"'{name}' is not an attack entry of {benchmark}/{model} in this config "
+                             f"(entries: {', '.join(entries) or 'none'})")
+        return entries[name]
+
+    def attack_kind(self, benchmark: str, model: str, name: str) -> attack_kinds.Attack:
+        return attack_kinds.entry_kind(name, self._attack_entry(benchmark, model, name))
+
+    def attack_settings(self, benchmark: str, model: str, name: str) -> dict:
         """The settings the attack stage is handed (its kind's defaults filled in)."""
-        self.attack_kind(name)
-        return attack_kinds.resolve(name, self.config["attacks"][name])
+        return attack_kinds.resolve(name, self._attack_entry(benchmark, model, name))
 
-    def attack_scope(self, name: str) -> str:
-        self.attack_kind(name)
-        return attack_kinds.scope(name, self.config["attacks"][name])
+    def attack_scope(self, benchmark: str, model: str, name: str) -> str:
+        return attack_kinds.scope(name, self._attack_entry(benchmark, model, name))
 
     def attack_evaluation_flags(self) -> str:
         """The evaluate stage's flags for an attacked model: the config's evaluation, multiple choice
@@ -194,6 +200,12 @@ class StudyPlan:
                  "eval_batch_size": self.config["evaluation"]["batch_size"], "methods": methods,
                  "gradient_checkpointing": settings.get("gradient_checkpointing", False),
                  "unlearn_gpus": self.unlearn_processes(model)}
+        kinds = {name: self.attack_kind(benchmark, model, name) for name in self.attack_names(benchmark, model)}
+        trains = [t for name, kind in kinds.items()
+                  if (t := kind.training(kind.Settings(**self.attack_settings(benchmark, model, name))))]
+        if trains:  # the memory estimate of the largest: every parameter (rank 0) if any, else the largest rank
+            flags["attack_lora_r"] = 0 if any(t["lora_r"] == 0 for t in trains) else max(t["lora_r"] for t in trains)
+            flags["attack_batch_size"] = max(t["batch_size"] for t in trains)
         sources = []
         if "synthetic" not in bench:
             flags["forget_ratios"] = entry["forget_ratios"]

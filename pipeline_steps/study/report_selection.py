@@ -131,7 +131,7 @@ class ReportSelection:
 
     def attacked_variants(self, benchmark: str, model: str, name: str) -> list[str]:
         """The variants an attack entry runs on: vanilla, the oracle and its scope's unlearned ones."""
-        scope = self.plan.attack_scope(name)
+        scope = self.plan.attack_scope(benchmark, model, name)
         unlearned = {"protocol": self.protocol_variants, "frontier": self.frontier_variants,
                      "all": self.plan.variant_names}[scope](benchmark, model)
         return [*REFERENCES, *unlearned]
@@ -141,7 +141,7 @@ class ReportSelection:
         the model it produced (metrics and predictions) for a kind that produces one."""
         run = {"benchmark": benchmark, "model": model, "ratio": ratio, "attack": name, "variant": variant}
         files = [artifact("attack", **run)]
-        if self.plan.attack_kind(name).produces_model:
+        if self.plan.attack_kind(benchmark, model, name).produces_model:
             files += evaluation_files([artifact("attack_metrics", **run)])
         return files
 
@@ -151,16 +151,16 @@ class ReportSelection:
         attack entry left of them."""
         cells = {}
         for benchmark, model, r in self.plan.runs():
-            if str(r) != str(ratio):
+            if str(r) != str(ratio) or not self.plan.attack_names(benchmark, model):
                 continue
             rows = [*REFERENCES, *self.compared_variants(benchmark, model)]
             for variant in rows:
                 cells[f"{model}|{variant}|{benchmark}|-"] = artifact("metrics", benchmark=benchmark, model=model,
                                                                      ratio=r, variant=variant)
-                for name in self.plan.attack_names():
+                for name in self.plan.attack_names(benchmark, model):
                     if variant in self.attacked_variants(benchmark, model, name):
                         run = {"benchmark": benchmark, "model": model, "ratio": r, "attack": name, "variant": variant}
-                        kind = "attack_metrics" if self.plan.attack_kind(name).produces_model else "attack"
+                        kind = "attack_metrics" if self.plan.attack_kind(benchmark, model, name).produces_model else "attack"
                         cells[f"{model}|{variant}|{benchmark}|{name}"] = artifact(kind, **run)
         return cells
 
@@ -175,7 +175,7 @@ class ReportSelection:
 
     def attack_outputs(self) -> list[str]:
         """Every attack record and attacked evaluation the config asks for."""
-        return [path for benchmark, model, ratio in self.plan.runs() for name in self.plan.attack_names()
+        return [path for benchmark, model, ratio in self.plan.runs() for name in self.plan.attack_names(benchmark, model)
                 for variant in self.attacked_variants(benchmark, model, name)
                 for path in self.attack_files(benchmark, model, ratio, name, variant)]
 
@@ -195,7 +195,6 @@ class ReportSelection:
         for entry in self.plan.config["experiments"]:
             outputs += files("tradeoff", figures, benchmark=entry["benchmark"], model=entry["model"])
         outputs += [artifact("instrument", benchmark=b, model=m) for b, m in self.plan.instrumented()]
-        if self.plan.attack_names():
-            outputs += [p for ratio in sorted({r for _, _, r in self.plan.runs()})
-                        for p in files("robustness", tables, ratio=ratio)]
+        attacked = {r for b, m, r in self.plan.runs() if self.plan.attack_names(b, m)}
+        outputs += [p for ratio in sorted(attacked) for p in files("robustness", tables, ratio=ratio)]
         return outputs

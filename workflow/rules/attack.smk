@@ -1,5 +1,5 @@
 """Stage 8b: attacks on the unlearned variants (``pipeline_steps/attacks/``), one job per config
-entry of ``attacks:`` and attacked variant (vanilla, the oracle and the entry's scope of unlearned
+entry of an experiment's ``attacks:`` and attacked variant (vanilla, the oracle and the entry's scope of unlearned
 variants: ``study/report_selection.py``). Each loads the variant as its evaluation does; an
 attack that produces a model (relearning, quantization) stores it as changes, and the evaluate
 stage scores it (``evaluate_attack``: multiple choice under the primary scoring). A job's params
@@ -11,12 +11,12 @@ rule attack:
     input:
         model=evaluated_model,
         benchmark=pattern("benchmark"),
-        code=lambda wc: attack_sources(wc.attack),
+        code=attack_sources,
     output:
         record=pattern("attack"),
     params:
-        kind=lambda wc: plan.attack_kind(wc.attack).kind,
-        settings=lambda wc: json.dumps(plan.attack_settings(wc.attack), sort_keys=True),
+        kind=lambda wc: plan.attack_kind(wc.benchmark, wc.model, wc.attack).kind,
+        settings=lambda wc: json.dumps(plan.attack_settings(wc.benchmark, wc.model, wc.attack), sort_keys=True),
         model=lambda wc: plan.evaluated_model(wc.benchmark, wc.model, wc.ratio, wc.variant),
         changes=lambda wc: (
             f"--changes {artifact('unlearned', wc).removesuffix('.safetensors.index.json')}"
@@ -28,6 +28,7 @@ rule attack:
         seed=config["evaluation"]["seed"],
         device=device,
         dtype=dtype,
+        checkpointing=lambda wc: "--gradient-checkpointing" if plan.model(wc.model).get("gradient_checkpointing") else "",
     threads: threads
     resources:
         gpu=gpu,
@@ -41,7 +42,7 @@ rule attack:
         "python -m pipeline_steps.attack --kind {params.kind} --name {wildcards.attack} --settings {params.settings:q}"
         " --model {params.model:q} {params.changes} --benchmark {input.benchmark} --forget-ratio {wildcards.ratio}"
         " --out {params.out} --batch-size {params.batch_size} --seed {params.seed} --device {params.device}"
-        " --dtype {params.dtype} --threads {threads} > {log} 2>&1"
+        " --dtype {params.dtype} {params.checkpointing} --threads {threads} > {log} 2>&1"
 
 
 use rule evaluate as evaluate_attack with:

@@ -44,10 +44,10 @@ def stage_sources(module):
     return code_dependencies.stage_sources(module, REPO)
 
 
-def attack_sources(name):
+def attack_sources(wc):
     """The code an attack entry's jobs run: the attack stage and its kind's own module (the
     package finds the kinds by listing itself, so no import names the module)."""
-    kind_module = type(plan.attack_kind(name)).__module__
+    kind_module = type(plan.attack_kind(wc.benchmark, wc.model, wc.attack)).__module__
     return sorted(set(stage_sources("pipeline_steps.attack")) | set(stage_sources(kind_module)))
 
 
