@@ -27,12 +27,17 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from .attacks import get_attack
 from .attacks.membership import SCORES, privleak_gap, split_scores
 from .cli import StageError, labelled_paths, run_stage, stage_parser
 from .reporting.estimates import column_estimates, read_items
+from .reporting.figures import STYLE, plt, save
 from .reporting.labels import variant_label
 from .reporting.tables import latex_escape
 from .storage import atomic_file, read_json
@@ -47,12 +52,11 @@ def build_parser():
     parser.add_argument("--cell", action="append", required=True, metavar="GROUP|VARIANT|COLUMN_GROUP|ATTACK=FILE")
     parser.add_argument("--mia-group", default="vqa", help="which pairs the MIA columns read: vqa, text or all")
     parser.add_argument("--out", type=Path, required=True, help="output stem; .csv, .md and .tex are written")
+    parser.add_argument("--figure", type=Path, help="figure stem; .png and .pdf are written")
     return parser
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    import json
-
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -66,80 +70,148 @@ def forget_estimate(metrics_path: Path, which: str):
     return column_estimates([{"table": read_json(metrics_path)["table"], "items": items}], which)[FORGET]
 
 
-def percent(estimate) -> str:
-    return f"{100 * estimate.mean:.1f} ± {100 * (estimate.half_width or 0):.1f}"
+@dataclass(frozen=True)
+class Value:
+    """One cell: a mean and its 95 % interval; an accuracy (shown in percent) or a number."""
+
+    mean: float
+    low: float
+    high: float
+    accuracy: bool = False
+    digits: int = 2
+
+    @classmethod
+    def of(cls, estimate) -> Value:
+        half_width = estimate.half_width or 0.0
+        return cls(estimate.mean, estimate.mean - half_width, estimate.mean + half_width, accuracy=True)
+
+    def text(self) -> str:
+        if self.accuracy:
+            return f"{100 * self.mean:.1f} ± {100 * (self.high - self.low) / 2:.1f}"
+        return f"{self.mean:.{self.digits}f} [{self.low:.{self.digits}f}, {self.high:.{self.digits}f}]"
 
 
-def interval(value: float, low: float, high: float, digits: int = 2) -> str:
-    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+@dataclass
+class Robustness:
+    """(row group, variant, column group) -> column -> Value, the columns in order, and which of
+    them are accuracies after a model attack (the figure's bars) or MIA AUCs."""
+
+    rows: dict[tuple[str, str, str], dict[str, Value]] = field(default_factory=dict)
+    columns: list[str] = field(default_factory=list)
+    attacked: list[str] = field(default_factory=list)
+    auc: dict[str, str] = field(default_factory=dict)  # MIA entry -> its LOSS AUC column
+
+    def put(self, key: tuple[str, str, str], column: str, value: Value) -> None:
+        self.rows.setdefault(key, {})[column] = value
+        if column not in self.columns:
+            self.columns.append(column)
 
 
-def build_rows(cells, mia_group: str) -> tuple[list[str], list[list[str]], list[str]]:
-    """Header, rows (group, row label, then one text per column) and notes."""
-    rows: dict[tuple[str, str, str], dict[str, str]] = {}
-    columns: list[str] = ["Forget VQA", "Forget VQA (report half)"]
+UNATTACKED, UNATTACKED_REPORT = "Forget VQA", "Forget VQA (report half)"
+
+
+def build(cells, mia_group: str) -> Robustness:
+    table = Robustness(columns=[UNATTACKED, UNATTACKED_REPORT])
     mia: dict[tuple[str, str, str, str], list[dict]] = {}
-    notes: list[str] = []
     for key, path in cells:
         parts = key.split("|")
         if len(parts) != 4:
             raise StageError(f"--cell '{key}' is not GROUP|VARIANT|COLUMN_GROUP|ATTACK")
         group, variant, column_group, name = parts
-        row = rows.setdefault((group, variant, column_group), {})
+        row = (group, variant, column_group)
+        table.rows.setdefault(row, {})
         if name == "-":
-            row["Forget VQA"] = percent(forget_estimate(path, "all"))
-            row["Forget VQA (report half)"] = percent(forget_estimate(path, "report"))
+            table.put(row, UNATTACKED, Value.of(forget_estimate(path, "all")))
+            table.put(row, UNATTACKED_REPORT, Value.of(forget_estimate(path, "report")))
             continue
         if path.name == "metrics.json":
             changes = read_json(path).get("changes")
             record_path = Path(changes).parent / "attack.json" if changes else None
             if record_path is None or not record_path.exists():
                 raise StageError(f"{path} is not the evaluation of an attacked model (its changes have no attack.json)")
-            record = read_json(record_path)
-            attack = get_attack(record["kind"])
+            attack = get_attack(read_json(record_path)["kind"])
             column = f"{name}: Forget VQA" + (" (report half)" if attack.evaluated_half == "report" else "")
-            row[column] = percent(forget_estimate(path, attack.evaluated_half))
-            columns += [column] if column not in columns else []
+            table.put(row, column, Value.of(forget_estimate(path, attack.evaluated_half)))
+            table.attacked += [column] if column not in table.attacked else []
             continue
         record = read_json(path)
-        if "auc" not in record.get("result", {}):
+        auc = record.get("result", {}).get("auc")
+        if auc is None:
             raise StageError(f"{path} is not a membership-inference record (no AUCs)")
-        auc = record["result"]["auc"]
         if mia_group not in auc:
             raise StageError(f"{path} has no AUCs of pairs '{mia_group}' (it has {', '.join(auc)})")
         for score in SCORES:
-            column = f"{name}: AUC {SCORE_LABELS[score]}"
             value = auc[mia_group][score]
-            row[column] = interval(value["auc"], value["low"], value["high"])
-            columns += [column] if column not in columns else []
+            table.put(row, f"{name}: AUC {SCORE_LABELS[score]}", Value(value["auc"], value["low"], value["high"]))
+        table.auc[name] = f"{name}: AUC {SCORE_LABELS['loss']}"
         mia[(group, variant, column_group, name)] = read_jsonl(path.with_name("scores.jsonl"))
-    # The gap of every variant's LOSS AUC to the oracle's, on the same pairs.
+    # The gap of every variant's LOSS AUC to the oracle's, on the same pairs (paired bootstrap).
     for (group, variant, column_group, name), scores in mia.items():
         oracle = mia.get((group, "oracle", column_group, name))
         if oracle is None or variant == "oracle":
             continue
         gap = privleak_gap(split_scores(scores, mia_group, "loss"), split_scores(oracle, mia_group, "loss"))
-        column = f"{name}: AUC gap to oracle (LOSS)"
-        rows[(group, variant, column_group)][column] = interval(gap["gap"]["value"], gap["gap"]["low"],
-                                                                gap["gap"]["high"])
-        rows[(group, variant, column_group)][f"{name}: privleak % (LOSS)"] = interval(
-            gap["privleak"]["value"], gap["privleak"]["low"], gap["privleak"]["high"], digits=1)
-        for extra in (column, f"{name}: privleak % (LOSS)"):
-            columns += [extra] if extra not in columns else []
-    header = ["model", "benchmark", "method", *columns]
-    body = [[group, column_group, variant_label(variant), *(values.get(c, "") for c in columns)]
-            for (group, variant, column_group), values in rows.items()]
-    notes.append("Accuracies in percent ± the half-width of their 95 % interval; AUCs and gaps with their 95 % "
-                 f"interval in brackets, on the {mia_group} training pairs of the forget people (members) against "
-                 "the holdout people (non-members). Read each row against the oracle's (never saw the forget people).")
-    return header, body, notes
+        row = (group, variant, column_group)
+        table.put(row, f"{name}: AUC gap to oracle (LOSS)", Value(gap["gap"]["value"], gap["gap"]["low"],
+                                                                  gap["gap"]["high"]))
+        table.put(row, f"{name}: privleak % (LOSS)", Value(gap["privleak"]["value"], gap["privleak"]["low"],
+                                                           gap["privleak"]["high"], digits=1))
+    return table
 
 
-def to_markdown(title: str, header: list[str], body: list[list[str]], notes: list[str], markdown_drop=()) -> str:
-    keep = [i for i, h in enumerate(header) if h not in markdown_drop]
-    lines = [f"**{title}**", "", "| " + " | ".join(header[i] for i in keep) + " |",
-             "|" + "---|" * len(keep)]
-    lines += ["| " + " | ".join(row[i] for i in keep) + " |" for row in body]
+def text_rows(table: Robustness) -> tuple[list[str], list[list[str]]]:
+    header = ["model", "benchmark", "method", *table.columns]
+    body = [[group, column_group, variant_label(variant),
+             *(values[c].text() if c in values else "" for c in table.columns)]
+            for (group, variant, column_group), values in table.rows.items()]
+    return header, body
+
+
+def figure(table: Robustness, title: str):
+    """Per row group: Forget VQA before (over all the forget people, and over the report half) and
+    after each model attack (on the people it is read on), as bars with their intervals; and each
+    MIA entry's LOSS AUC, chance solid and the oracle's dashed."""
+    groups = list(dict.fromkeys((g, cg) for g, _, cg in table.rows))
+    bars = [UNATTACKED, UNATTACKED_REPORT, *table.attacked]
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(len(groups), 2, figsize=(11, 3.2 * len(groups)), squeeze=False,
+                                 gridspec_kw={"width_ratios": [3, 1.3]})
+        for (group, column_group), (left, right) in zip(groups, axes):
+            rows = [(v, values) for (g, v, cg), values in table.rows.items() if (g, cg) == (group, column_group)]
+            x, width = np.arange(len(rows)), 0.8 / max(len(bars), 1)
+            for i, column in enumerate(bars):
+                shown = [(j, values[column]) for j, (_, values) in enumerate(rows) if column in values]
+                if not shown:
+                    continue
+                positions = np.array([x[j] for j, _ in shown]) + (i - (len(bars) - 1) / 2) * width
+                means = np.array([100 * v.mean for _, v in shown])
+                errors = np.array([[100 * (v.mean - v.low) for _, v in shown], [100 * (v.high - v.mean) for _, v in shown]])
+                left.bar(positions, means, width, yerr=errors, capsize=1.5, label={UNATTACKED: "no attack (all)",
+                         UNATTACKED_REPORT: "no attack (report half)"}.get(column, column.replace(": Forget VQA", "")))
+            left.set_xticks(x, [variant_label(v) for v, _ in rows], rotation=30, ha="right")
+            left.set_ylabel("Forget VQA (%)")
+            left.set_title(f"{group} on {column_group}: forget accuracy after each attack (oracle: row 'Oracle')")
+            left.legend(fontsize=6, ncol=2)
+            for name, column in table.auc.items():
+                shown = [(j, values[column]) for j, (_, values) in enumerate(rows) if column in values]
+                right.errorbar([v.mean for _, v in shown], [j for j, _ in shown], fmt="o", ms=3, capsize=2,
+                               xerr=[[v.mean - v.low for _, v in shown], [v.high - v.mean for _, v in shown]], label=name)
+                oracle = dict(rows).get("oracle", {}).get(column)
+                if oracle is not None:
+                    right.axvline(oracle.mean, color="grey", linestyle="--", linewidth=0.8)
+            right.axvline(0.5, color="black", linewidth=0.5)
+            right.set_yticks(range(len(rows)), [variant_label(v) for v, _ in rows])
+            right.invert_yaxis()
+            right.set_xlim(0, 1)
+            right.set_xlabel("MIA AUC (LOSS); dashed: the oracle's")
+        fig.suptitle(title)
+        fig.tight_layout()
+    return fig
+
+
+def to_markdown(title: str, header: list[str], body: list[list[str]], notes: list[str]) -> str:
+    lines = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(lines + [""] + notes) + "\n"
 
 
@@ -161,12 +233,18 @@ def to_latex(title: str, header, body) -> str:
 
 def main(args) -> None:
     cells = labelled_paths(args.cell, "GROUP|VARIANT|COLUMN_GROUP|ATTACK=FILE")
-    header, body, notes = build_rows(cells, args.mia_group)
+    table = build(cells, args.mia_group)
+    header, body = text_rows(table)
+    notes = ["Accuracies in percent ± the half-width of their 95 % interval; AUCs and gaps with their 95 % interval "
+             f"in brackets, on the {args.mia_group} training pairs of the forget people (members) against the holdout "
+             "people (non-members). Read each row against the oracle's (it never saw the forget people)."]
     outputs = {"md": to_markdown(args.title, header, body, notes), "csv": to_csv(header, body),
                "tex": to_latex(args.title, header, body)}
     for suffix, text in outputs.items():
         with atomic_file(args.out.with_name(f"{args.out.name}.{suffix}")) as handle:
             handle.write(text)
+    if args.figure:
+        save(figure(table, args.title), args.figure)
 
 
 if __name__ == "__main__":

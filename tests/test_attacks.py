@@ -5,6 +5,7 @@ weights within bitsandbytes' rounding error, and the attack stage on a tiny mode
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import math
 import zlib
@@ -199,3 +200,56 @@ def test_quantize_stage_leaves_the_vision_tower_unless_asked(benchmark, tiny_mod
         assert any(family.module_of(n) == "language" for n in moved)
         assert any(family.module_of(n) == "vision" for n in moved) == vision
         assert not any(n.startswith("lm_head") or not n.endswith("weight") for n in moved)
+
+
+def _evaluation(directory, correct: dict[str, list[bool]], changes: str = ""):
+    """A hand-made evaluation: Forget VQA items of each person (the other Table 1 columns empty)."""
+    directory.mkdir(parents=True)
+    items = [(p, c) for p, answers in correct.items() for c in answers]
+    table = {column: None for column in LAYOUTS["mllmu_bench"].table1} | {"forget_vqa": sum(c for _, c in items) / len(items)}
+    (directory / "metrics.json").write_text(json.dumps({"table": table, "primary_scoring": "likelihood",
+                                                        "changes": changes}))
+    (directory / "predictions.jsonl").write_text("".join(
+        json.dumps({"column": "forget_vqa", "kind": "multiple_choice", "profile": p, "likelihood": {"correct": c}}) + "\n"
+        for p, c in items))
+    return directory / "metrics.json"
+
+
+def _membership(directory, members: list[float], nonmembers: list[float]):
+    directory.mkdir(parents=True)
+    rows = [{"membership": m, "modality": "vqa", "profile": "x", **{s: v for s in ("loss", "zlib", "min_k", "min_k_plus_plus")}}
+            for m, values in (("member", members), ("nonmember", nonmembers)) for v in values]
+    (directory / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    value = {"auc": float(auc(members, nonmembers)), "low": 0.0, "high": 1.0}
+    (directory / "attack.json").write_text(json.dumps({"kind": "mia", "result": {
+        "auc": {"vqa": {s: value for s in ("loss", "zlib", "min_k", "min_k_plus_plus")}}}}))
+    return directory / "attack.json"
+
+
+def test_robustness_table_reads_each_attack_on_its_people_and_the_gap_to_the_oracle(tmp_path):
+    people = {"1": [True, True], "2": [False, False], "3": [True, False], "4": [False, False]}  # report half: 2, 4
+    cells = []
+    for variant, members in (("vanilla", [3.0, 2.0]), ("oracle", [0.0, 1.0])):
+        cells.append(f"m|{variant}|b|-={_evaluation(tmp_path / 'eval' / variant, people)}")
+        attacked = tmp_path / "relearn" / variant
+        attacked.mkdir(parents=True)
+        (attacked / "attack.json").write_text(json.dumps({"kind": "relearn"}))
+        relearned = {"1": [True, True], "2": [True, False], "3": [True, True], "4": [False, False]}
+        metrics = _evaluation(tmp_path / "relearn_eval" / variant, relearned, changes=str(attacked / "weights"))
+        cells.append(f"m|{variant}|b|relearn={metrics}")
+        cells.append(f"m|{variant}|b|mia={_membership(tmp_path / 'mia' / variant, members, [0.0, 1.0])}")
+    out = tmp_path / "robustness"
+    run_stage("render_robustness", "--title", "R", *[a for c in cells for a in ("--cell", c)], "--out", out,
+              "--figure", tmp_path / "figure")
+    with open(tmp_path / "robustness.csv") as handle:
+        header, *body = list(csv.reader(handle))
+    rows = {row[2]: dict(zip(header, row)) for row in body}
+    vanilla = rows["Vanilla"]
+    assert vanilla["Forget VQA"].startswith("37.5 ")  # 3 of 8
+    assert vanilla["Forget VQA (report half)"].startswith("0.0 ")  # people 2 and 4
+    assert vanilla["relearn: Forget VQA (report half)"].startswith("25.0 ")  # 1 of their 4 after relearning
+    assert vanilla["mia: AUC LOSS"].startswith("1.00 ")
+    assert vanilla["mia: AUC gap to oracle (LOSS)"].startswith("0.50 ")  # 1 - 0.5, as the hand count above
+    assert vanilla["mia: privleak % (LOSS)"].startswith("100.0 ")
+    assert set(rows) == {"Vanilla", "Oracle (retain only)"}
+    assert (tmp_path / "figure.png").stat().st_size > 10_000 and (tmp_path / "figure.pdf").exists()

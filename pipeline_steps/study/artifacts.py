@@ -35,6 +35,7 @@ PATTERNS = {
     "case_studies": "results/tables/{benchmark}/{model}/case_studies_forget~{ratio}.md",
     "layer_heatmap": "results/figures/{benchmark}/{model}/layer_heatmap_forget~{ratio}",
     "tradeoff": "results/figures/{benchmark}/{model}/tradeoff",
+    "robustness_figure": "results/figures/robustness_forget~{ratio}",
 }
 
 

@@ -196,5 +196,6 @@ class ReportSelection:
             outputs += files("tradeoff", figures, benchmark=entry["benchmark"], model=entry["model"])
         outputs += [artifact("instrument", benchmark=b, model=m) for b, m in self.plan.instrumented()]
         attacked = {r for b, m, r in self.plan.runs() if self.plan.attack_names(b, m)}
-        outputs += [p for ratio in sorted(attacked) for p in files("robustness", tables, ratio=ratio)]
+        outputs += [p for ratio in sorted(attacked) for kind, suffixes in (("robustness", tables),
+                    ("robustness_figure", figures)) for p in files(kind, suffixes, ratio=ratio)]
         return outputs
