@@ -9,11 +9,14 @@
 Each ``--cell`` is one variant (a row: vanilla, the oracle, a method) under one attack entry (``-``:
 none): an evaluation's ``metrics.json`` (unattacked, or of the model an attack produced: the
 attack's record is found through the changes it evaluated) or a membership-inference record
-(``attack.json``, with ``scores.jsonl`` beside it). Columns:
+(``attack.json``, with ``scores.jsonl`` beside it) or a probe's record (``attack.json`` with its
+scored Forget VQA items). Columns:
 
 * Forget VQA unattacked, over every forget person and over the report half;
 * Forget VQA after each model attack, on the people its kind is read on (relearning: the report
   half it did not train on, so it sits next to the unattacked report-half value);
+* Forget VQA under each probe (the questions asked with the name, after the identity exchange, or
+  after the person's other facts);
 * per membership-inference entry, the AUC of each score on the ``--mia-group`` pairs (default
   ``vqa``: the image-grounded pairs unlearning targets), and the gap of the LOSS AUC to the
   oracle's with its paired interval (open-unlearning's privleak in percent in the CSV).
@@ -36,7 +39,7 @@ import numpy as np
 from .attacks import get_attack
 from .attacks.membership import SCORES, privleak_gap, split_scores
 from .cli import StageError, labelled_paths, run_stage, stage_parser
-from .reporting.estimates import column_estimates, read_items
+from .reporting.estimates import column_estimates, estimate, half, read_items
 from .reporting.figures import STYLE, plt, save
 from .reporting.labels import variant_label
 from .reporting.tables import latex_escape
@@ -135,9 +138,17 @@ def build(cells, mia_group: str) -> Robustness:
             table.attacked += [column] if column not in table.attacked else []
             continue
         record = read_json(path)
-        auc = record.get("result", {}).get("auc")
+        result = record.get("result", {})
+        if "items" in result:  # an attack that scores the forget column itself (probing)
+            which = get_attack(record["kind"]).evaluated_half
+            items = half([tuple(item) for item in result["items"]], which)
+            column = f"{name}: Forget VQA" + (" (report half)" if which == "report" else "")
+            table.put(row, column, Value.of(estimate([[v for _, v in items]])))
+            table.attacked += [column] if column not in table.attacked else []
+            continue
+        auc = result.get("auc")
         if auc is None:
-            raise StageError(f"{path} is not a membership-inference record (no AUCs)")
+            raise StageError(f"{path} is neither a membership-inference record (AUCs) nor scored items")
         if mia_group not in auc:
             raise StageError(f"{path} has no AUCs of pairs '{mia_group}' (it has {', '.join(auc)})")
         for score in SCORES:

@@ -253,3 +253,27 @@ def test_robustness_table_reads_each_attack_on_its_people_and_the_gap_to_the_ora
     assert vanilla["mia: privleak % (LOSS)"].startswith("100.0 ")
     assert set(rows) == {"Vanilla", "Oracle (retain only)"}
     assert (tmp_path / "figure.png").stat().st_size > 10_000 and (tmp_path / "figure.pdf").exists()
+
+
+def test_probes_rewrite_every_forget_vqa_question_and_keep_the_answer_out_of_the_context(benchmark, tiny_models,
+                                                                                         tmp_path):
+    from pipeline_steps.attacks.probe import ProbeSettings, probed_question
+
+    forget = read_split(benchmark, forget_split(10))
+    record = forget[0]
+    item = next(i for i in record.multiple_choice if i.modality == "vqa")
+    assert probed_question(record, item, ProbeSettings(style="name")).startswith(f"The person in the image is {record.name}.")
+    context = probed_question(record, item, ProbeSettings(style="context", context_facts=10))
+    assert context.endswith(item.question) and len(context) > len(item.question)
+    assert not any(f" {option}." in context for option in item.options.values())
+
+    out = tmp_path / "probe"
+    run_stage("attack", "--kind", "probe", "--settings", '{"style": "dialogue"}', "--model", tiny_models["llava"],
+              "--benchmark", benchmark, "--forget-ratio", "10", "--out", out, "--threads", "1")
+    result = json.loads((out / "attack.json").read_text())["result"]
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    expected = sum(1 for r in forget for i in r.multiple_choice if i.modality == "vqa")
+    assert result["n"] == len(rows) == len(result["items"]) == expected
+    names = {r.id: r.name for r in forget}
+    assert all(f" {names[row['profile']]}. " in row["question"] for row in rows)
+    assert result["accuracy"] == pytest.approx(sum(v for _, v in result["items"]) / expected)

@@ -71,7 +71,8 @@ def test_real_config_plans_the_paper_dag_with_a_gpu_per_gpu_stage(real_workspace
     r, groups = len(ratios), len(config["saliency"]["module_groups"])
     variants = sum(groups if get_method(m).needs_mask else 1 for m in entry["unlearn"]["methods"])
     attacks = len(entry["attacks"])
-    assert {get_attack(a.get("kind", name)).kind for name, a in entry["attacks"].items()} == {"relearn", "quantize"}
+    model_attacks = sum(get_attack(a.get("kind", name)).produces_model for name, a in entry["attacks"].items())
+    assert {get_attack(a.get("kind", name)).kind for name, a in entry["attacks"].items()} == {"relearn", "quantize", "probe"}
     assert planned_jobs(result) == {
         "check_environment": 1, "prepare_benchmark": 1, "finetune_vanilla": 1, "finetune_reference": r,
         "compute_fisher": r * 4, "build_mask": r * groups, "unlearn": r * variants, "evaluate": r * (3 + variants),
@@ -79,9 +80,9 @@ def test_real_config_plans_the_paper_dag_with_a_gpu_per_gpu_stage(real_workspace
         "render_case_studies": r, "render_heatmaps": r,
         "render_sweep_table": r, "render_tradeoffs": 1,
         # Each attack entry on vanilla, the oracle and every method at its protocol point (MMUnlearner
-        # at module group `all`), every one of them a model the evaluate stage scores.
+        # at module group `all`); the model each relearning or quantization produces is evaluated.
         "attack": r * attacks * (2 + len(entry["unlearn"]["methods"])),
-        "evaluate_attack": r * attacks * (2 + len(entry["unlearn"]["methods"])), "render_robustness": r, "all": 1}
+        "evaluate_attack": r * model_attacks * (2 + len(entry["unlearn"]["methods"])), "render_robustness": r, "all": 1}
     for rule, resources in dry_run_jobs(result.stdout):
         expected = ("4" if rule == "unlearn" else "1") if rule in GPU_RULES else None
         assert resources.get("gpu", "0") == (expected or "0"), (rule, resources)
