@@ -70,8 +70,10 @@ def check_gpu(name: str, device: str, dtype: str, shape: ModelShape | None, esti
     fixes = [f"a GPU with at least {max(short.values()) / GIB:.0f} GiB"]
     if dtype == "float32":
         fixes.append(f"{key}.dtype: bfloat16 (half the weight memory)")
-    if not plan.gradient_checkpointing and {"finetune", "unlearn"} & set(short):
+    if not plan.gradient_checkpointing and {"finetune", "unlearn", "attack"} & set(short):
         fixes.append(f"{key}.gradient_checkpointing: true")
+    if "attack" in short and plan.attack_lora_r == 0:
+        fixes.append("LoRA for the relearning attacks (experiments[].attacks.<name>.lora_r: 16)")
     if "unlearn" in short:
         fixes.append(f"{key}.unlearn_gpus: {gpus_to_fit(shape, dtype, plan, total)} (shards unlearning over that "
                      "many GPUs)")

@@ -39,11 +39,13 @@ import numpy as np
 from .attacks import get_attack
 from .attacks.membership import SCORES, privleak_gap, split_scores
 from .cli import StageError, labelled_paths, run_stage, stage_parser
+from .reporting.equal_forgetting import choose
 from .reporting.estimates import column_estimates, estimate, half, read_items
 from .reporting.figures import STYLE, plt, save
-from .reporting.labels import variant_label
+from .reporting.labels import point_label, variant_label
 from .reporting.tables import latex_escape
 from .storage import atomic_file, read_json
+from .study.variants import Variant
 
 SCORE_LABELS = {"loss": "LOSS", "zlib": "zlib", "min_k": "Min-K%", "min_k_plus_plus": "Min-K%++"}
 FORGET = "forget_vqa"
@@ -56,6 +58,9 @@ def build_parser():
     parser.add_argument("--mia-group", default="vqa", help="which pairs the MIA columns read: vqa, text or all")
     parser.add_argument("--out", type=Path, required=True, help="output stem; .csv, .md and .tex are written")
     parser.add_argument("--figure", type=Path, help="figure stem; .png and .pdf are written")
+    parser.add_argument("--equal-forgetting", type=float, metavar="TOLERANCE",
+                        help="a row with several operating points shows the one the equal-forgetting rule picks "
+                        "(reporting/equal_forgetting.py) on the selection half of its unattacked evaluation")
     return parser
 
 
@@ -111,6 +116,42 @@ class Robustness:
 
 
 UNATTACKED, UNATTACKED_REPORT = "Forget VQA", "Forget VQA (report half)"
+
+
+def select_points(cells, tolerance: float | None) -> tuple[list, list[str]]:
+    """The cells of one operating point per row: a row (a method, at its mask) with several points
+    keeps the one the equal-forgetting rule picks from their unattacked evaluations, measured on
+    the selection half of the people against the oracle's; and a note per choice."""
+    unattacked: dict[tuple[str, str, str], dict[str, Path]] = {}
+    for key, path in cells:
+        group, variant, column_group, name = (key.split("|") + [""] * 4)[:4]
+        if name == "-":
+            unattacked.setdefault((group, Variant.parse(variant).row.name, column_group), {})[variant] = path
+
+    def selection(path):
+        try:
+            return column_estimates([{"table": read_json(path)["table"], "items": read_items(path)}], "selection")
+        except ValueError as error:
+            raise StageError(f"{path}: {error}") from None
+
+    chosen, notes = {}, []
+    for (group, row, column_group), points in unattacked.items():
+        if len(points) == 1:
+            chosen[(group, column_group)] = chosen.get((group, column_group), set()) | set(points)
+            continue
+        oracle = unattacked.get((group, "oracle", column_group))
+        if tolerance is None or oracle is None:
+            raise StageError(f"row {row} of {group} / {column_group} has several operating points ({', '.join(points)}); "
+                             "--equal-forgetting (with the oracle's evaluation) chooses one")
+        choice = choose({v: selection(path) for v, path in points.items()}, selection(next(iter(oracle.values()))),
+                        tolerance)
+        chosen[(group, column_group)] = chosen.get((group, column_group), set()) | {choice.point}
+        notes.append(f"{group} / {column_group} / {variant_label(row)}: {point_label(choice.point)}, its equal-forgetting "
+                     f"point (Forget VQA {100 * choice.distance:+.1f} pts from the oracle's on the selection half"
+                     + ("" if choice.reached else f"; none within {100 * tolerance:.0f} pts") + ").")
+    kept = [(key, path) for key, path in cells
+            if key.split("|")[1] in chosen.get((key.split("|")[0], key.split("|")[2]), ())]
+    return kept, notes
 
 
 def build(cells, mia_group: str) -> Robustness:
@@ -244,9 +285,10 @@ def to_latex(title: str, header, body) -> str:
 
 def main(args) -> None:
     cells = labelled_paths(args.cell, "GROUP|VARIANT|COLUMN_GROUP|ATTACK=FILE")
+    cells, choices = select_points(cells, args.equal_forgetting)
     table = build(cells, args.mia_group)
     header, body = text_rows(table)
-    notes = ["Accuracies in percent ± the half-width of their 95 % interval; AUCs and gaps with their 95 % interval "
+    notes = [*choices, "Accuracies in percent ± the half-width of their 95 % interval; AUCs and gaps with their 95 % interval "
              f"in brackets, on the {args.mia_group} training pairs of the forget people (members) against the holdout "
              "people (non-members). Read each row against the oracle's (it never saw the forget people)."]
     outputs = {"md": to_markdown(args.title, header, body, notes), "csv": to_csv(header, body),

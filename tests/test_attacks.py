@@ -10,7 +10,6 @@ import json
 import math
 import zlib
 
-import numpy as np
 import pytest
 import torch
 
@@ -202,16 +201,19 @@ def test_quantize_stage_leaves_the_vision_tower_unless_asked(benchmark, tiny_mod
         assert not any(n.startswith("lm_head") or not n.endswith("weight") for n in moved)
 
 
-def _evaluation(directory, correct: dict[str, list[bool]], changes: str = ""):
-    """A hand-made evaluation: Forget VQA items of each person (the other Table 1 columns empty)."""
+def _evaluation(directory, correct: dict[str, list[bool]], changes: str = "", retain=(True, False, True, False)):
+    """A hand-made evaluation: Forget VQA items of each person and Retain VQA items of four others
+    (the other Table 1 columns empty)."""
     directory.mkdir(parents=True)
-    items = [(p, c) for p, answers in correct.items() for c in answers]
-    table = {column: None for column in LAYOUTS["mllmu_bench"].table1} | {"forget_vqa": sum(c for _, c in items) / len(items)}
+    columns = {"forget_vqa": [(p, c) for p, answers in correct.items() for c in answers],
+               "retain_vqa": [(f"r{i}", c) for i, c in enumerate(retain)]}
+    table = {column: None for column in LAYOUTS["mllmu_bench"].table1}
+    table |= {column: sum(c for _, c in items) / len(items) for column, items in columns.items()}
     (directory / "metrics.json").write_text(json.dumps({"table": table, "primary_scoring": "likelihood",
                                                         "changes": changes}))
     (directory / "predictions.jsonl").write_text("".join(
-        json.dumps({"column": "forget_vqa", "kind": "multiple_choice", "profile": p, "likelihood": {"correct": c}}) + "\n"
-        for p, c in items))
+        json.dumps({"column": column, "kind": "multiple_choice", "profile": p, "likelihood": {"correct": c}}) + "\n"
+        for column, items in columns.items() for p, c in items))
     return directory / "metrics.json"
 
 
@@ -277,3 +279,21 @@ def test_probes_rewrite_every_forget_vqa_question_and_keep_the_answer_out_of_the
     names = {r.id: r.name for r in forget}
     assert all(f" {names[row['profile']]}. " in row["question"] for row in rows)
     assert result["accuracy"] == pytest.approx(sum(v for _, v in result["items"]) / expected)
+
+
+def test_a_row_at_several_points_shows_its_equal_forgetting_point(tmp_path):
+    oracle = {"1": [True, True], "2": [False], "3": [True, False], "4": [False]}  # selection half (1, 3): 0.75
+    cells = [f"m|oracle|b|-={_evaluation(tmp_path / 'oracle', oracle)}",
+             f"m|ga/lr~0.0003|b|-={_evaluation(tmp_path / 'low', {p: [False] * len(v) for p, v in oracle.items()})}",
+             f"m|ga/lr~0.001|b|-={_evaluation(tmp_path / 'high', {'1': [True, True], '2': [True], '3': [True, False], '4': [True]})}"]
+    args = [a for c in cells for a in ("--cell", c)]
+    out = tmp_path / "robustness"
+    with pytest.raises(AssertionError, match="has several operating points"):
+        run_stage("render_robustness", "--title", "R", *args, "--out", out)
+    run_stage("render_robustness", "--title", "R", *args, "--equal-forgetting", "0.05", "--out", out)
+    markdown = (tmp_path / "robustness.md").read_text()
+    # lr 0.001 matches the oracle's 0.75 on the selection half (people 1, 3): 5 of its 6 items right
+    # overall, both of the report half's (people 2, 4).
+    assert "GA: lr 0.001, its equal-forgetting point (Forget VQA +0.0 pts" in markdown
+    (row,) = [line for line in markdown.splitlines() if line.startswith("| m | b | GA |")]
+    assert row.split(" | ")[3].startswith("83.3 ± ") and row.split(" | ")[4] == "100.0 ± 0.0 |"

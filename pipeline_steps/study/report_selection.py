@@ -145,6 +145,18 @@ class ReportSelection:
             files += evaluation_files([artifact("attack_metrics", **run)])
         return files
 
+    def robustness_rows(self, benchmark: str, model: str) -> list[str]:
+        """The variants the robustness table chooses its rows from: vanilla, the oracle and every
+        frontier point (its first seed) that every attack entry attacked; with the default scopes,
+        each row's protocol point. A row with several points shows its equal-forgetting point."""
+        names = self.plan.attack_names(benchmark, model)
+        attacked = set.intersection(*(set(self.attacked_variants(benchmark, model, n)) for n in names))
+        first: dict[tuple, str] = {}
+        for name in self.frontier_variants(benchmark, model):
+            parsed = Variant.parse(name)
+            first.setdefault((parsed.row, parsed.point), name)
+        return [*REFERENCES, *(v for v in first.values() if v in attacked)]
+
     def robustness_cells(self, ratio) -> dict[str, str]:
         """``--cell`` labels (model | variant | benchmark | attack, ``-`` for no attack) and the
         file each reads: the unattacked evaluations of Table 1's rows (first seed) and what every
@@ -153,7 +165,7 @@ class ReportSelection:
         for benchmark, model, r in self.plan.runs():
             if str(r) != str(ratio) or not self.plan.attack_names(benchmark, model):
                 continue
-            rows = [*REFERENCES, *self.compared_variants(benchmark, model)]
+            rows = self.robustness_rows(benchmark, model)
             for variant in rows:
                 cells[f"{model}|{variant}|{benchmark}|-"] = artifact("metrics", benchmark=benchmark, model=model,
                                                                      ratio=r, variant=variant)

@@ -1,5 +1,5 @@
 """Stage 10b: the robustness table and figure: every Table 1 row (vanilla, the oracle, each method at its
-protocol point) after each attack entry of the config, next to the oracle's, and the
+protocol point, or at its equal-forgetting point when every attack entry covers the frontier) after each attack entry of the config, next to the oracle's, and the
 membership-inference AUCs with the gap to the oracle's (``pipeline_steps/render_robustness.py``)."""
 
 
@@ -19,6 +19,7 @@ rule render_robustness:
         cells=lambda wc: labelled_flags("--cell", reports.robustness_cells(wc.ratio).items()),
         title=lambda wc: f"Robustness: forget accuracy after each attack and membership inference, forget ratio {wc.ratio}%.",
         stem=subpath(output.csv, strip_suffix=".csv"),
+        tolerance=config["comparison"]["forget_tolerance"],
         figure=subpath(output.png, strip_suffix=".png"),
     conda:
         "../../environment.yml"
@@ -28,4 +29,4 @@ rule render_robustness:
         "logs/timings/render_robustness/forget~{ratio}.tsv"
     shell:
         "python -m pipeline_steps.render_robustness --title {params.title:q} {params.cells}"
-        " --out {params.stem} --figure {params.figure} > {log} 2>&1"
+        " --equal-forgetting {params.tolerance} --out {params.stem} --figure {params.figure} > {log} 2>&1"
