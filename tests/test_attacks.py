@@ -297,3 +297,18 @@ def test_a_row_at_several_points_shows_its_equal_forgetting_point(tmp_path):
     assert "GA: lr 0.001, its equal-forgetting point (Forget VQA +0.0 pts" in markdown
     (row,) = [line for line in markdown.splitlines() if line.startswith("| m | b | GA |")]
     assert row.split(" | ")[3].startswith("83.3 ± ") and row.split(" | ")[4] == "100.0 ± 0.0 |"
+
+
+def test_an_attack_job_depends_on_its_own_kind_module_only():
+    """The attack rule's code inputs: the stage and its kind's module (the package lists its kinds at
+    run time, so no import names the others): editing quantize.py reruns no relearning job."""
+    from pathlib import Path
+
+    from pipeline_steps.study.code_dependencies import stage_sources
+
+    from helpers import REPO
+
+    files = {Path(p).name for p in stage_sources("pipeline_steps.attack", REPO) + stage_sources(
+        "pipeline_steps.attacks.relearn", REPO)}
+    assert {"attack.py", "relearn.py", "__init__.py", "loop.py"} <= files
+    assert not {"quantize.py", "membership.py", "probe.py", "evaluate.py"} & files
