@@ -70,8 +70,10 @@ def check_gpu(name: str, device: str, dtype: str, shape: ModelShape | None, esti
     fixes = [f"a GPU with at least {max(short.values()) / GIB:.0f} GiB"]
     if dtype == "float32":
         fixes.append(f"{key}.dtype: bfloat16 (half the weight memory)")
-    if not plan.gradient_checkpointing and {"finetune", "unlearn"} & set(short):
+    if not plan.gradient_checkpointing and {"finetune", "unlearn", "attack"} & set(short):
         fixes.append(f"{key}.gradient_checkpointing: true")
+    if "attack" in short and plan.attack_lora_r == 0:
+        fixes.append("LoRA for the relearning attacks (experiments[].attacks.<name>.lora_r: 16)")
     if "unlearn" in short:
         fixes.append(f"{key}.unlearn_gpus: {gpus_to_fit(shape, dtype, plan, total)} (shards unlearning over that "
                      "many GPUs)")
@@ -103,6 +105,9 @@ def build_parser():
     parser.add_argument("--methods", nargs="*", default=[])
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--unlearn-gpus", type=int, default=1)
+    parser.add_argument("--attack-lora-r", type=int, help="LoRA rank of the largest attack that trains "
+                        "(relearning; 0: every parameter); unset: no attack trains")
+    parser.add_argument("--attack-batch-size", type=int, default=0)
     parser.add_argument("--gpu-memory-gib", type=float, help="plan for a GPU of this size, not the visible one "
                         f"(a shortfall is an estimate: {SKIP_MEMORY_CHECK}=1 makes it a warning)")
     parser.add_argument("--out", type=Path, required=True, help="the environment check's report (JSON; written "
@@ -124,7 +129,8 @@ def main(args) -> None:
     findings += model_findings
     plan = RunPlan(args.finetune_lora_r, args.finetune_batch_size, args.fisher_batch_size, args.unlearn_batch_size,
                    args.eval_batch_size, tuple(args.methods), gradient_checkpointing=args.gradient_checkpointing,
-                   unlearn_gpus=args.unlearn_gpus)
+                   unlearn_gpus=args.unlearn_gpus, attack_lora_r=args.attack_lora_r,
+                   attack_batch_size=args.attack_batch_size)
     estimates = None
     if shape:
         estimates = memory_estimates(shape, args.dtype, plan)

@@ -75,7 +75,7 @@ def test_a_cached_model_passes_offline_and_its_gpu_memory_is_estimated(tiny_mode
     report = json.loads((tmp_path / "ok.json").read_text())
     assert report["warnings"][0]["problem"].startswith("the hub is switched off; the run will load the copy")
     assert 10_000 < report["shape"]["parameters"] < 10_000_000
-    assert set(report["memory_estimates"]) == {"evaluate", "finetune", "compute_fisher", "unlearn"}
+    assert set(report["memory_estimates"]) == {"evaluate", "finetune", "compute_fisher", "unlearn", "attack"}
 
     # A GPU too small for the model: named, with the estimate per stage and the fixes.
     small = [*common, "--device", "cuda", "--gpu-memory-gib", "0.0001", "--out", tmp_path / "no.json"]
@@ -150,3 +150,26 @@ def test_memory_estimates_of_the_paper_models():
     assert "frozen reference model (KL_Min, NPO)" in parts and "saliency mask (MMUnlearner)" not in parts
     alone = memory_estimates(llava, "bfloat16", RunPlan(16, 4, 2, 4, 16, ("mmunlearner",)))["unlearn"]["parts"]
     assert alone["saliency mask (MMUnlearner)"] == llava.parameters
+
+
+def test_the_attack_stage_is_estimated_as_its_training_or_as_the_weights():
+    """Relearning with LoRA needs what fine-tuning with the same rank and batch needs; with every
+    parameter trained, 16 bytes each (more than an 80 GB GPU at 7B); attacks that do not train
+    (membership inference, quantization) hold the weights."""
+    llava = ModelShape(7_063_427_072, 4096, 32)
+    plan = RunPlan(16, 4, 2, 4, 16, ("ga",), gradient_checkpointing=True)
+    assert memory_estimates(llava, "bfloat16", plan)["attack"]["parts"] == {"weights": 2 * llava.parameters}
+    lora = memory_estimates(llava, "bfloat16", replace(plan, attack_lora_r=16, attack_batch_size=4))
+    assert lora["attack"] == lora["finetune"]
+    full = memory_estimates(llava, "bfloat16", replace(plan, attack_lora_r=0, attack_batch_size=4))["attack"]
+    assert full["parts"]["fp32 weights, gradients and AdamW moments"] == 16 * llava.parameters
+    assert full["bytes"] / GIB > 80
+
+
+def test_a_full_parameter_relearning_attack_that_does_not_fit_is_told_to_use_lora():
+    llava = ModelShape(7_063_427_072, 4096, 32)
+    plan = RunPlan(16, 4, 2, 4, 16, ("ga",), gradient_checkpointing=True, unlearn_gpus=4, attack_lora_r=0,
+                   attack_batch_size=4)
+    (finding,) = check_environment.check_gpu("llava_7b", "auto", "bfloat16", llava,
+                                             memory_estimates(llava, "bfloat16", plan), ("H100", 80 * 10**9), plan)
+    assert "attack ~" in finding.problem and "experiments[].attacks.<name>.lora_r: 16" in finding.fix

@@ -8,6 +8,7 @@ import shutil
 import pytest
 import yaml
 
+from pipeline_steps.attacks import get_attack
 from pipeline_steps.unlearning.methods import REGISTRY, get_method, uses_fisher_ratio_mask
 
 from helpers import REPO, SMALL, planned_jobs, snakemake, workspace
@@ -20,7 +21,7 @@ REAL_CONFIGS = {
     "clear_qwen2_vl": ("therem/CLEAR", "Qwen/Qwen2-VL-7B-Instruct", [1, 5, 10]),
 }
 GPU_RULES = {"check_environment", "finetune_vanilla", "finetune_reference", "compute_fisher", "compute_gradient",
-             "unlearn", "evaluate"}
+             "unlearn", "evaluate", "attack", "evaluate_attack"}
 # The paper's hyper-parameters (appendix B.3, Tables 4 and 5): fine-tuning batch and learning rate.
 PAPER_FINETUNE = {"mllmu_llava": (4, 2e-5), "mllmu_qwen2_vl": (4, 1e-5), "clear_llava": (3, 2e-5),
                   "clear_qwen2_vl": (5, 1e-5)}
@@ -70,12 +71,19 @@ def test_real_config_plans_the_paper_dag_with_a_gpu_per_gpu_stage(real_workspace
     assert set(entry["unlearn"]["methods"]) == set(REGISTRY)
     r, groups = len(ratios), len(config["saliency"]["module_groups"])
     variants = sum(groups if uses_fisher_ratio_mask(get_method(m)) else 1 for m in entry["unlearn"]["methods"])
+    attacks = len(entry["attacks"])
+    model_attacks = sum(get_attack(a.get("kind", name)).produces_model for name, a in entry["attacks"].items())
+    assert {get_attack(a.get("kind", name)).kind for name, a in entry["attacks"].items()} == {"relearn", "quantize", "probe"}
     assert planned_jobs(result) == {
         "check_environment": 1, "prepare_benchmark": 1, "finetune_vanilla": 1, "finetune_reference": r,
         "compute_fisher": r * 4, "compute_gradient": r, "build_mask": r * groups, "build_salun_mask": r, "unlearn": r * variants, "evaluate": r * (3 + variants),
         "locate_changes": r * (len(entry["unlearn"]["methods"]) + 1), "render_table1": r, "render_equal_forgetting": r,
         "render_case_studies": r, "render_heatmaps": r,
-        "render_sweep_table": r, "render_tradeoffs": 1, "all": 1}
+        "render_sweep_table": r, "render_tradeoffs": 1,
+        # Each attack entry on vanilla, the oracle and every method at its protocol point (MMUnlearner
+        # at module group `all`); the model each relearning or quantization produces is evaluated.
+        "attack": r * attacks * (2 + len(entry["unlearn"]["methods"])),
+        "evaluate_attack": r * model_attacks * (2 + len(entry["unlearn"]["methods"])), "render_robustness": r, "all": 1}
     for rule, resources in dry_run_jobs(result.stdout):
         expected = ("4" if rule == "unlearn" else "1") if rule in GPU_RULES else None
         assert resources.get("gpu", "0") == (expected or "0"), (rule, resources)

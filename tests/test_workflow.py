@@ -180,7 +180,9 @@ def test_the_study_config_is_the_embedded_default_with_a_larger_sweep(tmp_path):
     default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     study = yaml.safe_load((REPO / "config" / "study.yaml").read_text())
     assert set(study) == {"experiments", "saliency"} and set(study["saliency"]) == {"controls"}
-    strip = [{k: v for k, v in e.items() if k != "unlearn"} for e in (default["experiments"][0], study["experiments"][0])]
+    # The study sweeps unlearning and attacks nothing (its 365 jobs are the unlearning sweep).
+    strip = [{k: v for k, v in e.items() if k not in ("unlearn", "attacks")}
+             for e in (default["experiments"][0], study["experiments"][0])]
     assert strip[0] == strip[1]
     workspace(tmp_path, default)
     shutil.copy(REPO / "config" / "study.yaml", tmp_path / "config" / "study.yaml")
@@ -222,3 +224,54 @@ def test_salun_plans_its_gradient_its_mask_and_its_own_jobs(tmp_path):
     assert jobs["compute_gradient"] == 1 and jobs["build_salun_mask"] == 2 and jobs["unlearn"] == methods + 1
     assert f"{run}/masks/salun/fraction~0.2/mask_stats.json" in planned.stdout
     assert f"{run}/eval/salun/mask_fraction~0.2/metrics.json" in planned.stdout
+IDENTITY_ATTACK = '''"""A test's attack kind: the model as it is (what the evaluation of an attacked model reads)."""
+from dataclasses import dataclass
+
+from . import Attack, register
+
+
+@dataclass(frozen=True)
+class NoSettings:
+    pass
+
+
+@register
+class Identity(Attack):
+    kind, label = "identity", "Identity"
+    Settings = NoSettings
+    produces_model = True
+
+    def run(self, target, settings, scratch):
+        return {}
+'''
+
+
+def test_adding_an_attack_kind_is_one_module_and_one_config_entry(tmp_path):
+    """With membership inference configured and a pretended run, a new attack kind (a module in
+    pipeline_steps/attacks/) and its config entry plan that kind's jobs (vanilla, the oracle and
+    every method at its protocol point, each attacked and evaluated) and the robustness table,
+    nothing else; changing its settings plans its jobs again and no other attack's."""
+    config = copy.deepcopy(SMALL)
+    config["benchmarks"]["mini"]["synthetic"]["holdout_profiles"] = 4
+    attacks = config["experiments"][0]["attacks"] = {"mia": {"variants": "protocol"}}
+    workspace(tmp_path, config)
+    planned = snakemake(tmp_path, "-n")
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    rows = 2 + len(config["experiments"][0]["unlearn"]["methods"])  # vanilla, the oracle, each method
+    jobs = planned_jobs(planned)
+    assert jobs["attack"] == rows and "evaluate_attack" not in jobs and jobs["render_robustness"] == 1
+    assert "results/mini/mini_llava/forget~10/attacks/mia/oracle/attack.json" in planned.stdout
+    pretend_run(tmp_path)
+    (tmp_path / "pipeline_steps" / "attacks" / "identity.py").write_text(IDENTITY_ATTACK)
+    attacks["identity"] = {}
+    write_config(tmp_path, config)
+    planned = snakemake(tmp_path, "-n")
+    assert planned_jobs(planned) == {"attack": rows, "evaluate_attack": rows, "render_robustness": 1, "all": 1}
+    assert "attacks/identity/eval/mmunlearner/beta~1.0/modules~all/metrics.json" in planned.stdout
+    assert "output: results/mini/mini_llava/forget~10/attacks/mia/" not in planned.stdout
+
+    # Another entry of an existing kind, with its own settings: its jobs only.
+    attacks["relearn_retain"] = {"kind": "relearn", "data": "retain"}
+    write_config(tmp_path, config)
+    jobs = planned_jobs(snakemake(tmp_path, "-n"))
+    assert jobs == {"attack": 2 * rows, "evaluate_attack": 2 * rows, "render_robustness": 1, "all": 1}

@@ -41,6 +41,10 @@ class RunPlan:
     tokens: int = TOKENS_PER_EXAMPLE
     gradient_checkpointing: bool = False
     unlearn_gpus: int = 1  # an unlearning job shards its model over this many GPUs
+    # The attack stage (pipeline_steps/attacks/): the LoRA rank (0: every parameter) and batch of its
+    # largest training attack (relearning), or None when no configured attack trains.
+    attack_lora_r: int | None = None
+    attack_batch_size: int = 0
 
 
 def model_shape(config_source: str) -> ModelShape:
@@ -93,6 +97,10 @@ def memory_estimates(shape: ModelShape, dtype: str, plan: RunPlan) -> dict[str, 
       activations of a batch. Only the largest extra counts because each unlearning job runs
       one method. The copy of the starting weights is in host memory.
 
+    * ``attack``: an attack that trains (relearning) as ``finetune`` with its own LoRA rank and
+      batch; otherwise (membership inference, quantization) as ``evaluate`` without generation:
+      the weights and one batch's answer logits, which the weights dominate.
+
     Activations kept for backward: 34 bytes x tokens x width x layers per example in 16 bit
     (Korthikanti et al. 2022 without the attention scores, which SDPA does not store; twice that
     in fp32); with gradient checkpointing, each layer's input (2 bytes x tokens x width) plus one
@@ -109,11 +117,14 @@ def memory_estimates(shape: ModelShape, dtype: str, plan: RunPlan) -> dict[str, 
     activations = "activations (checkpointed)" if plan.gradient_checkpointing else "activations"
     cache_per_sequence = 2 * plan.tokens * shape.hidden * shape.layers * b
     float32_training = 16 * shape.parameters
-    if plan.finetune_lora_r:
-        tuned = {"weights": weights, "LoRA adapters, gradients and AdamW moments (fp32)":
-                 16 * LORA_PARAMETERS_PER_RANK * plan.finetune_lora_r * shape.parameters}
-    else:
-        tuned = {"fp32 weights, gradients and AdamW moments": float32_training}
+
+    def trained(lora_r: int) -> dict[str, float]:
+        if lora_r:
+            return {"weights": weights, "LoRA adapters, gradients and AdamW moments (fp32)":
+                    16 * LORA_PARAMETERS_PER_RANK * lora_r * shape.parameters}
+        return {"fp32 weights, gradients and AdamW moments": float32_training}
+
+    tuned = trained(plan.finetune_lora_r)
     extras = unlearning_extras(shape, weights, plan.methods)
     largest_extra = dict([max(extras.items(), key=lambda item: item[1])]) if extras else {}
     stages = {
@@ -124,6 +135,8 @@ def memory_estimates(shape: ModelShape, dtype: str, plan: RunPlan) -> dict[str, 
         "unlearn": {**{part: value / plan.unlearn_gpus for part, value in
                        {"fp32 weights, gradients and AdamW moments": float32_training, **largest_extra}.items()},
                     activations: plan.unlearn_batch_size * kept},
+        "attack": ({"weights": weights} if plan.attack_lora_r is None
+                   else {**trained(plan.attack_lora_r), activations: plan.attack_batch_size * kept}),
     }
     return {stage: {"bytes": int(sum(parts.values()) * (1 + OVERHEAD)), "parts": {k: int(v) for k, v in parts.items()}}
             for stage, parts in stages.items()}

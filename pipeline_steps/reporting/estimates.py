@@ -93,27 +93,47 @@ def read_items(metrics_path: str | Path) -> dict[str, list[tuple[str, float]]] |
     return scores
 
 
+def people_half(people, which: str) -> set[str]:
+    """The selection half (even positions in the sorted ids) or the report half (odd positions) of
+    ``people``, or all of them. The one definition of the halves: the equal-forgetting table
+    selects and reports on them, and the relearning attack trains on the selection half of the
+    forget people and is read on the report half."""
+    people = sorted(set(people))
+    if which == "all":
+        return set(people)
+    if which not in HALVES:
+        raise ValueError(f"unknown half '{which}' (known: {', '.join(HALVES)})")
+    return set(people[0 if which == "selection" else 1::2])
+
+
 def half(items: list[tuple[str, float]], which: str) -> list[tuple[str, float]]:
     """The items about the selection or the report half of the column's people (or all of them)."""
     if which == "all":
         return items
-    people = sorted({profile for profile, _ in items})
-    keep = set(people[0 if which == "selection" else 1::2])
+    keep = people_half((profile for profile, _ in items), which)
     return [(profile, value) for profile, value in items if profile in keep]
+
+
+def bootstrap_interval(samples: tuple[np.ndarray, ...], statistic) -> tuple[float, float]:
+    """The 95 % BCa bootstrap interval of ``statistic(*samples, axis=-1)``, each sample resampled on
+    its own (several samples: a statistic of independent groups, such as an AUC of members against
+    non-members), from a fixed generator; the percentile interval where BCa is not finite."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # BCa's own note on near-degenerate samples; handled below
+        result = stats.bootstrap(samples, statistic, confidence_level=CONFIDENCE, n_resamples=RESAMPLES,
+                                 method="BCa", random_state=np.random.default_rng(0), vectorized=True)
+    low, high = result.confidence_interval
+    if not (np.isfinite(low) and np.isfinite(high)):
+        low, high = np.quantile(result.bootstrap_distribution, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    return float(low), float(high)
 
 
 def question_half_width(values: np.ndarray) -> float:
     """Half the width of the 95 % BCa bootstrap interval of the mean of ``values``."""
     if len(values) < 2 or np.all(values == values[0]):
         return 0.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # BCa's own note on near-degenerate samples; handled below
-        result = stats.bootstrap((values,), np.mean, confidence_level=CONFIDENCE, n_resamples=RESAMPLES,
-                                 method="BCa", random_state=np.random.default_rng(0))
-    low, high = result.confidence_interval
-    if not (np.isfinite(low) and np.isfinite(high)):
-        low, high = np.quantile(result.bootstrap_distribution, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
-    return float(high - low) / 2
+    low, high = bootstrap_interval((values,), np.mean)
+    return (high - low) / 2
 
 
 def estimate(replicates: list[list[float]]) -> Estimate:

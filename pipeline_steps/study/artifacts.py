@@ -27,12 +27,18 @@ PATTERNS = {
     "metrics": f"{RUN}/eval/{{variant}}/metrics.json",
     "predictions": f"{RUN}/eval/{{variant}}/predictions.jsonl",
     "changes": f"{RUN}/changes/{{variant}}.json",
+    # An attack entry (attacks/) on one variant, and the evaluation of the model it produced, if any.
+    "attack": f"{RUN}/attacks/{{attack}}/{{variant}}/attack.json",
+    "attack_metrics": f"{RUN}/attacks/{{attack}}/eval/{{variant}}/metrics.json",
+    "attack_predictions": f"{RUN}/attacks/{{attack}}/eval/{{variant}}/predictions.jsonl",
     "table1": "results/tables/table1_forget~{ratio}",
     "equal_forgetting": "results/tables/equal_forgetting_forget~{ratio}",
+    "robustness": "results/tables/robustness_forget~{ratio}",
     "sweep_table": "results/tables/{benchmark}/{model}/{sweep}_sweep_forget~{ratio}",
     "case_studies": "results/tables/{benchmark}/{model}/case_studies_forget~{ratio}.md",
     "layer_heatmap": "results/figures/{benchmark}/{model}/layer_heatmap_forget~{ratio}",
     "tradeoff": "results/figures/{benchmark}/{model}/tradeoff",
+    "robustness_figure": "results/figures/robustness_forget~{ratio}",
 }
 
 

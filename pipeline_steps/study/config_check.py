@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jsonschema
 
+from .. import attacks
 from ..benchmarks.formats import benchmark_format
 from ..benchmarks.records import FISHER_SPLITS
 from ..unlearning.settings import resolve, unlearn_block_schema
@@ -88,8 +89,29 @@ def check_saliency_and_evaluation(config: dict) -> None:
                           f"evaluation.scoring {config['evaluation']['scoring']}")
 
 
+def check_attacks(config: dict) -> None:
+    """Each experiment's attack entries against their kinds' schemas; a kind that reads never-trained
+    people refused on a synthetic benchmark that has none."""
+    for index, experiment in enumerate(config["experiments"], start=1):
+        for name, entry in (experiment.get("attacks") or {}).items():
+            where = f"experiments[{index}].attacks.{name}"
+            try:
+                attack = attacks.entry_kind(name, entry)
+            except ValueError as problem:
+                raise ConfigError(f"{where}: {problem}; name the kind with 'kind:'") from None
+            error = jsonschema.exceptions.best_match(
+                jsonschema.Draft202012Validator(attacks.entry_schema(attack)).iter_errors(entry or {}))
+            if error is not None:
+                raise ConfigError(f"{where}{_dotted(error.absolute_path)}: {error.message}")
+            synthetic = config["benchmarks"][experiment["benchmark"]].get("synthetic")
+            if attack.needs_nonmembers and synthetic is not None and not synthetic.get("holdout_profiles"):
+                raise ConfigError(f"{where}: {attack.label} needs never-trained people, and benchmark "
+                                  f"'{experiment['benchmark']}' has none: set its synthetic.holdout_profiles > 0")
+
+
 def check_config(config: dict) -> None:
     """Raise ``ConfigError`` naming the first problem of a schema-valid config."""
     check_experiments(config)
     check_sources(config)
     check_saliency_and_evaluation(config)
+    check_attacks(config)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from .. import attacks as attack_kinds
 from ..unlearning.methods import Method, get_method
 from ..unlearning.settings import sweep_points
 from .artifacts import path as artifact
@@ -157,6 +158,38 @@ class StudyPlan:
     def unlearn_processes(self, model: str) -> int:
         return self.model(model).get("unlearn_gpus", 1)
 
+    # --- attacks ---------------------------------------------------------------------------------
+
+    def attack_entries(self, benchmark: str, model: str) -> dict[str, dict]:
+        """An experiment's attack entries (its ``attacks:`` block), in the config's order."""
+        return {name: entry or {} for name, entry in (self.experiment(benchmark, model).get("attacks") or {}).items()}
+
+    def attack_names(self, benchmark: str, model: str) -> list[str]:
+        return list(self.attack_entries(benchmark, model))
+
+    def _attack_entry(self, benchmark: str, model: str, name: str) -> dict:
+        entries = self.attack_entries(benchmark, model)
+        if name not in entries:
+            raise ValueError(f"'{name}' is not an attack entry of {benchmark}/{model} in this config "
+                             f"(entries: {', '.join(entries) or 'none'})")
+        return entries[name]
+
+    def attack_kind(self, benchmark: str, model: str, name: str) -> attack_kinds.Attack:
+        return attack_kinds.entry_kind(name, self._attack_entry(benchmark, model, name))
+
+    def attack_settings(self, benchmark: str, model: str, name: str) -> dict:
+        """The settings the attack stage is handed (its kind's defaults filled in)."""
+        return attack_kinds.resolve(name, self._attack_entry(benchmark, model, name))
+
+    def attack_scope(self, benchmark: str, model: str, name: str) -> str:
+        return attack_kinds.scope(name, self._attack_entry(benchmark, model, name))
+
+    def attack_evaluation_flags(self) -> str:
+        """The evaluate stage's flags for an attacked model: the config's evaluation, multiple choice
+        under the primary scoring only (the robustness table reads the forget columns' accuracy)."""
+        evaluation = self.config["evaluation"]
+        return cli_flags({**evaluation, "scoring": [evaluation["primary"]], "outputs": ["multiple_choice"]})
+
     # --- the environment check ------------------------------------------------------------------
 
     def environment_check_flags(self, benchmark: str, model: str) -> str:
@@ -171,6 +204,12 @@ class StudyPlan:
                  "eval_batch_size": self.config["evaluation"]["batch_size"], "methods": methods,
                  "gradient_checkpointing": settings.get("gradient_checkpointing", False),
                  "unlearn_gpus": self.unlearn_processes(model)}
+        kinds = {name: self.attack_kind(benchmark, model, name) for name in self.attack_names(benchmark, model)}
+        trains = [t for name, kind in kinds.items()
+                  if (t := kind.training(kind.Settings(**self.attack_settings(benchmark, model, name))))]
+        if trains:  # the memory estimate of the largest: every parameter (rank 0) if any, else the largest rank
+            flags["attack_lora_r"] = 0 if any(t["lora_r"] == 0 for t in trains) else max(t["lora_r"] for t in trains)
+            flags["attack_batch_size"] = max(t["batch_size"] for t in trains)
         sources = []
         if "synthetic" not in bench:
             flags["forget_ratios"] = entry["forget_ratios"]

@@ -16,6 +16,10 @@ Control masks (``saliency.controls``) are rows of their own beside the Fisher-ra
 reported mask, in every report but the beta and module-group sweep tables.
 
 Every table and figure also reads the vanilla model and the oracle (the retain-only model).
+
+Attacks (``attacks/``) run on vanilla, the oracle and the unlearned variants of their entry's scope:
+``protocol`` (Table 1's variants), ``frontier`` (the equal-forgetting table's) or ``all``. The
+robustness table shows every row of Table 1 at its protocol point (first seed).
 """
 
 from __future__ import annotations
@@ -125,6 +129,70 @@ class ReportSelection:
                 for ratio in self.plan.experiment(benchmark, model)["forget_ratios"]
                 for v in (*REFERENCES, *self.frontier_variants(benchmark, model))}
 
+    # --- attacks ---------------------------------------------------------------------------------
+
+    def attacked_variants(self, benchmark: str, model: str, name: str) -> list[str]:
+        """The variants an attack entry runs on: vanilla, the oracle and its scope's unlearned ones."""
+        scope = self.plan.attack_scope(benchmark, model, name)
+        unlearned = {"protocol": self.protocol_variants, "frontier": self.frontier_variants,
+                     "all": self.plan.variant_names}[scope](benchmark, model)
+        return [*REFERENCES, *unlearned]
+
+    def attack_files(self, benchmark: str, model: str, ratio, name: str, variant: str) -> list[str]:
+        """What an attack leaves of one variant for the reports: its record, and the evaluation of
+        the model it produced (metrics and predictions) for a kind that produces one."""
+        run = {"benchmark": benchmark, "model": model, "ratio": ratio, "attack": name, "variant": variant}
+        files = [artifact("attack", **run)]
+        if self.plan.attack_kind(benchmark, model, name).produces_model:
+            files += evaluation_files([artifact("attack_metrics", **run)])
+        return files
+
+    def robustness_rows(self, benchmark: str, model: str) -> list[str]:
+        """The variants the robustness table chooses its rows from: vanilla, the oracle and every
+        frontier point (its first seed) that every attack entry attacked; with the default scopes,
+        each row's protocol point. A row with several points shows its equal-forgetting point."""
+        names = self.plan.attack_names(benchmark, model)
+        attacked = set.intersection(*(set(self.attacked_variants(benchmark, model, n)) for n in names))
+        first: dict[tuple, str] = {}
+        for name in self.frontier_variants(benchmark, model):
+            parsed = Variant.parse(name)
+            first.setdefault((parsed.row, parsed.point), name)
+        return [*REFERENCES, *(v for v in first.values() if v in attacked)]
+
+    def robustness_cells(self, ratio) -> dict[str, str]:
+        """``--cell`` labels (model | variant | benchmark | attack, ``-`` for no attack) and the
+        file each reads: the unattacked evaluations of Table 1's rows (first seed) and what every
+        attack entry left of them."""
+        cells = {}
+        for benchmark, model, r in self.plan.runs():
+            if str(r) != str(ratio) or not self.plan.attack_names(benchmark, model):
+                continue
+            rows = self.robustness_rows(benchmark, model)
+            for variant in rows:
+                cells[f"{model}|{variant}|{benchmark}|-"] = artifact("metrics", benchmark=benchmark, model=model,
+                                                                     ratio=r, variant=variant)
+                for name in self.plan.attack_names(benchmark, model):
+                    if variant in self.attacked_variants(benchmark, model, name):
+                        run = {"benchmark": benchmark, "model": model, "ratio": r, "attack": name, "variant": variant}
+                        kind = "attack_metrics" if self.plan.attack_kind(benchmark, model, name).produces_model else "attack"
+                        cells[f"{model}|{variant}|{benchmark}|{name}"] = artifact(kind, **run)
+        return cells
+
+    def robustness_inputs(self, ratio) -> list[str]:
+        """Every file the robustness table reads: its cells and the files beside them."""
+        files = []
+        for label, path in self.robustness_cells(ratio).items():
+            model, variant, benchmark, name = label.split("|")
+            files += (evaluation_files([path]) if name == "-"
+                      else self.attack_files(benchmark, model, ratio, name, variant))
+        return files
+
+    def attack_outputs(self) -> list[str]:
+        """Every attack record and attacked evaluation the config asks for."""
+        return [path for benchmark, model, ratio in self.plan.runs() for name in self.plan.attack_names(benchmark, model)
+                for variant in self.attacked_variants(benchmark, model, name)
+                for path in self.attack_files(benchmark, model, ratio, name, variant)]
+
     def outputs(self) -> list[str]:
         """Every table and figure of the report stages, for ``rule all``."""
         def files(kind, suffixes, **values):
@@ -141,4 +209,7 @@ class ReportSelection:
         for entry in self.plan.config["experiments"]:
             outputs += files("tradeoff", figures, benchmark=entry["benchmark"], model=entry["model"])
         outputs += [artifact("instrument", benchmark=b, model=m) for b, m in self.plan.instrumented()]
+        attacked = {r for b, m, r in self.plan.runs() if self.plan.attack_names(b, m)}
+        outputs += [p for ratio in sorted(attacked) for kind, suffixes in (("robustness", tables),
+                    ("robustness_figure", figures)) for p in files(kind, suffixes, ratio=ratio)]
         return outputs

@@ -9,6 +9,7 @@ config asks for (``study/plan.py``), which variants each report compares
 ``pipeline_steps/study/``; the functions here only hand them Snakemake's wildcards.
 """
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -41,6 +42,13 @@ FSDP_CONFIG = REPO / "profiles" / "accelerate" / "fsdp.yaml"
 
 def stage_sources(module):
     return code_dependencies.stage_sources(module, REPO)
+
+
+def attack_sources(wc):
+    """The code an attack entry's jobs run: the attack stage and its kind's own module (the
+    package finds the kinds by listing itself, so no import names the module)."""
+    kind_module = type(plan.attack_kind(wc.benchmark, wc.model, wc.attack)).__module__
+    return sorted(set(stage_sources("pipeline_steps.attack")) | set(stage_sources(kind_module)))
 
 
 def threads(wc):

@@ -1,0 +1,204 @@
+"""Membership inference: can the forget people still be told from people the model never saw?
+
+Members are the forget people's training pairs (the vanilla model was fine-tuned on them, then
+unlearning tried to remove them); non-members are the training pairs of the benchmark's
+``holdout`` people, drawn like the fictitious ones and never trained on (the synthetic
+benchmark's ``Holdout_Set``). Every pair is scored on its answer tokens, as every loss in the
+project is (``training/losses.py``), with four scores, each oriented so that higher reads "member":
+
+* ``loss``: minus the mean answer-token NLL (Yeom et al. 2018);
+* ``zlib``: minus the mean answer NLL over the zlib entropy of the answer text, the length in
+  bytes of its zlib-compressed UTF-8 (Carlini et al. 2021): an answer that is merely easy text
+  scores low loss without being remembered;
+* ``min_k``: the mean of the lowest ``k`` share of the answer tokens' log-probabilities (Shi et
+  al. 2024, Min-K% Prob), at least one token: a remembered answer has no very unlikely token;
+* ``min_k_plus_plus``: the same over each token's log-probability standardised by the mean and
+  standard deviation of the log-probability under the model's own next-token distribution at that
+  position (Zhang et al. 2024, Min-K%++): whether the answer token is a mode of the distribution,
+  not just likely.
+
+Each score gives an AUC of members against non-members (the probability that a random member
+outscores a random non-member, ties counting half: the Mann-Whitney statistic), per modality of
+the pairs (``vqa``, ``text``) and over all of them, with a 95 % BCa bootstrap interval resampling
+members and non-members separately (``reporting/estimates.bootstrap_interval``). A model that
+never saw the forget people (the oracle) sits near 0.5; open-unlearning's ``privleak`` (from MUSE,
+Shi et al. 2024) is the relative gap of a variant's AUC to the oracle's, ``privleak_gap`` below,
+with an interval from the same bootstrap over the two models' paired scores (the report computes
+it from both models' ``scores.jsonl``).
+
+Items are resampled as independent, as the tables' intervals resample questions; pairs of one
+person are correlated, so the intervals are, if anything, too narrow.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+from ..benchmarks.records import MODALITIES, forget_split, read_split
+from ..cli import StageError
+from ..models.encoding import PromptEncoder
+from ..reporting.estimates import bootstrap_interval
+from ..storage import write_jsonl
+from ..training.losses import answer_logits, answer_token_logprobs
+from ..unlearning.methods import hyperparameter
+from . import Attack, Target, profile_examples, register
+
+log = logging.getLogger(__name__)
+SCORES = ("loss", "zlib", "min_k", "min_k_plus_plus")
+NONMEMBER_SPLIT = "holdout"
+
+
+def zlib_entropy(text: str) -> int:
+    return len(zlib.compress(text.encode("utf-8")))
+
+
+def lowest_mean(values: torch.Tensor, mask: torch.Tensor, k: float) -> torch.Tensor:
+    """Per row, the mean of the lowest ``max(1, floor(k * n))`` of its ``n`` masked values."""
+    filled = values.masked_fill(~mask, float("inf"))
+    ordered = filled.sort(dim=1).values
+    counts = mask.sum(dim=1)
+    keep = torch.clamp((counts.double() * k).floor().long(), min=1)
+    taken = torch.arange(values.shape[1], device=values.device).unsqueeze(0) < keep.unsqueeze(1)
+    return torch.where(taken, ordered, torch.zeros_like(ordered)).sum(dim=1) / keep
+
+
+def token_scores(logits: torch.Tensor, targets: torch.Tensor, k: float) -> dict[str, torch.Tensor]:
+    """The four scores of each row of a batch from its answer logits and tokens (except zlib's
+    division, which needs the answer text): ``loss``, ``min_k``, ``min_k_plus_plus``, and the
+    mean NLL, each shape [batch]."""
+    logprobs, mask = answer_token_logprobs(logits, targets)
+    counts = mask.sum(dim=1)
+    if (counts == 0).any():
+        raise ValueError("an example has no answer tokens to score")
+    distribution = torch.log_softmax(logits.float(), dim=-1)
+    probabilities = distribution.exp()
+    mean = (probabilities * distribution).sum(-1)
+    spread = ((probabilities * distribution.square()).sum(-1) - mean.square()).clamp(min=0).sqrt()
+    standardised = (logprobs - mean) / spread.clamp(min=1e-12)
+    nll = -(logprobs.sum(dim=1) / counts)
+    return {"nll": nll, "loss": -nll, "min_k": lowest_mean(logprobs, mask, k),
+            "min_k_plus_plus": lowest_mean(standardised, mask, k)}
+
+
+@torch.no_grad()
+def example_scores(model, encoder: PromptEncoder, examples: list, batch_size: int, k: float) -> list[dict]:
+    """Every score of every example (in order), batched and left-padded as training batches are."""
+    rows = []
+    device = next(model.parameters()).device
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        batch = {key: value.to(device) for key, value in encoder.collate([encoder.encode(e) for e in chunk]).items()}
+        scores = token_scores(*answer_logits(model, batch), k)
+        for i, example in enumerate(chunk):
+            nll = float(scores["nll"][i])
+            rows.append({"nll": nll, "loss": -nll, "zlib": -nll / zlib_entropy(example.answer),
+                         "min_k": float(scores["min_k"][i]), "min_k_plus_plus": float(scores["min_k_plus_plus"][i])})
+    return rows
+
+
+def auc(members, nonmembers, axis: int = -1) -> np.ndarray:
+    """P(member score > non-member score) + P(tie) / 2 along ``axis``, from ranks (the
+    Mann-Whitney U over the product of the counts); leading axes broadcast, for the bootstrap."""
+    m = np.moveaxis(np.asarray(members, float), axis, -1)
+    n = np.moveaxis(np.asarray(nonmembers, float), axis, -1)
+    lead = np.broadcast_shapes(m.shape[:-1], n.shape[:-1])
+    m, n = np.broadcast_to(m, lead + m.shape[-1:]), np.broadcast_to(n, lead + n.shape[-1:])
+    ranks = stats.rankdata(np.concatenate([m, n], axis=-1), axis=-1)
+    n1, n0 = m.shape[-1], n.shape[-1]
+    return (ranks[..., :n1].sum(axis=-1) - n1 * (n1 + 1) / 2) / (n1 * n0)
+
+
+def auc_estimate(members, nonmembers) -> dict:
+    """The AUC with its 95 % interval and the counts."""
+    members, nonmembers = np.asarray(members, float), np.asarray(nonmembers, float)
+    if not len(members) or not len(nonmembers):
+        raise ValueError("an AUC needs members and non-members")
+    low, high = bootstrap_interval((members, nonmembers), auc)
+    return {"auc": float(auc(members, nonmembers)), "low": low, "high": high,
+            "members": len(members), "nonmembers": len(nonmembers)}
+
+
+def privleak_gap(variant: tuple, oracle: tuple) -> dict:
+    """A variant's AUC minus the oracle's (``gap``) and the same relative to the oracle's in percent
+    (``privleak``, as open-unlearning reports it), each with a 95 % interval. ``variant`` and
+    ``oracle`` are (member scores, non-member scores) of the same examples in the same order; the
+    bootstrap resamples example indices, so both models see the same resampled examples (paired)."""
+    vm, vn, om, on = (np.asarray(x, float) for x in (*variant, *oracle))
+    if vm.shape != om.shape or vn.shape != on.shape:
+        raise ValueError("privleak compares two models' scores of the same examples")
+
+    def statistic(relative: bool):
+        def gap(i, j, axis=-1):
+            i, j = np.moveaxis(i, axis, -1).astype(int), np.moveaxis(j, axis, -1).astype(int)
+            a, b = auc(vm[i], vn[j]), auc(om[i], on[j])
+            return 100 * (a - b) / b if relative else a - b
+        return gap
+
+    indices = (np.arange(len(vm), dtype=float), np.arange(len(vn), dtype=float))
+    result = {}
+    for key, relative in (("gap", False), ("privleak", True)):
+        low, high = bootstrap_interval(indices, statistic(relative))
+        result[key] = {"value": float(statistic(relative)(*indices)), "low": low, "high": high}
+    return result
+
+
+@dataclass(frozen=True)
+class MembershipSettings:
+    k: float = hyperparameter(0.2, "share of the answer tokens Min-K% and Min-K%++ average (the lowest ones)",
+                              exclusiveMinimum=0, maximum=1)
+    modalities: str = hyperparameter("vqa,text", "which training pairs are scored, comma-separated "
+                                     "(vqa: asked with the portrait; text: without)")
+
+
+@register
+class MembershipInference(Attack):
+    kind, label = "mia", "MIA"
+    Settings = MembershipSettings
+    scope = "all"
+    needs_nonmembers = True
+
+    def run(self, target: Target, settings: MembershipSettings, scratch: Path) -> dict:
+        modalities = [m.strip() for m in settings.modalities.split(",") if m.strip()]
+        unknown = sorted(set(modalities) - set(MODALITIES))
+        if not modalities or unknown:
+            raise StageError(f"setting modalities '{settings.modalities}' names no modality or an unknown one "
+                             f"{unknown} (known: {', '.join(MODALITIES)})")
+        try:
+            read_split(target.benchmark, NONMEMBER_SPLIT)
+        except FileNotFoundError:
+            raise StageError(f"benchmark {target.benchmark} has no '{NONMEMBER_SPLIT}' split of never-trained "
+                             "people, which membership inference needs as non-members (a synthetic benchmark "
+                             "writes one with holdout_profiles > 0)") from None
+        encoder = PromptEncoder(target.processor)
+        rows = []
+        for membership, split in (("member", forget_split(target.forget_ratio)), ("nonmember", NONMEMBER_SPLIT)):
+            for modality in modalities:
+                labelled = profile_examples(target.benchmark, split, modality)
+                scores = example_scores(target.model, encoder, [e for _, e in labelled], target.batch_size, settings.k)
+                rows += [{"membership": membership, "modality": modality, "profile": profile,
+                          "question": example.question, "answer": example.answer, **score}
+                         for (profile, example), score in zip(labelled, scores)]
+        write_jsonl(scratch / "scores.jsonl", rows)
+        result = {"scores": list(SCORES), "auc": auc_table(rows, modalities)}
+        log.info("AUC over all pairs: %s", {s: round(result["auc"]["all"][s]["auc"], 3) for s in SCORES})
+        return result
+
+
+def split_scores(rows: list[dict], group: str, score: str) -> tuple[list[float], list[float]]:
+    """(member scores, non-member scores) of one score over one modality's rows (``all``: every row)."""
+    chosen = [r for r in rows if group in ("all", r["modality"])]
+    return ([r[score] for r in chosen if r["membership"] == "member"],
+            [r[score] for r in chosen if r["membership"] == "nonmember"])
+
+
+def auc_table(rows: list[dict], modalities: list[str]) -> dict:
+    """Group (each modality, ``all``) -> score -> AUC with its interval."""
+    groups = [*modalities, "all"] if len(modalities) > 1 else modalities + ["all"]
+    return {group: {score: auc_estimate(*split_scores(rows, group, score)) for score in SCORES} for group in groups}
