@@ -16,6 +16,7 @@ all options of an item against one cached pass over its prompt (``likelihood.py`
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Iterable
@@ -29,7 +30,14 @@ from .likelihood import option_loglikelihoods
 
 __all__ = ["PosedItem", "accuracy", "fills_blank", "generate_answers", "option_loglikelihoods",
            "parse_choice", "rouge_l", "score_multiple_choice"]
-_rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+@functools.cache
+def _rouge() -> rouge_scorer.RougeScorer:
+    """Built on first use, not at import: its constructor logs through absl, which configures the
+    root logger when nothing has, and the Snakefile imports this module (through the attack
+    registry), so Snakemake's own log lines would then print twice."""
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,7 @@ def score_multiple_choice(model, encoder, asked: list[PosedItem], modes, batch_s
 
 def rouge_l(prediction: str, reference: str) -> float:
     """ROUGE-L F-measure with Porter stemming (rouge-score), as the benchmarks report it."""
-    return _rouge.score(reference, prediction)["rougeL"].fmeasure
+    return _rouge().score(reference, prediction)["rougeL"].fmeasure
 
 
 def fills_blank(prediction: str, answer: str) -> bool:
