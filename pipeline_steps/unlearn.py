@@ -11,10 +11,13 @@ by ``--help``); a method with a frozen retain-set model (``npo``) needs ``--refe
 fine-tuned on the retain set), a masked one (``mmunlearner``, ``salun``) a ``--mask`` of its
 kind (MMUnlearner's Fisher-ratio mask or a control of it, SalUn's at its ``mask_fraction``; the
 mask's module group also fixes which tensors train; the other methods train every parameter, as
-the paper's baselines, except where a method trains fewer: ``rmu``, a few MLPs). Writes ``weights.safetensors`` (only the tensors that changed, applied to the
-vanilla model by ``evaluate --changes``),
-``train_log.jsonl`` (per step: losses, gradient norm, fraction of parameters changed) and
-``manifest.json`` (the exact settings). A mask that does not fit the model is refused before
+the paper's baselines, except where a method trains fewer: ``rmu``, a few MLPs). A method that
+takes no gradient step (``manu``) edits the vanilla weights from the neuron statistics of
+``--neuron-importance`` (``compute_neuron_importance`` outputs) instead. Writes
+``weights.safetensors`` (only the tensors that changed, applied to the vanilla model by
+``evaluate --changes``), ``train_log.jsonl`` (per step: losses, gradient norm, fraction of
+parameters changed; for ``manu``, the pruned neurons of each layer) and ``manifest.json`` (the
+exact settings). A mask that does not fit the model is refused before
 training; a non-finite loss stops the job and leaves nothing behind.
 """
 
@@ -51,6 +54,8 @@ def build_parser():
     parser.add_argument("--mask", type=Path, help="mask directory (build_mask output), for masked methods")
     parser.add_argument("--reference", type=Path,
                         help="the base model fine-tuned on the retain set, for methods whose frozen model it is (npo)")
+    parser.add_argument("--neuron-importance", type=Path,
+                        help="directory of the neuron statistics (compute_neuron_importance), for methods that prune (manu)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)
@@ -99,9 +104,49 @@ def load_mask(mask_dir: Path, model, fingerprint: str, method, hparams) -> tuple
     return {name: stored.get(name) for name in parameters}, stored.metadata["modules"]
 
 
+def load_statistics(directory: Path, splits, fingerprint: str) -> dict[str, tuple[dict, int]]:
+    """``{split: (activation sums, token count)}`` of the neuron statistics a method reads,
+    refused unless each was computed on this vanilla model."""
+    statistics = {}
+    for split in splits:
+        try:
+            stored = TensorFile(directory / split)
+        except FileNotFoundError:
+            raise StageError(f"no neuron statistics of split '{split}' at {directory} (expected "
+                             f"{directory / split}.safetensors.index.json: run compute_neuron_importance)") from None
+        if stored.metadata.get("model_fingerprint") != fingerprint:
+            raise StageError(f"the neuron statistics {stored.index_path} were computed on the model with fingerprint "
+                             f"{stored.metadata.get('model_fingerprint')}, not this vanilla model ({fingerprint})")
+        statistics[split] = ({name: stored.get(name) for name in stored.names()}, int(stored.metadata["tokens"]))
+    return statistics
+
+
+def edit_without_training(args, method, hparams, fingerprint: str) -> None:
+    """A method that takes no gradient step (``manu``): its edit of the vanilla weights, written
+    as any method's changes, with its records as the log."""
+    statistics = load_statistics(args.neuron_importance, method.activation_splits, fingerprint)
+    loaded = load_model(str(args.vanilla), dtype=args.dtype, device="cpu")
+    start_values = {name: p.detach().clone() for name, p in loaded.model.named_parameters()}
+    records = method.edit(loaded.model, loaded.family, hparams, statistics)
+    log.info("%s: %s", args.method, ", ".join(f"layer {r['layer']}: {r['pruned']} neurons" for r in records))
+    manifest = {"method": args.method, "vanilla": str(args.vanilla), "vanilla_fingerprint": fingerprint,
+                "benchmark": str(args.benchmark), "forget_ratio": args.forget_ratio,
+                "neuron_importance": str(args.neuron_importance), "module_group": "language", "training": None,
+                "hyperparameters": asdict(hparams), "dtype": args.dtype}
+    with atomic_directory(args.out) as scratch:
+        counts = save_changes(dict(loaded.model.named_parameters()), start_values, scratch / "weights",
+                              {"kind": "unlearned_changes", "method": args.method, "vanilla_fingerprint": fingerprint})
+        write_json(scratch / "manifest.json", {**manifest, **counts})
+        write_jsonl(scratch / "train_log.jsonl", records)
+
+
 def main(args) -> None:
     method = get_method(args.method)
     hparams = parse_hyperparameters(method, args.hparam)
+    if method.activation_splits and args.neuron_importance is None:
+        raise StageError(f"method '{args.method}' needs --neuron-importance (the compute_neuron_importance outputs)")
+    if not method.trains:
+        return edit_without_training(args, method, hparams, model_fingerprint(args.vanilla))
     if method.needs_mask and args.mask is None:
         raise StageError(f"method '{args.method}' needs --mask")
     if method.frozen_model == "retain_finetuned" and args.reference is None:

@@ -21,6 +21,7 @@ REAL_CONFIGS = {
     "clear_qwen2_vl": ("therem/CLEAR", "Qwen/Qwen2-VL-7B-Instruct", [1, 5, 10]),
 }
 GPU_RULES = {"check_environment", "finetune_vanilla", "finetune_reference", "compute_fisher", "compute_gradient",
+             "compute_neuron_importance",
              "unlearn", "evaluate", "attack", "evaluate_attack"}
 # The paper's hyper-parameters (appendix B.3, Tables 4 and 5): fine-tuning batch and learning rate.
 PAPER_FINETUNE = {"mllmu_llava": (4, 2e-5), "mllmu_qwen2_vl": (4, 1e-5), "clear_llava": (3, 2e-5),
@@ -76,7 +77,7 @@ def test_real_config_plans_the_paper_dag_with_a_gpu_per_gpu_stage(real_workspace
     assert {get_attack(a.get("kind", name)).kind for name, a in entry["attacks"].items()} == {"relearn", "quantize", "probe"}
     assert planned_jobs(result) == {
         "check_environment": 1, "prepare_benchmark": 1, "finetune_vanilla": 1, "finetune_reference": r,
-        "compute_fisher": r * 4, "compute_gradient": r, "build_mask": r * groups, "build_salun_mask": r, "unlearn": r * variants, "evaluate": r * (3 + variants),
+        "compute_fisher": r * 4, "compute_gradient": r, "compute_neuron_importance": r * 4, "build_mask": r * groups, "build_salun_mask": r, "unlearn": r * variants, "evaluate": r * (3 + variants),
         "locate_changes": r * (len(entry["unlearn"]["methods"]) + 1), "render_table1": r, "render_equal_forgetting": r,
         "render_case_studies": r, "render_heatmaps": r,
         "render_sweep_table": r, "render_tradeoffs": 1,
@@ -84,9 +85,14 @@ def test_real_config_plans_the_paper_dag_with_a_gpu_per_gpu_stage(real_workspace
         # at module group `all`); the model each relearning or quantization produces is evaluated.
         "attack": r * attacks * (2 + len(entry["unlearn"]["methods"])),
         "evaluate_attack": r * model_attacks * (2 + len(entry["unlearn"]["methods"])), "render_robustness": r, "all": 1}
-    for rule, resources in dry_run_jobs(result.stdout):
-        expected = ("4" if rule == "unlearn" else "1") if rule in GPU_RULES else None
-        assert resources.get("gpu", "0") == (expected or "0"), (rule, resources)
+    # MANU's unlearning job edits weights on the host (one process, no GPU); its statistics job runs on one.
+    pruning = sum(not get_method(m).trains for m in entry["unlearn"]["methods"])
+    jobs = dry_run_jobs(result.stdout)
+    assert sorted(resources.get("gpu", "0") for rule, resources in jobs if rule == "unlearn") == (
+        ["0"] * (r * pruning) + ["4"] * (r * (variants - pruning)))
+    for rule, resources in jobs:
+        if rule != "unlearn":
+            assert resources.get("gpu", "0") == ("1" if rule in GPU_RULES else "0"), (rule, resources)
     for ratio in ratios:
         assert f"forget~{ratio}/eval/mmunlearner/beta~1.0/modules~all/metrics.json" in result.stdout
     finetune = [line for line in result.stdout.splitlines() if "python -m pipeline_steps.finetune " in line]
@@ -95,7 +101,9 @@ def test_real_config_plans_the_paper_dag_with_a_gpu_per_gpu_stage(real_workspace
     assert all("--device auto --dtype bfloat16 --gradient-checkpointing" in line for line in finetune + unlearn)
     # Unlearning shards the model over the job's 4 GPUs (FSDP).
     fsdp = f"accelerate launch --config_file {real_workspace / 'profiles' / 'accelerate' / 'fsdp.yaml'}"
-    assert all(f"{fsdp} --num_processes 4 -m pipeline_steps.unlearn " in line for line in unlearn)
+    assert sum(f"{fsdp} --num_processes 4 -m pipeline_steps.unlearn " in line for line in unlearn) == r * (variants - pruning)
+    assert sum("--method manu" in line and "python -m pipeline_steps.unlearn " in line and fsdp not in line
+               for line in unlearn) == r * pruning
 
 
 def clear_instead(config):

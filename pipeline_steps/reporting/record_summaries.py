@@ -37,6 +37,8 @@ def last_step(log: Path) -> dict:
     rows = read_jsonl(log)
     if not rows:
         return {"train log": "empty"}
+    if "pruned" in rows[0]:  # a pruning method's log: one record per layer (unlearning/methods.py, MANU)
+        return {"pruned neurons": {f"layer {r['layer']}": r["pruned"] for r in rows}}
     last = {k: round(v, 4) for k, v in rows[-1].items() if "loss" in k and isinstance(v, float)}
     return {"logged steps": len(rows), "last step": rows[-1].get("step"), "last losses": last}
 
@@ -71,7 +73,7 @@ def variant_summary(changes_path: Path, vanilla: Path | None = None) -> Summary:
     directory = changes.index_path.parent
     manifest_path = directory / "manifest.json"
     manifest = read_json(manifest_path) if manifest_path.is_file() else {}
-    training = manifest.get("training", {})
+    training = manifest.get("training") or {}  # none for a method that does not train
     facts = {"directory": str(directory), "forget ratio": manifest.get("forget_ratio"),
              "module group": manifest.get("module_group"), "mask": manifest.get("mask") or None,
              "reference": manifest.get("reference") or None, "learning rate": training.get("learning_rate"),

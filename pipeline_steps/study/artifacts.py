@@ -15,6 +15,8 @@ PATTERNS = {
     "reference": f"{RUN}/reference",
     "fisher": f"{RUN}/fisher/{{split}}.safetensors.index.json",
     "gradient": f"{RUN}/gradient/{{split}}.safetensors.index.json",  # SalUn's: the summed forget gradient
+    # MANU's: the MLP neurons' activation statistics on a Fisher split (saliency/neurons.py).
+    "neuron_importance": f"{RUN}/neuron_importance/{{split}}.safetensors.index.json",
     "mask": f"{RUN}/masks/beta~{{beta}}/modules~{{modules}}/mask.safetensors.index.json",
     "mask_stats": f"{RUN}/masks/beta~{{beta}}/modules~{{modules}}/mask_stats.json",
     "control_mask": f"{RUN}/masks/beta~{{beta}}/modules~{{modules}}/control~{{control}}/mask.safetensors.index.json",

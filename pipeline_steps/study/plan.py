@@ -129,7 +129,7 @@ class StudyPlan:
 
     def unlearn_inputs(self, benchmark: str, model: str, ratio: str, variant: str) -> dict[str, str]:
         """What a method's job reads besides the vanilla model: its mask (SalUn's at the job's
-        ``mask_fraction``), its frozen retain-set model."""
+        ``mask_fraction``), its frozen retain-set model, the neuron statistics it prunes from."""
         method, settings = self.unlearn_job(benchmark, model, variant)
         run, parsed = {"benchmark": benchmark, "model": model, "ratio": ratio}, Variant.parse(variant)
         inputs = {}
@@ -142,6 +142,8 @@ class StudyPlan:
             inputs["mask"] = artifact("mask", **run, beta=parsed.beta, modules=parsed.modules)
         if method.frozen_model == "retain_finetuned":
             inputs["reference"] = artifact("reference", **run)
+        inputs |= {f"neurons_{split}": artifact("neuron_importance", **run, split=split)
+                   for split in method.activation_splits}
         return inputs
 
     def unlearn_flags(self, benchmark: str, model: str, ratio: str, variant: str) -> str:
@@ -153,10 +155,22 @@ class StudyPlan:
             flags.append(f"--mask {Path(inputs['mask']).parent}")
         if "reference" in inputs:
             flags.append(f"--reference {inputs['reference']}")
+        if method.activation_splits:
+            flags.append(f"--neuron-importance {Path(inputs[f'neurons_{method.activation_splits[0]}']).parent}")
         return " ".join(flags)
 
     def unlearn_processes(self, model: str) -> int:
+        """Processes (one per GPU) an unlearning job of ``model`` shards its training over."""
         return self.model(model).get("unlearn_gpus", 1)
+
+    def unlearn_job_processes(self, benchmark: str, model: str, variant: str) -> int:
+        """A job's processes: the model's, or one for a method that takes no gradient step (a
+        weight edit on the host, ``manu``), which asks for no GPU (``unlearn_job_gpus``)."""
+        return self.unlearn_processes(model) if self.unlearn_job(benchmark, model, variant)[0].trains else 1
+
+    def unlearn_job_gpus(self, benchmark: str, model: str, variant: str) -> int:
+        trains = self.unlearn_job(benchmark, model, variant)[0].trains
+        return self.gpus(model, self.unlearn_processes(model)) if trains else 0
 
     # --- attacks ---------------------------------------------------------------------------------
 
@@ -200,7 +214,8 @@ class StudyPlan:
                  "device": settings["device"], "dtype": settings["dtype"], "finetune_lora_r": entry["finetune"]["lora_r"],
                  "finetune_batch_size": entry["finetune"]["batch_size"],
                  "fisher_batch_size": self.config["saliency"]["batch_size"],
-                 "unlearn_batch_size": max(s["loop"]["batch_size"] for s in self.unlearn_points(benchmark, model).values()),
+                 "unlearn_batch_size": max((s["loop"]["batch_size"] for s in self.unlearn_points(benchmark, model).values()
+                                           if s["loop"]), default=1),
                  "eval_batch_size": self.config["evaluation"]["batch_size"], "methods": methods,
                  "gradient_checkpointing": settings.get("gradient_checkpointing", False),
                  "unlearn_gpus": self.unlearn_processes(model)}

@@ -33,6 +33,8 @@ Methods beyond the paper (issue 16), each cited in its class:
 * ``salun``: SalUn (Fan et al. 2024): GA_Diff's terms with the forget gradient restricted to
   SalUn's mask, the half (``mask_fraction``) of the model's entries of largest |grad L_forget| at
   the vanilla weights.
+* ``manu``: MANU (Liu et al. 2025): no gradient steps; the language model's MLP neurons most
+  active on the forget people relative to the others, under image and text-only inputs, pruned.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ import torch
 import torch.nn.functional as F
 
 from ..models.encoding import IGNORE_INDEX, Example
-from ..models.families import family_of
+from ..models.families import Family, family_of
+from ..saliency.neurons import importance, manu_scores, prune_neurons, select_neurons
 from ..training.losses import answer_logits, answer_nll, answer_token_logprobs
 from .refusals import with_refusal
 
@@ -89,8 +92,18 @@ class Method:
     # named in the variant), or "salun", SalUn's (one per ``mask_fraction`` setting of the method).
     mask_kind: ClassVar[str] = "fisher_ratio"
     Hyperparameters: ClassVar[type] = NoHyperparameters
+    # False for a method that edits the weights directly (``edit``) instead of taking gradient
+    # steps: it has no loop settings (a learning-rate sweep does not multiply its jobs).
+    trains: ClassVar[bool] = True
+    # The Fisher splits (``forget_vqa``, ...) whose neuron activation statistics ``edit`` reads.
+    activation_splits: ClassVar[tuple[str, ...]] = ()
 
     def terms(self, model, batches: dict[str, dict], hparams, reference_model=None) -> LossTerms:
+        raise NotImplementedError
+
+    def edit(self, model, family: Family, hparams, statistics: dict[str, tuple[dict, int]]) -> list[dict]:
+        """A method that does not train changes ``model`` in place from ``statistics`` (split ->
+        (activation sums, token count)) and returns the records of its log."""
         raise NotImplementedError
 
     def alternative_answers(self, forget: Sequence[Example]) -> dict[str, list[Example]]:
@@ -124,6 +137,8 @@ def uses_fisher_ratio_mask(method: Method) -> bool:
 def register(cls: type[Method]) -> type[Method]:
     if cls.frozen_model not in (None, *FROZEN_MODELS):
         raise TypeError(f"{cls.__name__}.frozen_model must be None or one of {FROZEN_MODELS}")
+    if cls.trains == (cls.edit is not Method.edit):
+        raise TypeError(f"{cls.__name__} must define `edit` exactly when it does not train (trains=False)")
     if cls.mask_kind not in MASK_KINDS:
         raise TypeError(f"{cls.__name__}.mask_kind must be one of {MASK_KINDS}")
     REGISTRY[cls.name] = cls()
@@ -408,3 +423,45 @@ class RMU(Method):
         return LossTerms(forget=answer_mse(activations, target.to(activations.device), forget["labels"]),
                          retain=hparams.alpha * answer_mse(layer_output(model, hparams.layer, retain), frozen,
                                                            retain["labels"]))
+
+
+@register
+class MANU(Method):
+    """MANU, Modality Aware Neuron Unlearning (Liu et al. 2025, "Modality-Aware Neuron Pruning for
+    Unlearning in Multimodal Large Language Models", ACL 2025, Sec. 3): important neuron selection,
+    then pruning, with no gradient step.
+
+    Selection scores every MLP neuron of the language model with the four importance functions of
+    selective pruning (Pochinkov & Schoots 2024), each over the neuron's activations a on a data
+    set's tokens: absolute mean(|a|), frequency mean(1[a > 0]), variance var(a), and RMS
+    sqrt(mean(a^2)). Per modality (the forget and retain people's image questions, and their
+    text-only questions) and function, the score is MANU's ratio I(D_forget) / (I(D_retain) + eps);
+    the eight ratios are put on one scale and summed (``saliency/neurons.py``, ``manu_scores``: the
+    paper defines the functions and the ratio; how its functions and modalities are combined into
+    one ranking is our reading, written there). The ``prune_fraction`` highest-scoring neurons of
+    the whole language model (ranked across layers, MANU's top alpha %) are pruned: their
+    gate/up rows and down-projection column set to zero, stored as any method's changes.
+
+    The statistics come from the ``compute_neuron_importance`` stage, on the vanilla model; a
+    sweep over ``prune_fraction`` reads them again. The log lists every pruned neuron by layer.
+    """
+
+    name, label = "manu", "MANU"
+    trains = False
+    activation_splits = ("forget_vqa", "forget_text", "retain_vqa", "retain_text")
+
+    @dataclass(frozen=True)
+    class Hyperparameters:
+        prune_fraction: float = hyperparameter(0.02, "fraction of the language model's MLP neurons pruned",
+                                               exclusiveMinimum=0, maximum=1)
+
+    def edit(self, model, family, hparams, statistics):
+        layers = len(model.get_submodule(family.decoder_layers))
+        functions = {split: importance(sums, tokens, family, layers) for split, (sums, tokens) in statistics.items()}
+        scores = manu_scores([functions["forget_vqa"], functions["forget_text"]],
+                             [functions["retain_vqa"], functions["retain_text"]])
+        neurons = select_neurons(scores, hparams.prune_fraction)
+        prune_neurons(model, family, neurons)
+        return [{"layer": layer, "pruned": len(indices), "neurons": indices,
+                 "scores": [round(float(scores[layer, i]), 6) for i in indices]}
+                for layer, indices in sorted(neurons.items())]

@@ -18,6 +18,10 @@ every method, in ``npo`` only NPO. A method runs once per point of the cartesian
 axes (``sweep_points``), each its own job; the first value of every axis is the method's
 *protocol point*, the shared setting of the paper's table. Each element is checked against the
 setting's bounds, as a single value is.
+
+A method that takes no gradient step (``manu``, which prunes) has no loop settings: the shared
+ones do not reach it (a learning-rate axis does not multiply its jobs), and its own block may set
+only its hyper-parameters.
 """
 
 from __future__ import annotations
@@ -48,8 +52,9 @@ LOOP_BOUNDS = {"epochs": {"minimum": 1}, "batch_size": {"minimum": 1}, "learning
                "warmup_ratio": {"minimum": 0, "maximum": 1}}
 
 
-def loop_fields() -> tuple[dataclasses.Field, ...]:
-    return dataclasses.fields(UnlearnSettings)
+def loop_fields(method: Method | None = None) -> tuple[dataclasses.Field, ...]:
+    """The loop's settings (of ``method``: none for a method that takes no gradient step)."""
+    return dataclasses.fields(UnlearnSettings) if method is None or method.trains else ()
 
 
 def _schema(field: dataclasses.Field, bounds: dict) -> dict:
@@ -70,8 +75,8 @@ def _hyperparameter_schema(field: dataclasses.Field) -> dict:
 
 
 def method_block_schema(method: Method) -> dict:
-    """JSON schema of one method's block in the config: the loop's settings and its own."""
-    properties = {f.name: _schema(f, LOOP_BOUNDS.get(f.name, {})) for f in loop_fields()}
+    """JSON schema of one method's block in the config: the loop's settings (if it trains) and its own."""
+    properties = {f.name: _schema(f, LOOP_BOUNDS.get(f.name, {})) for f in loop_fields(method)}
     properties |= {f.name: _hyperparameter_schema(f) for f in method.hyperparameter_fields()}
     return {"type": "object", "additionalProperties": False, "properties": properties}
 
@@ -111,7 +116,7 @@ def resolve(method_name: str, unlearn_block: dict) -> dict[str, dict]:
                              f"set it under unlearn.shared or unlearn.{method_name}")
         return field.default
 
-    return {"loop": {f.name: value(f) for f in loop_fields()},
+    return {"loop": {f.name: value(f) for f in loop_fields(method)},
             "hyperparameters": {f.name: value(f) for f in method.hyperparameter_fields()}}
 
 
@@ -135,7 +140,8 @@ def sweep_points(method_name: str, unlearn_block: dict) -> list[SweepPoint]:
     Axes are in the order of the method's settings, the seed last: repeats of one operating point
     are then neighbours, and a point's name ends with its seed."""
     resolved = resolve(method_name, unlearn_block)
-    sections = {"loop": loop_fields(), "hyperparameters": get_method(method_name).hyperparameter_fields()}
+    method = get_method(method_name)
+    sections = {"loop": loop_fields(method), "hyperparameters": method.hyperparameter_fields()}
     fields_ = [(section, f) for section, fs in sections.items() for f in fs]
     axes = sorted((entry for entry in fields_ if isinstance(resolved[entry[0]][entry[1].name], list)),
                   key=lambda entry: entry[1].name == "seed")

@@ -105,8 +105,8 @@ def saliency_fisher_files(wc, key):
 
 def unlearn_launcher(wc):
     """How an unlearning job starts: one process, or one per GPU with the model sharded across them
-    (FSDP; ``pipeline_steps/training/distributed.py``)."""
-    processes = plan.unlearn_processes(wc.model)
+    (FSDP; ``pipeline_steps/training/distributed.py``); one for a method that does not train."""
+    processes = plan.unlearn_job_processes(wc.benchmark, wc.model, wc.variant)
     if processes == 1:
         return "python -m"
     return f"accelerate launch --config_file {shlex.quote(str(FSDP_CONFIG))} --num_processes {processes} -m"

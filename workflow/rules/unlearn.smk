@@ -20,7 +20,7 @@ rule unlearn:
         launch=unlearn_launcher,
     threads: threads
     resources:
-        gpu=lambda wc: plan.gpus(wc.model, plan.unlearn_processes(wc.model)),
+        gpu=lambda wc: plan.unlearn_job_gpus(wc.benchmark, wc.model, wc.variant),
     conda:
         "../../environment.yml"
     log:
