@@ -104,6 +104,17 @@ def load_mask(mask_dir: Path, model, fingerprint: str, method, hparams) -> tuple
     return {name: stored.get(name) for name in parameters}, stored.metadata["modules"]
 
 
+def write_outputs(out: Path, final, start_values: dict, manifest: dict, log_records: list[dict]) -> None:
+    """The job's three files, appearing together: the changed tensors, the manifest (with their
+    counts) and the log."""
+    with atomic_directory(out) as scratch:
+        counts = save_changes(final, start_values, scratch / "weights",
+                              {"kind": "unlearned_changes", "method": manifest["method"],
+                               "vanilla_fingerprint": manifest["vanilla_fingerprint"]})
+        write_json(scratch / "manifest.json", {**manifest, **counts})
+        write_jsonl(scratch / "train_log.jsonl", log_records)
+
+
 def load_statistics(directory: Path, splits, fingerprint: str) -> dict[str, tuple[dict, int]]:
     """``{split: (activation sums, token count)}`` of the neuron statistics a method reads,
     refused unless each was computed on this vanilla model."""
@@ -133,11 +144,7 @@ def edit_without_training(args, method, hparams, fingerprint: str) -> None:
                 "benchmark": str(args.benchmark), "forget_ratio": args.forget_ratio,
                 "neuron_importance": str(args.neuron_importance), "module_group": "language", "training": None,
                 "hyperparameters": asdict(hparams), "dtype": args.dtype}
-    with atomic_directory(args.out) as scratch:
-        counts = save_changes(dict(loaded.model.named_parameters()), start_values, scratch / "weights",
-                              {"kind": "unlearned_changes", "method": args.method, "vanilla_fingerprint": fingerprint})
-        write_json(scratch / "manifest.json", {**manifest, **counts})
-        write_jsonl(scratch / "train_log.jsonl", records)
+    write_outputs(args.out, dict(loaded.model.named_parameters()), start_values, manifest, records)
 
 
 def main(args) -> None:
@@ -193,11 +200,7 @@ def main(args) -> None:
                 "module_group": modules, "reference": str(args.reference or ""), "forget_examples": len(forget),
                 "retain_examples": len(retain), "training": asdict(settings),
                 "hyperparameters": asdict(hparams), "dtype": args.dtype}
-    with atomic_directory(args.out) as scratch:
-        counts = save_changes(final, start_values, scratch / "weights",
-                              {"kind": "unlearned_changes", "method": args.method, "vanilla_fingerprint": fingerprint})
-        write_json(scratch / "manifest.json", {**manifest, **counts})
-        write_jsonl(scratch / "train_log.jsonl", history)
+    write_outputs(args.out, final, start_values, manifest, history)
     progress.clear()
     processes.close()
 
