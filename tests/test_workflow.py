@@ -6,8 +6,11 @@ import shutil
 
 import pytest
 import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
 
 from pipeline_steps.benchmarks.synthetic.world import ATTRIBUTES, VQA_TAUGHT_ATTRIBUTES
+from pipeline_steps.study.config_check import ConfigError, check_config
 
 from helpers import REPO, SMALL, planned_jobs, pretend_run, snakemake, workspace, write_config
 
@@ -45,8 +48,21 @@ def broken(change) -> dict:
     (broken(lambda c: c["experiments"][0]["unlearn"]["shared"].pop("epochs")),
      "unlearning setting 'epochs' of method 'ga' has no default; set it under unlearn.shared or unlearn.ga"),
 ])
-def test_bad_config_stops_before_any_job(tmp_path, config, message):
-    workspace(tmp_path, config)
+def test_bad_config_is_refused_with_the_key_to_fix(config, message):
+    """What the workflow does with its config while Snakemake parses it (``common.smk``: the schema,
+    then the cross-checks), in this process; the test below runs two of them through Snakemake."""
+    with pytest.raises((WorkflowError, ConfigError)) as refused:
+        validate(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
+        check_config(config)
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda c: c["evaluation"].update(batch_sise=8), "'batch_sise' was unexpected"),  # the schema
+    (lambda c: c["experiments"][0].update(forget_ratios=[7]), "benchmark 'mini' has no forget ratio 7"),
+])
+def test_bad_config_stops_snakemake_before_any_job(tmp_path, change, message):
+    workspace(tmp_path, broken(change))
     result = snakemake(tmp_path, "-n")
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
