@@ -56,9 +56,20 @@ def read_cells(specs: list[str]) -> dict[tuple[str, str, str], dict[str, list[di
             items = read_items(path)
         except ValueError as error:
             raise StageError(str(error)) from None
-        evaluation = {"table": read_json(path)["table"], "items": items}
+        metrics = read_json(path)
+        evaluation = {"table": metrics["table"], "items": items, "scoring": metrics.get("primary_scoring", "likelihood")}
         cells.setdefault((group, parsed.row.name, column_group), {}).setdefault(parsed.point.name, []).append(evaluation)
     return cells
+
+
+def scoring_note(cells) -> str:
+    """Which scoring every multiple-choice number of the table comes from; a table mixing modes
+    (evaluations of two configs) would compare unlike numbers and is refused."""
+    modes = {e["scoring"] for points in cells.values() for seeds in points.values() for e in seeds}
+    if len(modes) != 1:
+        raise StageError(f"the cells' evaluations were scored with different primary modes ({', '.join(sorted(modes))}); "
+                         "evaluate them with one evaluation.primary")
+    return f"Multiple-choice accuracies by {modes.pop()} scoring (evaluation.primary)."
 
 
 def main(args) -> None:
@@ -90,6 +101,7 @@ def main(args) -> None:
             table.add(group, variant_label(row, args.vary), column_group, column_estimates(points[point], half))
         except ValueError as error:
             raise StageError(str(error)) from None
+    table.notes.insert(0, scoring_note(cells))
     if selecting:
         table.notes.insert(0, "Chosen on the selection half of the people (even positions in each column's sorted "
                            "profile ids), reported on the other half:")

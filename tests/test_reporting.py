@@ -248,10 +248,10 @@ def test_case_studies_show_every_variant_on_the_same_items(tmp_path):
 MLLMU_COLUMNS = ("forget_vqa", "forget_qa", "retain_vqa", "retain_qa", "real_vqa", "real_qa", "test_vqa")
 
 
-def write_evaluation(root, variant, values):
+def write_evaluation(root, variant, values, scoring="likelihood"):
     """metrics.json and predictions.jsonl of one evaluation: 10 people with 10 multiple-choice items
-    each per column. ``values``: column -> accuracy, or (accuracy of the selection half, of the report
-    half) of the people (even / odd positions of the sorted profile ids)."""
+    each per column, scored by ``scoring``. ``values``: column -> accuracy, or (accuracy of the
+    selection half, of the report half) of the people (even / odd positions of the sorted profile ids)."""
     rows, table = [], {}
     for column in MLLMU_COLUMNS:
         value = values[column]
@@ -262,11 +262,11 @@ def write_evaluation(root, variant, values):
             for item in range(10):
                 flags.append(item < round(10 * accuracy))
                 rows.append({"column": column, "kind": "multiple_choice", "profile": f"p{person}",
-                             "likelihood": {"correct": flags[-1]}})
+                             scoring: {"correct": flags[-1]}})
         table[column] = sum(flags) / len(flags)
     directory = root / variant
     directory.mkdir(parents=True)
-    (directory / "metrics.json").write_text(json.dumps({"primary_scoring": "likelihood", "table": table}))
+    (directory / "metrics.json").write_text(json.dumps({"primary_scoring": scoring, "table": table}))
     (directory / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return directory / "metrics.json"
 
@@ -327,7 +327,14 @@ def test_intervals_ties_and_over_unlearning_against_the_oracle(tmp_path):
     assert [cells_of[m][3][-1] for m in ("GA", "NPO", "MMUnlearner")] == ["≈"] * 3
     header = next(line for line in (tmp_path / "table.md").read_text().splitlines() if line.startswith("| Method"))
     assert "mllmu: Forget VQA Acc (→ oracle)" in header and "mllmu: Test VQA Acc (→ oracle)" in header
-    assert "†" in (tmp_path / "table.md").read_text().split("\n\n")[-1]  # the legend says what † means
+    assert "†" in (tmp_path / "table.md").read_text().split("\n\n")[-2]  # the legend says what † means
+    assert (tmp_path / "table.md").read_text().split("\n\n")[-1] == \
+        "Multiple-choice accuracies by likelihood scoring (evaluation.primary).\n"
+    # Evaluations scored by another mode would put unlike numbers side by side: refused.
+    other = write_evaluation(tmp_path / "other", "ga", dict(zip(MLLMU_COLUMNS, rows["ga"])), scoring="generate")
+    with pytest.raises(AssertionError, match="different primary modes \\(generate, likelihood\\)"):
+        run_stage("render_tables", "--title", "t", *cells[:-2], "--cell", f"llava|ga|other={other}",
+                  "--out", tmp_path / "mixed")
     table = list(csv.DictReader((tmp_path / "table.csv").open()))
     assert float(table[3]["mllmu:forget_qa"]) == 0.7 and abs(float(table[3]["mllmu:forget_qa:half_width"]) - 0.09) < 0.01
     latex = (tmp_path / "table.tex").read_text()

@@ -224,6 +224,39 @@ def test_reports_take_the_protocol_point_for_table1_and_every_point_for_the_fron
     assert "results/tables/equal_forgetting_forget~10.md" in reports.outputs()
 
 
+def test_a_sweep_point_only_the_frontier_reads_is_evaluated_on_what_its_cells_read():
+    """With two learning rates and two betas, the second rate's points feed only the frontier and
+    the equal-forgetting table: they are scored by the primary mode on the item kinds of the
+    benchmark's table (multiple choice for MLLMU-Bench; with open questions for CLEAR). Table 1's
+    and the beta sweep table's points, and the references, get the whole evaluation, as every
+    point does with ``frontier_points: full``."""
+    from pipeline_steps.study.plan import StudyPlan
+    from pipeline_steps.study.report_selection import ReportSelection
+
+    config = small_config(betas=[1.0, 2.0])
+    config["experiments"][0]["unlearn"]["methods"] = ["ga", "mmunlearner"]
+    config["experiments"][0]["unlearn"]["shared"] |= {"learning_rate": [1e-3, 3e-4]}
+    plan = StudyPlan(config)
+    reports = ReportSelection(plan)
+    reads = {v: reports.evaluation_reads("mini", "mini_llava", v)
+             for v in ("base", "vanilla", "oracle", *plan.variant_names("mini", "mini_llava"))}
+    assert {v for v, r in reads.items() if r == "table"} == {
+        "ga/lr~0.0003", "mmunlearner/beta~1.0/modules~all/lr~0.0003", "mmunlearner/beta~2.0/modules~all/lr~0.0003"}
+    assert reads["mmunlearner/beta~2.0/modules~all/lr~0.001"] == "everything"  # the beta sweep table's
+    everything = plan.evaluation_flags("mini")
+    assert everything == ("--scoring likelihood generate --primary likelihood --batch-size 32 --max-new-tokens 3 "
+                          "--seed 0")
+    assert plan.evaluation_flags("mini", "table") == (
+        "--scoring likelihood --primary likelihood --batch-size 32 --max-new-tokens 3 --seed 0 "
+        "--outputs multiple_choice")
+    assert plan.evaluation_flags("mini", "forget") == plan.evaluation_flags("mini", "table")  # MLLMU: the same
+    config["benchmarks"]["mini"]["format"] = "clear"
+    assert plan.evaluation_flags("mini", "table").endswith("--outputs multiple_choice generation")
+    assert plan.evaluation_flags("mini", "forget").endswith("--outputs multiple_choice")
+    config["evaluation"]["frontier_points"] = "full"
+    assert {reports.evaluation_reads("mini", "mini_llava", v) for v in reads} == {"everything"}
+
+
 def test_control_masks_are_rows_of_their_own_with_their_own_mask():
     from pipeline_steps.study.plan import StudyPlan
     from pipeline_steps.study.report_selection import ReportSelection

@@ -12,11 +12,14 @@ import shlex
 from pathlib import Path
 
 from .. import attacks as attack_kinds
+from ..benchmarks.layouts import LAYOUTS
 from ..unlearning.methods import Method, get_method
 from ..unlearning.settings import sweep_points
 from .artifacts import path as artifact
 from .flags import cli_flags, hyperparameter_flags
 from .variants import Variant, setting_segments, unlearned_variants, value_label
+
+TABLE_ITEMS = {"choice": "multiple_choice", "rouge_l": "generation"}  # a table column's measure -> its item kind
 
 
 def source_flags(entry: dict, prefix: str = "") -> str:
@@ -198,11 +201,22 @@ class StudyPlan:
     def attack_scope(self, benchmark: str, model: str, name: str) -> str:
         return attack_kinds.scope(name, self._attack_entry(benchmark, model, name))
 
-    def attack_evaluation_flags(self) -> str:
-        """The evaluate stage's flags for an attacked model: the config's evaluation, multiple choice
-        under the primary scoring only (the robustness table reads the forget columns' accuracy)."""
-        evaluation = self.config["evaluation"]
-        return cli_flags({**evaluation, "scoring": [evaluation["primary"]], "outputs": ["multiple_choice"]})
+    def evaluation_flags(self, benchmark: str, reads: str = "everything") -> str:
+        """The evaluate stage's flags for a model whose evaluation feeds reports that read
+        ``everything`` (the config's evaluation: Table 1, the sweep tables, case studies), only
+        ``table`` cells (a sweep point of the frontier and the equal-forgetting table: the primary
+        scoring and the item kinds of the benchmark's table columns), or only the ``forget``
+        columns' accuracy (an attacked model, for the robustness table)."""
+        evaluation = {k: v for k, v in self.config["evaluation"].items() if k != "frontier_points"}
+        primary = [evaluation["primary"]]
+        if reads == "table":
+            columns = LAYOUTS[self.config["benchmarks"][benchmark]["format"]].columns.values()
+            evaluation |= {"scoring": primary, "outputs": list(dict.fromkeys(TABLE_ITEMS[c.measure] for c in columns))}
+        elif reads == "forget":
+            evaluation |= {"scoring": primary, "outputs": ["multiple_choice"]}
+        elif reads != "everything":
+            raise ValueError(f"unknown evaluation reach '{reads}' (everything, table, forget)")
+        return cli_flags(evaluation)
 
     # --- the environment check ------------------------------------------------------------------
 

@@ -12,6 +12,9 @@ reads every seed of the points it shows and averages them.
   one per row by the config's rule (``comparison``), the figure draws them all.
 * Heatmaps and case studies show one model per row: the protocol point's first seed.
 
+A sweep point that only the frontier and the equal-forgetting table read is evaluated on what
+their cells read (``evaluation.frontier_points``); every other variant on everything.
+
 Control masks (``saliency.controls``) are rows of their own beside the Fisher-ratio mask's, at the
 reported mask, in every report but the beta and module-group sweep tables.
 
@@ -83,6 +86,17 @@ class ReportSelection:
         for name in self.protocol_variants(benchmark, model):
             first.setdefault(Variant.parse(name).row, name)
         return list(first.values())
+
+    def evaluation_reads(self, benchmark: str, model: str, variant: str) -> str:
+        """What the reports read of a variant's evaluation (``StudyPlan.evaluation_flags``):
+        ``everything`` for the references and the variants of Table 1, the sweep tables and the case
+        studies; ``table`` for a sweep point that only the frontier and the equal-forgetting table
+        read (their cells), unless ``evaluation.frontier_points`` is ``full``."""
+        if self.plan.config["evaluation"]["frontier_points"] == "full" or not Variant.parse(variant).unlearned:
+            return "everything"
+        shown = set(self.protocol_variants(benchmark, model)).union(
+            *(self.sweep_variants(benchmark, model, sweep) for sweep in SWEEPS))
+        return "everything" if variant in shown else "table"
 
     def sweeps(self) -> list[str]:
         """Sweep tables worth drawing: those whose list has more than one entry."""

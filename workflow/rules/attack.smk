@@ -58,7 +58,7 @@ use rule evaluate as evaluate_attack with:
         model=lambda wc: plan.evaluated_model(wc.benchmark, wc.model, wc.ratio, wc.variant),
         changes=lambda wc, input: f"--changes {Path(input.attack).parent / 'weights'}",
         out=subpath(output.metrics, parent=True),
-        flags=plan.attack_evaluation_flags(),
+        flags=lambda wc: plan.evaluation_flags(wc.benchmark, "forget"),
         device=device,
         dtype=dtype,
     log:

@@ -19,7 +19,7 @@ rule evaluate:
             else ""
         ),
         out=subpath(output.metrics, parent=True),
-        flags=cli_flags(config["evaluation"]),
+        flags=lambda wc: plan.evaluation_flags(wc.benchmark, reports.evaluation_reads(wc.benchmark, wc.model, wc.variant)),
         device=device,
         dtype=dtype,
     threads: threads
