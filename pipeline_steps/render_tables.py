@@ -22,7 +22,7 @@ from pathlib import Path
 from .cli import StageError, labelled_paths, run_stage, stage_parser
 from .reporting.equal_forgetting import choose
 from .reporting.estimates import column_estimates, read_items
-from .reporting.labels import point_label, variant_label
+from .reporting.labels import point_label, scoring_note, variant_label
 from .reporting.tables import Table, to_csv, to_latex, to_markdown
 from .storage import atomic_file, read_json
 from .study.variants import Variant
@@ -57,19 +57,9 @@ def read_cells(specs: list[str]) -> dict[tuple[str, str, str], dict[str, list[di
         except ValueError as error:
             raise StageError(str(error)) from None
         metrics = read_json(path)
-        evaluation = {"table": metrics["table"], "items": items, "scoring": metrics.get("primary_scoring", "likelihood")}
+        evaluation = {"table": metrics["table"], "items": items, "metrics": metrics}
         cells.setdefault((group, parsed.row.name, column_group), {}).setdefault(parsed.point.name, []).append(evaluation)
     return cells
-
-
-def scoring_note(cells) -> str:
-    """Which scoring every multiple-choice number of the table comes from; a table mixing modes
-    (evaluations of two configs) would compare unlike numbers and is refused."""
-    modes = {e["scoring"] for points in cells.values() for seeds in points.values() for e in seeds}
-    if len(modes) != 1:
-        raise StageError(f"the cells' evaluations were scored with different primary modes ({', '.join(sorted(modes))}); "
-                         "evaluate them with one evaluation.primary")
-    return f"Multiple-choice accuracies by {modes.pop()} scoring (evaluation.primary)."
 
 
 def main(args) -> None:
@@ -101,7 +91,11 @@ def main(args) -> None:
             table.add(group, variant_label(row, args.vary), column_group, column_estimates(points[point], half))
         except ValueError as error:
             raise StageError(str(error)) from None
-    table.notes.insert(0, scoring_note(cells))
+    try:
+        table.notes.insert(0, scoring_note(e["metrics"] for points in cells.values() for seeds in points.values()
+                                           for e in seeds))
+    except ValueError as error:
+        raise StageError(str(error)) from None
     if selecting:
         table.notes.insert(0, "Chosen on the selection half of the people (even positions in each column's sorted "
                            "profile ids), reported on the other half:")

@@ -254,6 +254,7 @@ def test_robustness_table_reads_each_attack_on_its_people_and_the_gap_to_the_ora
     assert vanilla["mia: AUC gap to oracle (LOSS)"].startswith("0.50 ")  # 1 - 0.5, as the hand count above
     assert vanilla["mia: privleak % (LOSS)"].startswith("100.0 ")
     assert set(rows) == {"Vanilla", "Oracle (retain only)"}
+    assert "\nMultiple-choice accuracies by likelihood scoring (evaluation.primary).\n" in (tmp_path / "robustness.md").read_text()
     assert (tmp_path / "figure.png").stat().st_size > 10_000 and (tmp_path / "figure.pdf").exists()
 
 

@@ -76,3 +76,14 @@ def column_label(column: str, arrow: str = "↓/↑") -> str:
     subset, task, metric, lower = COLUMNS[column]
     down, up = arrow.split("/")
     return f"{subset} {task} {metric} ({down if lower else up})"
+
+
+def scoring_note(evaluations) -> str:
+    """The note a table carries on where its multiple-choice numbers come from, given the
+    ``metrics.json`` of its cells; cells scored by different modes (evaluations of two configs)
+    would put unlike numbers side by side and are refused."""
+    modes = {metrics.get("primary_scoring", "likelihood") for metrics in evaluations}
+    if len(modes) != 1:
+        raise ValueError(f"the cells' evaluations were scored with different primary modes ({', '.join(sorted(modes))}); "
+                         "evaluate them with one evaluation.primary")
+    return f"Multiple-choice accuracies by {modes.pop()} scoring (evaluation.primary)."
