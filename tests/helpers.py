@@ -8,6 +8,8 @@ Fixtures live in ``conftest.py``; plain helpers here, imported by name (``from h
 
 from __future__ import annotations
 
+import copy
+import importlib
 import os
 import shutil
 import subprocess
@@ -19,6 +21,7 @@ import torch
 import yaml
 from PIL import Image
 
+from pipeline_steps import cli
 from pipeline_steps.models.encoding import IGNORE_INDEX, Example
 from pipeline_steps.saliency.tensor_files import write_tensors
 
@@ -32,6 +35,15 @@ def run_stage(module: str, *args: str) -> subprocess.CompletedProcess:
     if result.returncode != 0:
         raise AssertionError(f"{module} failed:\n{result.stderr[-4000:]}")
     return result
+
+
+def call_stage(module: str, *args) -> None:
+    """Run a stage's command line in this process: the parsing, checks and work of ``run_stage``
+    without starting an interpreter and importing torch again (seconds a call). A refusal raises
+    ``SystemExit`` with the one line the user reads (``pytest.raises(SystemExit, match=...)``).
+    For what a stage computes or refuses; ``run_stage`` and the workflow tests cover how it starts."""
+    stage = importlib.import_module(f"pipeline_steps.{module}")
+    cli.run_stage(stage.main, stage.build_parser(), [str(a) for a in args])
 
 
 def copy_without_config(raw: Path, copy: Path, config: str) -> Path:
@@ -52,6 +64,23 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     return subprocess.run([sys.executable, "-m", "snakemake", *args], capture_output=True, text=True, env=env,
                           cwd=workdir)
+
+
+def refusal(config: dict) -> str:
+    """What the workflow stops with for ``config`` while Snakemake parses it (``common.smk``: the
+    schema, then the cross-checks), found in this process in milliseconds; '' for a config it runs."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    from pipeline_steps.study.config_check import ConfigError, check_config
+
+    config = copy.deepcopy(config)  # the schema's defaults are filled in
+    try:
+        validate(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
+        check_config(config)
+    except (WorkflowError, ConfigError) as error:
+        return str(error)
+    return ""
 
 
 def workspace(root: Path, config: dict) -> Path:

@@ -96,6 +96,7 @@ def test_a_cached_model_passes_offline_and_its_gpu_memory_is_estimated(tiny_mode
         run_check(*common, "--device", "cpu", "--out", tmp_path / "broken.json")
 
 
+@pytest.mark.slow
 def test_a_local_copy_missing_a_config_is_named(raw_benchmark, tmp_path):
     copy = copy_without_config(raw_benchmark, tmp_path / "mllmu", "Test_Set")
     result = check("--benchmark-name", "mine", "--format", "mllmu_bench", "--dataset-path", copy,

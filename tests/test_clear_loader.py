@@ -199,6 +199,7 @@ def test_the_manifest_accounts_for_every_row(tmp_path):
     assert uncovered["forget_5"] == {"count": 0, "ids": []}
 
 
+@pytest.mark.slow
 def test_evaluate_reports_the_six_clear_columns(clear_benchmark, tiny_models, tmp_path):
     out = tmp_path / "eval"
     run_stage("evaluate", "--model", tiny_models["llava"], "--benchmark", clear_benchmark, "--forget-ratio", "5",

@@ -17,6 +17,8 @@ from pipeline_steps.unlearning.weights import apply_changes
 from helpers import REPO, mask_file, run_stage
 
 ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch", "--num_processes", "2"]
+pytestmark = pytest.mark.slow  # every test trains or computes Fisher twice, once over two processes
+
 LAUNCHERS = {"replicated": ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"],
              "sharded": ["--config_file", str(REPO / "profiles" / "accelerate" / "fsdp.yaml")]}
 
@@ -82,8 +84,9 @@ def test_unlearning_on_two_processes_matches_one(tiny_models, benchmark, tmp_pat
 
 
 def test_fisher_on_two_processes_matches_one(tiny_models, benchmark, tmp_path):
+    # The forget split's image pairs: 17 batches of 4, so the processes get 9 and 8 of them.
     args = ["--model", tiny_models["qwen2_vl"], "--benchmark", benchmark, "--forget-ratio", "10", "--split",
-            "retain_vqa", "--batch-size", "4", "--device", "cpu", "--progress-dir", "none"]
+            "forget_vqa", "--batch-size", "4", "--device", "cpu", "--progress-dir", "none"]
     run_stage("compute_fisher", *args, "--out", tmp_path / "one")
     launch_two("compute_fisher", *args, "--out", tmp_path / "two")
     one, two = TensorFile(tmp_path / "one"), TensorFile(tmp_path / "two")

@@ -99,6 +99,7 @@ def test_batched_generation_equals_greedy_decoding_item_by_item(loaded, benchmar
         per_item_answers(model, encoder, prompts, max_new_tokens=6)
 
 
+@pytest.mark.slow
 def test_outputs_select_the_item_kinds_and_are_recorded(tiny_models, benchmark, tmp_path):
     out = tmp_path / "eval"
     run_stage("evaluate", "--model", tiny_models["llava"], "--benchmark", benchmark, "--forget-ratio", "5",

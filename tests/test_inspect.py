@@ -20,7 +20,7 @@ from pipeline_steps.saliency.tensor_files import TensorFile, write_tensors
 from pipeline_steps.storage import write_json
 from pipeline_steps.unlearning.weights import save_changes
 
-from helpers import REPO, run_stage
+from helpers import REPO, call_stage, run_stage
 
 LLAVA = FAMILIES["llava"]
 
@@ -50,11 +50,12 @@ def saliency(tiny_models, benchmark, tmp_path_factory):
     for split in ("forget_vqa", "forget_text"):
         run_stage("compute_fisher", "--model", tiny_models["llava"], "--benchmark", benchmark, "--forget-ratio", "5",
                   "--split", split, "--out", out / split, "--batch-size", "8")
-    run_stage("build_mask", "--target", out / "forget_vqa", "--preserve", out / "forget_text", "--beta", "1",
+    call_stage("build_mask", "--target", out / "forget_vqa", "--preserve", out / "forget_text", "--beta", "1",
               "--modules", "language", "--out", out / "mask")
     return out
 
 
+@pytest.mark.slow
 def test_fisher_shares_are_the_fisher_mass_of_each_part(saliency):
     fisher = TensorFile(saliency / "forget_vqa")
     summary = inspect_json(saliency / "forget_vqa.safetensors.index.json")
@@ -79,6 +80,7 @@ def test_fisher_shares_are_the_fisher_mass_of_each_part(saliency):
     assert f"{100 * mass['language'] / total:.2f}%" in text
 
 
+@pytest.mark.slow
 def test_mask_share_is_what_the_mask_selects(saliency):
     mask = TensorFile(saliency / "mask" / "mask")
     summary = inspect_json(saliency / "mask")
@@ -122,6 +124,7 @@ def variant(tiny_models, tmp_path_factory):
     return out, deltas
 
 
+@pytest.mark.slow
 def test_variant_changes_are_the_ones_made(variant):
     out, deltas = variant
     summary = inspect_json(out)
@@ -145,6 +148,7 @@ def test_variant_changes_are_the_ones_made(variant):
     assert inspect_json(out / "weights.safetensors.index.json")["tables"] == summary["tables"]
 
 
+@pytest.mark.slow
 def test_variant_without_its_vanilla_model_says_so(variant, tmp_path):
     out, deltas = variant
     moved = tmp_path / "ga"
@@ -216,6 +220,7 @@ def test_model_family_parameters_and_dtype(tiny_models, family):
     assert summary["facts"]["stored dtypes"] == {"float32": summary["facts"]["parameters (stored)"]}
 
 
+@pytest.mark.slow
 def test_unknown_files_are_refused_in_one_line(tmp_path):
     (tmp_path / "notes.txt").write_text("hello\n")
     (tmp_path / "other.json").write_text('{"a": 1}')
@@ -244,7 +249,7 @@ def test_a_salun_gradient_file_shows_each_parts_share_of_the_gradient_magnitude(
     shares = rows(summary, "|gradient| mass per part")
     assert (shares["language"]["mass"], shares["vision"]["share"]) == (6.0, 0.25)
     # Its mask: half of the 4 entries, the two of |g| = 3, with the fraction and threshold.
-    run_stage("build_mask", "--salun", "0.5", "--target", tmp_path / "g", "--out", tmp_path / "mask")
+    call_stage("build_mask", "--salun", "0.5", "--target", tmp_path / "g", "--out", tmp_path / "mask")
     mask = inspect_json(tmp_path / "mask" / "mask.safetensors.index.json")
     assert (mask["facts"]["mask"], mask["facts"]["fraction"], mask["facts"]["threshold"]) == ("salun", 0.5, 3.0)
     assert rows(mask, "Selected per part")["language"]["selected"] == 2 and "beta" not in mask["facts"]

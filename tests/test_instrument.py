@@ -46,6 +46,7 @@ def test_summary_is_coupling_over_chance_and_train_minus_eval():
     assert got["generate"]["coupling_ceiling"] == 0.45
 
 
+@pytest.mark.slow
 def test_stage_writes_every_group_for_every_model(raw_benchmark, benchmark, tiny_models, tmp_path):
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps({"table": {"forget_vqa": 0.5}, "scoring_modes": ["likelihood"],

@@ -133,6 +133,7 @@ def test_pruning_silences_the_chosen_neurons_and_nothing_else(loaded):
 MANU_SPLITS = ("forget_vqa", "forget_text", "retain_vqa", "retain_text")
 
 
+@pytest.mark.slow
 def test_manu_stages_prune_the_top_neurons_and_refuse_foreign_statistics(benchmark, tiny_models, tmp_path):
     statistics = tmp_path / "neuron_importance"
     for split in MANU_SPLITS:

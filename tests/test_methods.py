@@ -252,6 +252,7 @@ def test_bad_hyperparameters_are_refused_in_a_config(block, message):
     assert message in str(error.value)
 
 
+@pytest.mark.slow
 def test_rmu_stage_changes_only_its_down_projections(benchmark, tiny_models, tmp_path):
     model_dir = tiny_models["llava"]
     run_stage("unlearn", "--vanilla", model_dir, "--benchmark", benchmark, "--forget-ratio", "10", "--method", "rmu",

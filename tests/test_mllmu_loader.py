@@ -13,7 +13,7 @@ from pipeline_steps.benchmarks.mllmu import TASK_MODALITY, read_mllmu
 from pipeline_steps.benchmarks.records import read_manifest, read_split
 from pipeline_steps.benchmarks.source import Source
 
-from helpers import copy_without_config, edit_rows, run_stage, shard
+from helpers import call_stage, copy_without_config, edit_rows, run_stage, shard
 
 
 def test_prepared_benchmark_has_every_split(benchmark):
@@ -186,8 +186,8 @@ def test_a_wrong_correct_answer_letter_is_refused(raw_benchmark, tmp_path):
 
 
 def test_missing_local_path_is_a_clear_error(tmp_path):
-    with pytest.raises(AssertionError, match="--path '.*nowhere' does not exist"):
-        run_stage("prepare_benchmark", "--format", "mllmu_bench", "--path", str(tmp_path / "nowhere"),
+    with pytest.raises(SystemExit, match="--path '.*nowhere' does not exist"):
+        call_stage("prepare_benchmark", "--format", "mllmu_bench", "--path", str(tmp_path / "nowhere"),
                   "--out", str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 

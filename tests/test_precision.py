@@ -88,6 +88,7 @@ def test_gradient_checkpointing_recomputes_and_changes_nothing(tiny_models, fami
         torch.testing.assert_close(parameter, plain.get_parameter(name), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_stage_in_bfloat16_with_checkpointing(benchmark, tiny_models, tmp_path, family):
     """Fisher, mask, unlearning and evaluation of a bfloat16 model, as a GPU run would, on CPU."""

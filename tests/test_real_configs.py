@@ -11,7 +11,7 @@ import yaml
 from pipeline_steps.attacks import get_attack
 from pipeline_steps.unlearning.methods import REGISTRY, get_method, uses_fisher_ratio_mask
 
-from helpers import REPO, SMALL, planned_jobs, snakemake, workspace
+from helpers import REPO, SMALL, planned_jobs, refusal, snakemake, workspace
 
 
 REAL_CONFIGS = {
@@ -49,6 +49,7 @@ def real_workspace(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REAL_CONFIGS))
 def test_real_config_plans_the_paper_dag_with_a_gpu_per_gpu_stage(real_workspace, name):
     dataset, model, ratios = REAL_CONFIGS[name]
@@ -116,18 +117,15 @@ def clear_instead(config):
      "benchmark 'mini' has no forget ratio 15 (its format offers 1, 5, 10)"),
     (lambda c: c["benchmarks"]["mini"].update(test_image_seed=1), "'test_image_seed' was unexpected"),
 ])
-def test_bad_clear_config_stops_before_any_job(tmp_path, change, message):
+def test_bad_clear_config_is_refused_before_any_job(change, message):
     config = json.loads(json.dumps(SMALL))
     change(config)
-    workspace(tmp_path, config)
-    result = snakemake(tmp_path, "-n")
-    assert result.returncode != 0
-    assert message in result.stdout + result.stderr
-    assert not (tmp_path / "results").exists()
+    assert message in refusal(config)
 
 
 # --- the environment check ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_the_workflow_runs_the_check_first_and_shows_its_findings(tmp_path, tiny_models):
     config = json.loads(json.dumps(SMALL))
     config["models"]["mini_llava"] = {"path": str(tiny_models["llava"]), "device": "cpu", "dtype": "float32",

@@ -15,7 +15,7 @@ from pipeline_steps.reporting.parameter_changes import count_top_changes, nth_la
 from pipeline_steps.saliency.tensor_files import TensorFile
 from pipeline_steps.unlearning.weights import save_changes
 
-from helpers import run_stage
+from helpers import call_stage
 
 # forget_vqa (lower is better), forget_qa, retain_vqa, retain_qa, real_vqa, real_qa
 ROWS = {
@@ -38,7 +38,7 @@ def test_table1_numbers_marks_and_arrows(tmp_path):
     for benchmark in ("mllmu", "clear"):
         for variant, values in ROWS.items():
             cells += ["--cell", f"llava|{variant}|{benchmark}={write_metrics(tmp_path, benchmark, variant, values)}"]
-    run_stage("render_tables", "--title", "Table 1 test", *cells, "--out", tmp_path / "table1")
+    call_stage("render_tables", "--title", "Table 1 test", *cells, "--out", tmp_path / "table1")
 
     rows = list(csv.DictReader((tmp_path / "table1.csv").open()))
     assert [r["row"] for r in rows] == ["Vanilla", "GA", "NPO", "MMUnlearner"]
@@ -84,7 +84,7 @@ def test_rouge_columns_are_numbers_beside_percentages(tmp_path):
         clear.parent.mkdir(parents=True)
         clear.write_text(json.dumps({"table": dict(zip(clear_keys, CLEAR_ROWS[variant]))}))
         cells += ["--cell", f"llava|{variant}|mllmu={mllmu}", "--cell", f"llava|{variant}|clear={clear}"]
-    run_stage("render_tables", "--title", "Table 1 test", *cells, "--out", tmp_path / "table1")
+    call_stage("render_tables", "--title", "Table 1 test", *cells, "--out", tmp_path / "table1")
 
     rows = list(csv.DictReader((tmp_path / "table1.csv").open()))
     assert float(rows[2]["clear:forget_qa_rouge_l"]) == 0.348 and float(rows[2]["mllmu:real_qa"]) == 0.80
@@ -105,15 +105,15 @@ def test_rouge_columns_are_numbers_beside_percentages(tmp_path):
     points = []
     for variant in CLEAR_ROWS:
         points += ["--point", f"5|{variant}={tmp_path / 'clear' / variant / 'metrics.json'}"]
-    run_stage("render_tradeoffs", "--title", "t", *points, "--out", tmp_path / "clear_tradeoff")
+    call_stage("render_tradeoffs", "--title", "t", *points, "--out", tmp_path / "clear_tradeoff")
     assert (tmp_path / "clear_tradeoff.png").stat().st_size > 10_000
 
 
 def test_metrics_of_no_known_benchmark_are_refused(tmp_path):
     path = tmp_path / "m.json"
     path.write_text(json.dumps({"table": {"forget_vqa": 0.5, "retain_vqa": 0.5}}))
-    with pytest.raises(AssertionError, match="lack the columns"):
-        run_stage("render_tables", "--title", "t", "--cell", f"m|ga|b={path}", "--out", tmp_path / "t")
+    with pytest.raises(SystemExit, match="lack the columns"):
+        call_stage("render_tables", "--title", "t", "--cell", f"m|ga|b={path}", "--out", tmp_path / "t")
 
 
 def test_sweep_table_labels_rows_by_what_varies(tmp_path):
@@ -122,14 +122,14 @@ def test_sweep_table_labels_rows_by_what_varies(tmp_path):
         variant = f"mmunlearner/beta~{beta}/modules~all"
         path = write_metrics(tmp_path, "b", variant, (value, 1, 1, 1, 1, 1))
         cells += ["--cell", f"m|{variant}|b={path}"]
-    run_stage("render_tables", "--title", "sweep", "--vary", "beta", *cells, "--out", tmp_path / "sweep")
+    call_stage("render_tables", "--title", "sweep", "--vary", "beta", *cells, "--out", tmp_path / "sweep")
     assert [r["row"] for r in csv.DictReader((tmp_path / "sweep.csv").open())] == ["β = 0.5", "β = 2.0"]
     assert r"$\beta$ = 0.5" in (tmp_path / "sweep.tex").read_text()
 
 
 def test_missing_metrics_is_a_clear_error(tmp_path):
-    with pytest.raises(AssertionError, match="does not exist; run the stage that writes it first"):
-        run_stage("render_tables", "--title", "t", "--cell", f"m|ga|b={tmp_path / 'none.json'}", "--out", tmp_path / "t")
+    with pytest.raises(SystemExit, match="does not exist; run the stage that writes it first"):
+        call_stage("render_tables", "--title", "t", "--cell", f"m|ga|b={tmp_path / 'none.json'}", "--out", tmp_path / "t")
 
 
 def test_nth_largest_matches_sorting():
@@ -203,11 +203,12 @@ def heatmap_input(path, seed):
     return path
 
 
+@pytest.mark.slow
 def test_figures_are_byte_identical_across_runs(tmp_path):
     panels = ["--panel", f"mask={heatmap_input(tmp_path / 'mask.json', 0)}",
               "--panel", f"ga={heatmap_input(tmp_path / 'ga.json', 1)}"]
     for out in ("one", "two"):
-        run_stage("render_heatmaps", "--title", "t", *panels, "--out", tmp_path / out)
+        call_stage("render_heatmaps", "--title", "t", *panels, "--out", tmp_path / out)
     for suffix in ("png", "pdf"):
         first, second = (tmp_path / f"one.{suffix}").read_bytes(), (tmp_path / f"two.{suffix}").read_bytes()
         assert len(first) > 1000 and first == second
@@ -218,10 +219,10 @@ def test_figures_are_byte_identical_across_runs(tmp_path):
             path = write_metrics(tmp_path / f"r{ratio}", "b", variant, [v * ratio / 10 for v in values])
             points += ["--point", f"{ratio}|{variant}={path}"]
     for out in ("t1", "t2"):
-        run_stage("render_tradeoffs", "--title", "t", *points, "--out", tmp_path / out)
+        call_stage("render_tradeoffs", "--title", "t", *points, "--out", tmp_path / out)
     assert (tmp_path / "t1.png").read_bytes() == (tmp_path / "t2.png").read_bytes()
-    with pytest.raises(AssertionError, match="forget ratio 10 has no vanilla point"):
-        run_stage("render_tradeoffs", "--title", "t", *points[:8], *points[10:], "--out", tmp_path / "t3")
+    with pytest.raises(SystemExit, match="forget ratio 10 has no vanilla point"):
+        call_stage("render_tradeoffs", "--title", "t", *points[:8], *points[10:], "--out", tmp_path / "t3")
 
 
 def test_case_studies_show_every_variant_on_the_same_items(tmp_path):
@@ -237,7 +238,7 @@ def test_case_studies_show_every_variant_on_the_same_items(tmp_path):
         rows += [dict(item, likelihood={"prediction": pick}) for item in choices]
         path.write_text("".join(json.dumps(row) + "\n" for row in rows))
         args += ["--variant", f"{variant}={path}"]
-    run_stage("render_case_studies", "--title", "Cases", *args, "--per-column", "2", "--out", tmp_path / "cases.md")
+    call_stage("render_case_studies", "--title", "Cases", *args, "--per-column", "2", "--out", tmp_path / "cases.md")
     text = (tmp_path / "cases.md").read_text()
     opened, chosen = text.split("## Multiple choice")
     assert opened.count("### Forget VQA") == 2 and opened.count("### Retain VQA") == 2 and "Realworld" not in text
@@ -305,7 +306,7 @@ def test_intervals_ties_and_over_unlearning_against_the_oracle(tmp_path):
     }
     cells = [arg for variant, values in rows.items() for arg in
              ("--cell", f"llava|{variant}|mllmu={write_evaluation(tmp_path, variant, dict(zip(MLLMU_COLUMNS, values)))}")]
-    run_stage("render_tables", "--title", "t", *cells, "--out", tmp_path / "table")
+    call_stage("render_tables", "--title", "t", *cells, "--out", tmp_path / "table")
     cells_of = markdown_cells(tmp_path / "table.md")
     assert list(cells_of) == ["*llava*", "Vanilla", "Oracle (retain only)", "GA", "NPO", "MMUnlearner"]
     # Forget VQA: the value, its interval, its distance from the oracle; GA's 0 % is 30 points below
@@ -332,8 +333,8 @@ def test_intervals_ties_and_over_unlearning_against_the_oracle(tmp_path):
         "Multiple-choice accuracies by likelihood scoring (evaluation.primary).\n"
     # Evaluations scored by another mode would put unlike numbers side by side: refused.
     other = write_evaluation(tmp_path / "other", "ga", dict(zip(MLLMU_COLUMNS, rows["ga"])), scoring="generate")
-    with pytest.raises(AssertionError, match="different primary modes \\(generate, likelihood\\)"):
-        run_stage("render_tables", "--title", "t", *cells[:-2], "--cell", f"llava|ga|other={other}",
+    with pytest.raises(SystemExit, match="different primary modes \\(generate, likelihood\\)"):
+        call_stage("render_tables", "--title", "t", *cells[:-2], "--cell", f"llava|ga|other={other}",
                   "--out", tmp_path / "mixed")
     table = list(csv.DictReader((tmp_path / "table.csv").open()))
     assert float(table[3]["mllmu:forget_qa"]) == 0.7 and abs(float(table[3]["mllmu:forget_qa:half_width"]) - 0.09) < 0.01
@@ -365,7 +366,7 @@ def test_equal_forgetting_chooses_on_the_selection_half_and_reports_the_other(tm
     }
     cells = [arg for variant, v in evaluations.items()
              for arg in ("--cell", f"llava|{variant}|mllmu={write_evaluation(tmp_path, variant, v)}")]
-    run_stage("render_tables", "--title", "t", "--equal-forgetting", "0.05", *cells, "--out", tmp_path / "table")
+    call_stage("render_tables", "--title", "t", "--equal-forgetting", "0.05", *cells, "--out", tmp_path / "table")
     cells_of = markdown_cells(tmp_path / "table.md")
     assert "50.0 ±" in cells_of["GA_Diff"][0] and "40.0 ±" in cells_of["GA_Diff"][2]  # the report half
     assert cells_of["GA"][0] == "0.0 ± 0.0% (-30.0) †"  # 30 points below the oracle is nearer than 40 above
@@ -373,10 +374,11 @@ def test_equal_forgetting_chooses_on_the_selection_half_and_reports_the_other(tm
     assert "llava / mllmu / GA_Diff: lr 0.0003 (Forget VQA +0.0 pts from the oracle's on the selection half)." in text
     assert "llava / mllmu / GA: lr 0.001 (Forget VQA -30.0 pts from the oracle's on the selection half; " \
         "no point within 5 pts)." in text
-    with pytest.raises(AssertionError, match="several operating points"):
-        run_stage("render_tables", "--title", "t", *cells, "--out", tmp_path / "other")
+    with pytest.raises(SystemExit, match="several operating points"):
+        call_stage("render_tables", "--title", "t", *cells, "--out", tmp_path / "other")
 
 
+@pytest.mark.slow
 def test_frontier_joins_each_methods_sweep_points_with_intervals(tmp_path):
     """Every sweep point of each method (two seeds of one point averaged), vanilla and the oracle,
     on Forget VQA and Test VQA against each utility column: drawn, and byte-identical when redrawn."""
@@ -390,6 +392,6 @@ def test_frontier_joins_each_methods_sweep_points_with_intervals(tmp_path):
     points = [arg for variant, v in evaluations.items()
               for arg in ("--point", f"5|{variant}={write_evaluation(tmp_path, variant, v)}")]
     for out in ("f1", "f2"):
-        run_stage("render_tradeoffs", "--title", "frontier", *points, "--out", tmp_path / out)
+        call_stage("render_tradeoffs", "--title", "frontier", *points, "--out", tmp_path / out)
     assert (tmp_path / "f1.png").stat().st_size > 20_000
     assert (tmp_path / "f1.png").read_bytes() == (tmp_path / "f2.png").read_bytes()

@@ -60,6 +60,7 @@ def resumed_step(log) -> int:
     return int(match.group(1))
 
 
+@pytest.mark.slow
 def test_killed_finetune_resumes_bit_identically(tiny_models, benchmark, tmp_path):
     args = ["--base", tiny_models["llava"], "--benchmark", benchmark, "--split", "forget_10", "--modalities", "vqa",
             "text", "--epochs", "3", "--batch-size", "8", "--learning-rate", "1e-3", "--lora-r", "4",
@@ -79,6 +80,7 @@ def test_killed_finetune_resumes_bit_identically(tiny_models, benchmark, tmp_pat
     assert not (tmp_path / "resumed.progress").exists(), "progress is removed once the output is in place"
 
 
+@pytest.mark.slow
 def test_killed_unlearning_resumes_bit_identically(tiny_models, benchmark, tmp_path):
     args = ["--vanilla", tiny_models["llava"], "--benchmark", benchmark, "--forget-ratio", "10", "--method", "ga_diff",
             "--epochs", "3", "--batch-size", "2", "--learning-rate", "1e-3", "--weight-decay", "0.01", "--device", "cpu"]
@@ -97,6 +99,7 @@ def test_killed_unlearning_resumes_bit_identically(tiny_models, benchmark, tmp_p
     assert (tmp_path / "straight" / "train_log.jsonl").read_text() == (resumed / "train_log.jsonl").read_text()
 
 
+@pytest.mark.slow
 def test_progress_of_other_settings_is_ignored(tiny_models, benchmark, tmp_path):
     base = ["--vanilla", tiny_models["llava"], "--benchmark", benchmark, "--forget-ratio", "10", "--method", "ga",
             "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--out", tmp_path / "out"]

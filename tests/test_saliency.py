@@ -21,7 +21,7 @@ from pipeline_steps.unlearning.weights import apply_changes
 from pipeline_steps.saliency.tensor_files import TensorFile, write_tensors
 from pipeline_steps.training.losses import answer_logits, answer_nll
 
-from helpers import run_stage
+from helpers import call_stage, run_stage
 
 COLOURS = ("red", "blue", "green", "white", "black")
 ANSWERS = ("chef", "a pilot", "nurse", "baker of bread", "ox")
@@ -190,7 +190,7 @@ def test_build_mask_stage_selects_within_the_module_group(tmp_path):
                               ("language", {LANG: [True, False, False], VISION: [False, False]}),
                               ("vision", {LANG: [False, False, False], VISION: [True, False]})):
         out = tmp_path / modules
-        run_stage("build_mask", "--target", target, "--preserve", preserve_a, preserve_b, "--beta", "1",
+        call_stage("build_mask", "--target", target, "--preserve", preserve_a, preserve_b, "--beta", "1",
                   "--modules", modules, "--out", out)
         mask = TensorFile(out / "mask")
         assert {name: mask.get(name).tolist() for name in mask.names()} == expected
@@ -215,8 +215,8 @@ def test_build_mask_refuses_mismatched_or_corrupt_inputs(tmp_path, problem, mess
         bad[VISION] = torch.tensor([1.0, float("nan")])
     target = fisher_file(tmp_path / "t", good)
     preserve = fisher_file(tmp_path / "p", bad, fingerprint="other" if problem == "fingerprint" else "abc")
-    with pytest.raises(AssertionError, match=message):
-        run_stage("build_mask", "--target", target, "--preserve", preserve, "--out", tmp_path / "out")
+    with pytest.raises(SystemExit, match=message):
+        call_stage("build_mask", "--target", target, "--preserve", preserve, "--out", tmp_path / "out")
     assert not list((tmp_path / "out").glob("mask*")) if (tmp_path / "out").exists() else True
 
 
@@ -229,14 +229,14 @@ def test_control_masks_keep_the_fisher_masks_per_tensor_sparsity(tmp_path):
     target = fisher_file(tmp_path / "t", target_values)
     preserve = fisher_file(tmp_path / "p", {LANG: torch.rand(40, generator=generator) * 1.5,
                                             VISION: torch.rand(30, generator=generator) * 0.8})
-    run_stage("build_mask", "--target", target, "--preserve", preserve, "--out", tmp_path / "fisher")
+    call_stage("build_mask", "--target", target, "--preserve", preserve, "--out", tmp_path / "fisher")
     fisher = TensorFile(tmp_path / "fisher" / "mask")
     counts = {name: int(fisher.get(name).sum()) for name in fisher.names()}
     assert 0 < counts[LANG] < 40 and 0 < counts[VISION] < 30
     built = []
     for control in ("random", "gradient_magnitude", "random"):
         out = tmp_path / control
-        run_stage("build_mask", "--control", control, "--like", tmp_path / "fisher", "--target", target, "--out", out)
+        call_stage("build_mask", "--control", control, "--like", tmp_path / "fisher", "--target", target, "--out", out)
         mask = TensorFile(out / "mask")
         built.append({name: mask.get(name) for name in mask.names()})
         assert {name: int(mask.get(name).sum()) for name in mask.names()} == counts
@@ -248,10 +248,11 @@ def test_control_masks_keep_the_fisher_masks_per_tensor_sparsity(tmp_path):
                     set(torch.topk(values, counts[name]).indices.tolist())
     assert all(torch.equal(built[0][name], built[2][name]) for name in counts)  # a rebuild: the same mask
     assert not torch.equal(built[0][LANG], fisher.get(LANG))
-    with pytest.raises(AssertionError, match="--control needs --like"):
-        run_stage("build_mask", "--control", "random", "--target", target, "--out", tmp_path / "x")
+    with pytest.raises(SystemExit, match="--control needs --like"):
+        call_stage("build_mask", "--control", "random", "--target", target, "--out", tmp_path / "x")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
 def test_salun_gradient_file_is_the_gradient_of_the_summed_forget_loss(benchmark, tiny_models, tmp_path, family):
     """The Fisher stage's ``gradient`` estimator, in batches of 3, against one autograd over the
@@ -278,7 +279,7 @@ def test_salun_gradient_file_is_the_gradient_of_the_summed_forget_loss(benchmark
     # Signed sums, unlike squares, keep zero-gradient tensors' noise at 1e-9 of the largest gradient.
     assert_close_per_tensor({name: stored.get(name) for name in params}, expected, rtol=1e-4, floor=1e-6)
 
-    run_stage("build_mask", "--salun", "0.5", "--target", tmp_path / "g", "--out", tmp_path / "mask")
+    call_stage("build_mask", "--salun", "0.5", "--target", tmp_path / "g", "--out", tmp_path / "mask")
     mask = TensorFile(tmp_path / "mask" / "mask")
     assert mask.names() == list(params) and all(mask.spec(n)[1] == tuple(p.shape) for n, p in params.items())
     total = sum(p.numel() for p in params.values())
@@ -349,9 +350,9 @@ def test_salun_mask_is_the_top_k_of_the_whole_model_not_of_each_tensor(tmp_path,
 def test_salun_and_fisher_ratio_masks_refuse_each_others_inputs(tmp_path):
     fisher = fisher_file(tmp_path / "f", {LANG: torch.tensor([1.0, 2.0])})
     gradient = fisher_file(tmp_path / "g", {LANG: torch.tensor([1.0, -2.0])}, kind="gradient_sum")
-    with pytest.raises(AssertionError, match="is not a gradient file written by compute_fisher"):
-        run_stage("build_mask", "--salun", "0.5", "--target", fisher, "--out", tmp_path / "a")
-    with pytest.raises(AssertionError, match="is not a Fisher file written by compute_fisher"):
-        run_stage("build_mask", "--target", gradient, "--preserve", fisher, "--out", tmp_path / "b")
-    with pytest.raises(AssertionError, match="the mask fraction must be in"):
-        run_stage("build_mask", "--salun", "1.5", "--target", gradient, "--out", tmp_path / "c")
+    with pytest.raises(SystemExit, match="is not a gradient file written by compute_fisher"):
+        call_stage("build_mask", "--salun", "0.5", "--target", fisher, "--out", tmp_path / "a")
+    with pytest.raises(SystemExit, match="is not a Fisher file written by compute_fisher"):
+        call_stage("build_mask", "--target", gradient, "--preserve", fisher, "--out", tmp_path / "b")
+    with pytest.raises(SystemExit, match="the mask fraction must be in"):
+        call_stage("build_mask", "--salun", "1.5", "--target", gradient, "--out", tmp_path / "c")

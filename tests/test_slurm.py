@@ -76,6 +76,7 @@ def test_profile_requests_gpus_through_the_plugin_only():
             f"{rule}: gres/gpu_model would ask for GPUs even for a device: cpu config")
 
 
+@pytest.mark.slow
 def test_small_config_through_slurm_matches_local_run(tmp_path, slurm_cluster):
     config = small_config()
     cluster = workspace(tmp_path / "slurm", config)
