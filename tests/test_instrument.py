@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from pipeline_steps.benchmarks.synthetic.instrument import diagnostic_items, read_world
 from pipeline_steps.benchmarks.synthetic.world import ATTRIBUTES, VQA_TAUGHT_ATTRIBUTES
 from pipeline_steps.measure_instrument import CHANCE, summary
