@@ -253,6 +253,9 @@ def test_a_sweep_point_only_the_frontier_reads_is_evaluated_on_what_its_cells_re
     config["benchmarks"]["mini"]["format"] = "clear"
     assert plan.evaluation_flags("mini", "table").endswith("--outputs multiple_choice generation")
     assert plan.evaluation_flags("mini", "forget").endswith("--outputs multiple_choice")
+    config["evaluation"]["outputs"] = ["multiple_choice", "fill_blank"]  # open questions left out by the config
+    assert plan.evaluation_flags("mini", "table").endswith("--outputs multiple_choice")
+    del config["evaluation"]["outputs"]
     config["evaluation"]["frontier_points"] = "full"
     assert {reports.evaluation_reads("mini", "mini_llava", v) for v in reads} == {"everything"}
 

@@ -209,13 +209,14 @@ class StudyPlan:
         columns' accuracy (an attacked model, for the robustness table)."""
         evaluation = {k: v for k, v in self.config["evaluation"].items() if k != "frontier_points"}
         primary = [evaluation["primary"]]
-        if reads == "table":
+        if reads == "table":  # of the item kinds the config scores, those its table's columns come from
             columns = LAYOUTS[self.config["benchmarks"][benchmark]["format"]].columns.values()
-            evaluation |= {"scoring": primary, "outputs": list(dict.fromkeys(TABLE_ITEMS[c.measure] for c in columns))}
+            kinds = dict.fromkeys(TABLE_ITEMS[c.measure] for c in columns)
+            evaluation |= {"scoring": primary, "outputs": [k for k in kinds if k in evaluation.get("outputs", kinds)]}
         elif reads == "forget":
             evaluation |= {"scoring": primary, "outputs": ["multiple_choice"]}
         elif reads != "everything":
-            raise ValueError(f"unknown evaluation reach '{reads}' (everything, table, forget)")
+            raise ValueError(f"unknown evaluation_reads '{reads}' (everything, table, forget)")
         return cli_flags(evaluation)
 
     # --- the environment check ------------------------------------------------------------------
