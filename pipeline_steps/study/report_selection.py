@@ -46,6 +46,7 @@ def evaluation_files(metrics: list[str]) -> list[str]:
 class ReportSelection:
     def __init__(self, plan: StudyPlan):
         self.plan, self.saliency = plan, plan.config["saliency"]
+        self._full: dict[tuple[str, str], frozenset[str]] = {}
 
     def reported_mask(self) -> dict[str, str]:
         groups = self.saliency["module_groups"]
@@ -94,9 +95,16 @@ class ReportSelection:
         read (their cells), unless ``evaluation.frontier_points`` is ``full``."""
         if self.plan.config["evaluation"]["frontier_points"] == "full" or not Variant.parse(variant).unlearned:
             return "everything"
-        shown = set(self.protocol_variants(benchmark, model)).union(
-            *(self.sweep_variants(benchmark, model, sweep) for sweep in SWEEPS))
-        return "everything" if variant in shown else "table"
+        return "everything" if variant in self._shown_in_full(benchmark, model) else "table"
+
+    def _shown_in_full(self, benchmark: str, model: str) -> frozenset[str]:
+        """Table 1's and the sweep tables' variants, computed once per experiment (every evaluate
+        job of a large sweep asks while Snakemake builds the DAG)."""
+        key = (benchmark, model)
+        if key not in self._full:
+            self._full[key] = frozenset(self.protocol_variants(benchmark, model)).union(
+                *(self.sweep_variants(benchmark, model, sweep) for sweep in SWEEPS))
+        return self._full[key]
 
     def sweeps(self) -> list[str]:
         """Sweep tables worth drawing: those whose list has more than one entry."""
