@@ -59,9 +59,11 @@ def copy_without_config(raw: Path, copy: Path, config: str) -> Path:
 SMALL = yaml.safe_load((REPO / "config" / "small.yaml").read_text())
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run the workflow of ``workdir`` (a copy of the repository) from that directory."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+def snakemake(workdir: Path, *args: str, cluster: bool = False) -> subprocess.CompletedProcess:
+    """Run the workflow of ``workdir`` (a copy of the repository) from that directory; unless
+    ``cluster``, without asking a SLURM controller anything (``tests/no_cluster/scontrol``)."""
+    path = [str(Path(sys.executable).parent), os.environ["PATH"]]
+    env = dict(os.environ, PATH=os.pathsep.join(path if cluster else [str(REPO / "tests" / "no_cluster"), *path]))
     return subprocess.run([sys.executable, "-m", "snakemake", *args], capture_output=True, text=True, env=env,
                           cwd=workdir)
 

@@ -90,7 +90,7 @@ def test_small_config_through_slurm_matches_local_run(tmp_path, slurm_cluster):
     (cluster / "profiles" / "slurm" / "config.yaml").write_text(yaml.safe_dump(profile))
 
     args = ("--workflow-profile", "profiles/slurm", *TEST_CLUSTER_FLAGS, *TARGETS)
-    planned = planned_jobs(snakemake(cluster, "-n", *args))
+    planned = planned_jobs(snakemake(cluster, "-n", *args, cluster=True))
     assert set(planned) >= set(GPU_RULES) - {"finetune_reference"}, planned
 
     # The SLURM run spends much of its time waiting for the scheduler and for status checks,

@@ -8,6 +8,7 @@ executed, so the walk is fast and a stage's heavy imports stay out of the workfl
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 PACKAGE = "pipeline_steps"
@@ -42,6 +43,14 @@ def imported_modules(tree: ast.AST, module: str, is_package: bool) -> list[str]:
 
 def stage_sources(module: str, repo: Path) -> list[str]:
     """Sorted paths of every package file ``module`` (``pipeline_steps.<stage>``) depends on."""
+    return list(_stage_sources(module, Path(repo)))
+
+
+@functools.cache
+def _stage_sources(module: str, repo: Path) -> tuple[str, ...]:
+    """``stage_sources``, walked once per workflow parse: every job of a rule asks for the same
+    files, and a study plans hundreds of jobs (re-reading the sources for each took most of a
+    real config's dry run)."""
     package_dir = Path(repo) / PACKAGE
     seen: set[Path] = set()
     todo = [module]
@@ -52,4 +61,4 @@ def stage_sources(module: str, repo: Path) -> list[str]:
             continue
         seen.add(path)
         todo += imported_modules(ast.parse(path.read_text()), name, path.name == "__init__.py")
-    return sorted(str(p) for p in seen)
+    return tuple(sorted(str(p) for p in seen))
