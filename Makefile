@@ -13,7 +13,7 @@ pipeline: $(STAMP)
 	snakemake --cores all
 
 test: $(STAMP)
-	python -m pytest
+	python -m pytest -n auto --dist worksteal
 
 env: $(STAMP)
 

@@ -14,6 +14,11 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 # Nothing lands in the user's ~/.cache, and no test sees another's cached copy of a file it rewrote.
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-home-")
+# Under pytest-xdist (`make test` runs one worker per core) each worker, and every stage or
+# workflow it starts, computes on one thread: the tiny models gain little from a second one, and
+# two workers each asking for every core made the suite slower than one worker.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 from pathlib import Path
 

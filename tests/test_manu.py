@@ -5,8 +5,6 @@ pruning, the stages that produce and apply it, and its settings."""
 import json
 import math
 import statistics as stats
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -18,7 +16,7 @@ from pipeline_steps.saliency.neurons import (activation_statistics, importance, 
 from pipeline_steps.study.config_check import ConfigError, check_unlearn_block
 from pipeline_steps.unlearning.settings import sweep_points
 
-from helpers import REPO, forget_examples, run_stage, single_inputs
+from helpers import call_stage, forget_examples, single_inputs
 
 
 def hand_activations(model, family, encoder, example, layer):
@@ -133,17 +131,16 @@ def test_pruning_silences_the_chosen_neurons_and_nothing_else(loaded):
 MANU_SPLITS = ("forget_vqa", "forget_text", "retain_vqa", "retain_text")
 
 
-@pytest.mark.slow
 def test_manu_stages_prune_the_top_neurons_and_refuse_foreign_statistics(benchmark, tiny_models, tmp_path):
     statistics = tmp_path / "neuron_importance"
     for split in MANU_SPLITS:
-        run_stage("compute_neuron_importance", "--model", tiny_models["llava"], "--benchmark", benchmark,
-                  "--forget-ratio", "10", "--split", split, "--out", statistics / split, "--device", "cpu")
+        call_stage("compute_neuron_importance", "--model", tiny_models["llava"], "--benchmark", benchmark,
+                   "--forget-ratio", "10", "--split", split, "--out", statistics / split, "--device", "cpu")
     index = json.loads((statistics / "forget_vqa.safetensors.index.json").read_text())
     assert index["metadata"]["kind"] == "mlp_activation_statistics" and int(index["metadata"]["tokens"]) > 0
-    run_stage("unlearn", "--vanilla", tiny_models["llava"], "--benchmark", benchmark, "--forget-ratio", "10",
-              "--method", "manu", "--hparam", "prune_fraction=0.05", "--neuron-importance", statistics,
-              "--out", tmp_path / "manu", "--device", "cpu")
+    call_stage("unlearn", "--vanilla", tiny_models["llava"], "--benchmark", benchmark, "--forget-ratio", "10",
+               "--method", "manu", "--hparam", "prune_fraction=0.05", "--neuron-importance", statistics,
+               "--out", tmp_path / "manu", "--device", "cpu")
     manifest = json.loads((tmp_path / "manu" / "manifest.json").read_text())
     records = [json.loads(line) for line in (tmp_path / "manu" / "train_log.jsonl").read_text().splitlines()]
     stored = json.loads((tmp_path / "manu" / "weights.safetensors.index.json").read_text())["weight_map"]
@@ -156,11 +153,10 @@ def test_manu_stages_prune_the_top_neurons_and_refuse_foreign_statistics(benchma
     pruned = [(layer_, n) for r in records for layer_, n in [(r["layer"], n) for n in r["neurons"]]]
     assert len(set(pruned)) == len(pruned) and all(0 <= n < width for _, n in pruned)
     # Statistics of another model are refused before anything is written.
-    failed = subprocess.run([sys.executable, "-m", "pipeline_steps.unlearn", "--vanilla", tiny_models["qwen2_vl"],
-                             "--benchmark", benchmark, "--forget-ratio", "10", "--method", "manu",
-                             "--neuron-importance", statistics, "--out", tmp_path / "foreign", "--device", "cpu"],
-                            capture_output=True, text=True, cwd=REPO)
-    assert failed.returncode != 0 and "were computed on the model with fingerprint" in failed.stderr
+    with pytest.raises(SystemExit, match="were computed on the model with fingerprint"):
+        call_stage("unlearn", "--vanilla", tiny_models["qwen2_vl"], "--benchmark", benchmark, "--forget-ratio", "10",
+                   "--method", "manu", "--neuron-importance", statistics, "--out", tmp_path / "foreign",
+                   "--device", "cpu")
     assert not (tmp_path / "foreign").exists()
 
 
