@@ -7,6 +7,7 @@ dataset and model is built on the spot.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_stage
+from helpers import SMALL, run_stage, snakemake, workspace
 
 
 @pytest.fixture(scope="session")
@@ -68,3 +69,31 @@ def loaded(request, tiny_models):
     from pipeline_steps.models.loading import load_model
 
     return request.param, load_model(str(tiny_models[request.param]))
+
+
+@pytest.fixture(scope="session")
+def small_study(tmp_path_factory, worker_id) -> Path:
+    """A workspace where ``config/small.yaml`` has run to completion: run once per session by the
+    first test that asks (pytest-xdist's workers share it through a lock). The SLURM test compares
+    its cluster run with it; the end-to-end test checks it, then edits it (its last user)."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    shared = shared if worker_id == "master" else shared.parent
+    root, complete = shared / "small_study", shared / "small_study.complete"
+    with FileLock(shared / "small_study.lock"):
+        if not complete.exists():
+            shutil.rmtree(root, ignore_errors=True)
+            workspace(root, SMALL)
+            result = snakemake(root, "--cores", "2")
+            assert result.returncode == 0, result.stderr[-3000:]
+            complete.touch()
+    return root
+
+
+def pytest_collection_modifyitems(items):
+    """Slow tests first: with the longest jobs started early, the workers finish together. The
+    real-SLURM test first of all, as it mostly waits for the scheduler while the small study it
+    compares with runs beside it."""
+    items.sort(key=lambda item: (item.originalname != "test_small_config_through_slurm_matches_local_run",
+                                 item.get_closest_marker("slow") is None))

@@ -2,13 +2,13 @@
 
 The test starts the cluster with tests/slurm/start_cluster.sh (as root; it installs slurm-wlm and
 munge with apt-get if needed) and is skipped, with the script's message, where that cannot
-work. It runs a small end-to-end config twice, locally and through ``--workflow-profile
-profiles/slurm``, checks that every job went through ``sbatch`` (asking for no GPU: the config's
-device is ``cpu``) with the profile's per-rule resources, and that both runs score every variant
-the same (on CPU, with one thread per job, the stages are deterministic; see small_config).
+work. It runs config/small.yaml's path to every GPU stage (two methods, one of them masked)
+through ``--workflow-profile profiles/slurm``, checks that every job went through ``sbatch``
+(asking for no GPU: the config's device is ``cpu``) with the profile's per-rule resources, and
+that it scores every variant as the session's local run of the same config does (the
+``small_study`` fixture; on CPU, with one thread per job, the stages are deterministic).
 """
 
-import copy
 import json
 import os
 import re
@@ -31,16 +31,6 @@ TARGETS = [f"results/mini/mini_llava/forget~10/eval/{variant}/metrics.json" for 
 # the first status check comes after 2 s instead of 40 s.
 TEST_CLUSTER_FLAGS = ("--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
                       "--slurm-no-account", "--slurm-keep-successful-logs")
-
-
-def small_config() -> dict:
-    """config/small.yaml cut to what reaches every GPU stage: two methods (one of them
-    masked), two Fisher splits, one scoring mode."""
-    config = copy.deepcopy(SMALL)
-    config["experiments"][0]["unlearn"]["methods"] = ["ga", "mmunlearner"]
-    config["saliency"].update(fisher_splits=["forget_vqa", "retain_vqa"], preserve=["retain_vqa"])
-    config["evaluation"].update(scoring=["likelihood"], primary="likelihood")
-    return config
 
 
 def megabytes(size: str) -> int:
@@ -77,9 +67,8 @@ def test_profile_requests_gpus_through_the_plugin_only():
 
 
 @pytest.mark.slow
-def test_small_config_through_slurm_matches_local_run(tmp_path, slurm_cluster):
-    config = small_config()
-    cluster = workspace(tmp_path / "slurm", config)
+def test_small_config_through_slurm_matches_local_run(tmp_path, slurm_cluster, request):
+    cluster = workspace(tmp_path / "slurm", SMALL)
     profile = yaml.safe_load(PROFILE.read_text())
     # The profile sizes jobs for 7B models; the one test node has less memory than some
     # requests, so those are capped at what it has (memory is not enforced there). Every other
@@ -94,16 +83,15 @@ def test_small_config_through_slurm_matches_local_run(tmp_path, slurm_cluster):
     assert set(planned) >= set(GPU_RULES) - {"finetune_reference"}, planned
 
     # The SLURM run spends much of its time waiting for the scheduler and for status checks,
-    # so the local run goes meanwhile (every job uses one thread: results do not depend on load).
+    # so the local run goes meanwhile if no test has asked for it yet (every job uses one thread:
+    # results do not depend on load).
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     stderr = tmp_path / "slurm.stderr"
     with open(stderr, "w") as handle:
         slurm_run = subprocess.Popen([sys.executable, "-m", "snakemake", *args], stdout=subprocess.DEVNULL,
                                      stderr=handle, env=env, cwd=cluster)
         try:
-            local = workspace(tmp_path / "local", config)
-            result = snakemake(local, "--cores", "2", "--workflow-profile", "none", *TARGETS)
-            assert result.returncode == 0, result.stderr[-3000:]
+            local = request.getfixturevalue("small_study")
             slurm_run.wait(timeout=1800)
         finally:
             if slurm_run.poll() is None:

@@ -64,11 +64,9 @@ def test_bad_config_stops_snakemake_before_any_job(tmp_path, change, message):
 
 
 @pytest.mark.slow
-def test_end_to_end_small_config(tmp_path):
-    workspace(tmp_path, SMALL)
-    result = snakemake(tmp_path, "--cores", "2")
-    assert result.returncode == 0, result.stderr[-3000:]
-    base = tmp_path / "results" / "mini" / "mini_llava"
+def test_end_to_end_small_config(small_study):
+    study = small_study  # the fixture ran the workflow; this test checks it, then edits it
+    base = study / "results" / "mini" / "mini_llava"
     for variant in ("base", "vanilla", "oracle"):
         metrics = json.loads((base / "forget~10" / "eval" / variant / "metrics.json").read_text())
         assert metrics["primary_scoring"] == "likelihood"
@@ -82,7 +80,7 @@ def test_end_to_end_small_config(tmp_path):
         assert len(lines) >= sum(c["n"] for c in counts.values())
     assert (base / "vanilla" / "model.safetensors").exists()
     assert json.loads((base / "vanilla" / "finetune_manifest.json").read_text())["lora"]["r"] == 4
-    assert (tmp_path / "logs" / "timings" / "evaluate" / "mini" / "mini_llava" / "forget~10" / "vanilla.tsv").exists()
+    assert (study / "logs" / "timings" / "evaluate" / "mini" / "mini_llava" / "forget~10" / "vanilla.tsv").exists()
 
     ratio = base / "forget~10"
     fisher = json.loads((ratio / "fisher" / "retain_vqa.safetensors.index.json").read_text())
@@ -102,7 +100,7 @@ def test_end_to_end_small_config(tmp_path):
         assert set(metrics["table"]) >= {"forget_vqa", "retain_qa"}
     assert (ratio / "reference" / "model.safetensors").exists()
 
-    tables, figures = tmp_path / "results" / "tables", tmp_path / "results" / "figures" / "mini" / "mini_llava"
+    tables, figures = study / "results" / "tables", study / "results" / "figures" / "mini" / "mini_llava"
     table1 = (tables / "table1_forget~10.md").read_text()
     for row in ("Vanilla", "Oracle (retain only)", "GA", "GA_Diff", "KL_Min", "NPO", "MMUnlearner"):
         assert f"| {row} |" in table1
@@ -116,27 +114,27 @@ def test_end_to_end_small_config(tmp_path):
     heatmap = json.loads((ratio / "changes" / "ga.json").read_text())
     assert heatmap["requested"] == stats["overall"]["selected"]
 
-    assert "Nothing to be done" in snakemake(tmp_path, "-n").stdout
+    assert "Nothing to be done" in snakemake(study, "-n").stdout
     # Deleting one figure rebuilds that figure's job and nothing else.
     (figures / "layer_heatmap_forget~10.png").unlink()
-    assert planned_jobs(snakemake(tmp_path, "-n")) == {"render_heatmaps": 1, "all": 1}
-    assert snakemake(tmp_path, "--cores", "2").returncode == 0
-    report = snakemake(tmp_path, "--report", "report.html")
+    assert planned_jobs(snakemake(study, "-n")) == {"render_heatmaps": 1, "all": 1}
+    assert snakemake(study, "--cores", "2").returncode == 0
+    report = snakemake(study, "--report", "report.html")
     assert report.returncode == 0, report.stderr[-3000:]
-    assert (tmp_path / "report.html").stat().st_size > 100_000
+    assert (study / "report.html").stat().st_size > 100_000
 
     sweep = copy.deepcopy(SMALL)
     sweep["saliency"]["betas"] = [1.0, 2.0]
-    write_config(tmp_path, sweep)
+    write_config(study, sweep)
     # A beta sweep adds masks and what uses them; no Fisher, fine-tuning or baseline job.
-    assert planned_jobs(snakemake(tmp_path, "-n")) == {"build_mask": 1, "unlearn": 1, "evaluate": 1,
+    assert planned_jobs(snakemake(study, "-n")) == {"build_mask": 1, "unlearn": 1, "evaluate": 1,
                                                        "render_sweep_table": 1, "all": 1}
 
     # One method's own setting reruns that method's jobs and what reads them, no other method's.
     npo = copy.deepcopy(SMALL)
     npo["experiments"][0]["unlearn"]["npo"]["beta"] = 0.2
-    write_config(tmp_path, npo)
-    planned = snakemake(tmp_path, "-n")
+    write_config(study, npo)
+    planned = snakemake(study, "-n")
     assert planned_jobs(planned) == {"unlearn": 1, "evaluate": 1, "locate_changes": 1, "render_table1": 1,
                                      "render_equal_forgetting": 1, "render_case_studies": 1, "render_tradeoffs": 1,
                                      "render_heatmaps": 1, "all": 1}
@@ -144,22 +142,22 @@ def test_end_to_end_small_config(tmp_path):
 
     changed = copy.deepcopy(SMALL)
     changed["evaluation"]["max_new_tokens"] = 5
-    write_config(tmp_path, changed)
+    write_config(study, changed)
     evaluations = 3 + len(unlearned)  # base, vanilla, the oracle and the unlearned variants
     # The reports, and the instrument diagnostics, which list base, vanilla and the oracle's columns.
     renders = {"render_table1": 1, "render_equal_forgetting": 1, "render_case_studies": 1, "render_tradeoffs": 1,
                "measure_instrument": 1}
-    assert planned_jobs(snakemake(tmp_path, "-n")) == {"evaluate": evaluations, **renders, "all": 1}
-    write_config(tmp_path, SMALL)
+    assert planned_jobs(snakemake(study, "-n")) == {"evaluate": evaluations, **renders, "all": 1}
+    write_config(study, SMALL)
 
     # Editing a stage's code reruns that stage and what depends on it, nothing upstream.
-    scoring = tmp_path / "pipeline_steps" / "evaluation" / "scoring.py"
+    scoring = study / "pipeline_steps" / "evaluation" / "scoring.py"
     scoring.write_text(scoring.read_text() + "\n# edited\n")
-    assert planned_jobs(snakemake(tmp_path, "-n")) == {"evaluate": evaluations, **renders, "all": 1}
+    assert planned_jobs(snakemake(study, "-n")) == {"evaluate": evaluations, **renders, "all": 1}
     # (The base model's evaluation is still pending from the scoring edit, a dry run changes nothing.)
-    finetune = tmp_path / "pipeline_steps" / "finetune.py"
+    finetune = study / "pipeline_steps" / "finetune.py"
     finetune.write_text(finetune.read_text() + "\n# edited\n")
-    assert planned_jobs(snakemake(tmp_path, "-n")) == {
+    assert planned_jobs(snakemake(study, "-n")) == {
         "finetune_vanilla": 1, "finetune_reference": 1, "compute_fisher": 4, "build_mask": 1,
         "unlearn": len(unlearned), "evaluate": evaluations, "locate_changes": len(unlearned) + 1, **renders,
         "render_heatmaps": 1, "all": 1}
