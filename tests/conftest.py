@@ -25,15 +25,15 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SMALL, run_stage, snakemake, workspace
+from helpers import SMALL, call_stage, snakemake, workspace
 
 
 @pytest.fixture(scope="session")
 def raw_benchmark(tmp_path_factory) -> Path:
     """A small synthetic MLLMU-Bench directory (40 fictitious, 8 real and 6 holdout profiles)."""
     out = tmp_path_factory.mktemp("synthetic") / "raw"
-    run_stage("synthesize_benchmark", "--out", out, "--seed", "3", "--fictitious-profiles", "40",
-              "--real-profiles", "8", "--holdout-profiles", "6", "--image-size", "32", "--test-images", "2")
+    call_stage("synthesize_benchmark", "--out", out, "--seed", "3", "--fictitious-profiles", "40",
+               "--real-profiles", "8", "--holdout-profiles", "6", "--image-size", "32", "--test-images", "2")
     return out
 
 
@@ -41,7 +41,7 @@ def raw_benchmark(tmp_path_factory) -> Path:
 def benchmark(raw_benchmark, tmp_path_factory) -> Path:
     """``raw_benchmark`` read into canonical records."""
     out = tmp_path_factory.mktemp("prepared") / "benchmark"
-    run_stage("prepare_benchmark", "--format", "mllmu_bench", "--path", raw_benchmark, "--out", out)
+    call_stage("prepare_benchmark", "--format", "mllmu_bench", "--path", raw_benchmark, "--out", out)
     return out
 
 

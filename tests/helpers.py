@@ -8,8 +8,10 @@ Fixtures live in ``conftest.py``; plain helpers here, imported by name (``from h
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
+import io
 import os
 import shutil
 import subprocess
@@ -44,6 +46,14 @@ def call_stage(module: str, *args) -> None:
     For what a stage computes or refuses; ``run_stage`` and the workflow tests cover how it starts."""
     stage = importlib.import_module(f"pipeline_steps.{module}")
     cli.run_stage(stage.main, stage.build_parser(), [str(a) for a in args])
+
+
+def stage_output(module: str, *args) -> str:
+    """What ``call_stage`` prints to standard output (a summary stage's report)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        call_stage(module, *args)
+    return printed.getvalue()
 
 
 def copy_without_config(raw: Path, copy: Path, config: str) -> Path:

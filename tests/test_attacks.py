@@ -23,7 +23,7 @@ from pipeline_steps.models.encoding import IGNORE_INDEX
 from pipeline_steps.reporting.estimates import half
 from pipeline_steps.study.config_check import ConfigError, check_config
 
-from helpers import SMALL, call_stage, run_stage
+from helpers import SMALL, call_stage
 
 
 def test_auc_is_the_share_of_member_non_member_pairs_the_members_win():
@@ -78,8 +78,8 @@ def test_scores_match_a_hand_computation():
 @pytest.mark.slow
 def test_membership_inference_stage_scores_forget_and_holdout_pairs(benchmark, tiny_models, tmp_path):
     out = tmp_path / "mia"
-    run_stage("attack", "--kind", "mia", "--model", tiny_models["llava"], "--benchmark", benchmark,
-              "--forget-ratio", "10", "--out", out, "--batch-size", "16", "--threads", "1")
+    call_stage("attack", "--kind", "mia", "--model", tiny_models["llava"], "--benchmark", benchmark,
+               "--forget-ratio", "10", "--out", out, "--batch-size", "16", "--threads", "1")
     record = json.loads((out / "attack.json").read_text())
     rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
     forget, holdout = read_split(benchmark, forget_split(10)), read_split(benchmark, "holdout")
@@ -145,8 +145,8 @@ def test_relearning_stage_stores_a_model_the_evaluation_loads(benchmark, tiny_mo
     from pipeline_steps.unlearning.weights import apply_changes
 
     out = tmp_path / "relearn"
-    run_stage("attack", "--kind", "relearn", "--settings", '{"batch_size": 16}', "--model", tiny_models["llava"],
-              "--benchmark", benchmark, "--forget-ratio", "10", "--out", out, "--threads", "1")
+    call_stage("attack", "--kind", "relearn", "--settings", '{"batch_size": 16}', "--model", tiny_models["llava"],
+               "--benchmark", benchmark, "--forget-ratio", "10", "--out", out, "--threads", "1")
     record = json.loads((out / "attack.json").read_text())
     steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert steps[-1] == record["result"]["steps"] == math.ceil(record["result"]["pairs"] / 16)
@@ -192,8 +192,8 @@ def test_quantize_stage_leaves_the_vision_tower_unless_asked(benchmark, tiny_mod
     source = tiny_models["llava"]
     for vision in (False, True):
         out = tmp_path / f"vision_{vision}"
-        run_stage("attack", "--kind", "quantize", "--settings", json.dumps({"bits": 4, "vision": vision}),
-                  "--model", source, "--benchmark", benchmark, "--forget-ratio", "10", "--out", out, "--threads", "1")
+        call_stage("attack", "--kind", "quantize", "--settings", json.dumps({"bits": 4, "vision": vision}),
+                   "--model", source, "--benchmark", benchmark, "--forget-ratio", "10", "--out", out, "--threads", "1")
         model = load_model(str(source)).model
         family = load_model(str(source)).family
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -275,8 +275,8 @@ def test_probes_rewrite_every_forget_vqa_question_and_keep_the_answer_out_of_the
     assert not any(f" {option}." in context for option in item.options.values())
 
     out = tmp_path / "probe"
-    run_stage("attack", "--kind", "probe", "--settings", '{"style": "dialogue"}', "--model", tiny_models["llava"],
-              "--benchmark", benchmark, "--forget-ratio", "10", "--out", out, "--threads", "1")
+    call_stage("attack", "--kind", "probe", "--settings", '{"style": "dialogue"}', "--model", tiny_models["llava"],
+               "--benchmark", benchmark, "--forget-ratio", "10", "--out", out, "--threads", "1")
     result = json.loads((out / "attack.json").read_text())["result"]
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     expected = sum(1 for r in forget for i in r.multiple_choice if i.modality == "vqa")

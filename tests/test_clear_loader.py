@@ -17,7 +17,7 @@ from pipeline_steps.benchmarks.records import read_manifest, read_split
 from pipeline_steps.benchmarks.source import Source, content_id
 from pipeline_steps.evaluation.scoring import rouge_l
 
-from helpers import run_stage
+from helpers import call_stage
 
 CLEAR_TABLE = {"forget_vqa", "forget_qa_rouge_l", "retain_vqa", "retain_qa_rouge_l", "real_vqa", "real_face_vqa"}
 
@@ -31,7 +31,7 @@ def clear_raw(tmp_path_factory):
 def clear_benchmark(clear_raw, tmp_path_factory):
     """The fixture prepared by the stage, as the workflow runs it (local copy, seed 0)."""
     out = tmp_path_factory.mktemp("clear-prepared") / "benchmark"
-    run_stage("prepare_benchmark", "--format", "clear", "--path", clear_raw, "--out", out)
+    call_stage("prepare_benchmark", "--format", "clear", "--path", clear_raw, "--out", out)
     return out
 
 
@@ -202,8 +202,8 @@ def test_the_manifest_accounts_for_every_row(tmp_path):
 @pytest.mark.slow
 def test_evaluate_reports_the_six_clear_columns(clear_benchmark, tiny_models, tmp_path):
     out = tmp_path / "eval"
-    run_stage("evaluate", "--model", tiny_models["llava"], "--benchmark", clear_benchmark, "--forget-ratio", "5",
-              "--out", out, "--scoring", "likelihood", "generate", "--max-new-tokens", "6", "--batch-size", "16")
+    call_stage("evaluate", "--model", tiny_models["llava"], "--benchmark", clear_benchmark, "--forget-ratio", "5",
+               "--out", out, "--scoring", "likelihood", "generate", "--max-new-tokens", "6", "--batch-size", "16")
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["table"]) == CLEAR_TABLE
     choice = metrics["multiple_choice"]["likelihood"]

@@ -24,7 +24,7 @@ from pipeline_steps.evaluation.scoring import PosedItem
 from pipeline_steps.models.encoding import Example, PromptEncoder, multiple_choice_question
 from pipeline_steps.models.loading import load_model
 
-from helpers import run_stage
+from helpers import call_stage
 
 FAMILIES = ["llava", "qwen2_vl"]
 
@@ -102,8 +102,8 @@ def test_batched_generation_equals_greedy_decoding_item_by_item(loaded, benchmar
 @pytest.mark.slow
 def test_outputs_select_the_item_kinds_and_are_recorded(tiny_models, benchmark, tmp_path):
     out = tmp_path / "eval"
-    run_stage("evaluate", "--model", tiny_models["llava"], "--benchmark", benchmark, "--forget-ratio", "5",
-              "--out", out, "--scoring", "likelihood", "--outputs", "multiple_choice", "--batch-size", "32")
+    call_stage("evaluate", "--model", tiny_models["llava"], "--benchmark", benchmark, "--forget-ratio", "5",
+               "--out", out, "--scoring", "likelihood", "--outputs", "multiple_choice", "--batch-size", "32")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["outputs"] == ["multiple_choice"] and metrics["scoring_modes"] == ["likelihood"]
     assert metrics["generation_rouge_l"] == {} and metrics["fill_blank"] == {}

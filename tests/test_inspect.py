@@ -20,13 +20,13 @@ from pipeline_steps.saliency.tensor_files import TensorFile, write_tensors
 from pipeline_steps.storage import write_json
 from pipeline_steps.unlearning.weights import save_changes
 
-from helpers import REPO, call_stage, run_stage
+from helpers import REPO, call_stage, stage_output
 
 LLAVA = FAMILIES["llava"]
 
 
 def inspect_json(path, *flags) -> dict:
-    return json.loads(run_stage("inspect", path, "--json", *flags).stdout)
+    return json.loads(stage_output("inspect", path, "--json", *flags))
 
 
 def rows(summary: dict, title_start: str) -> dict[str, dict]:
@@ -48,8 +48,8 @@ def saliency(tiny_models, benchmark, tmp_path_factory):
     """Two Fisher files of the tiny LLaVA and the mask built from them, by the stages themselves."""
     out = tmp_path_factory.mktemp("inspect_saliency")
     for split in ("forget_vqa", "forget_text"):
-        run_stage("compute_fisher", "--model", tiny_models["llava"], "--benchmark", benchmark, "--forget-ratio", "5",
-                  "--split", split, "--out", out / split, "--batch-size", "8")
+        call_stage("compute_fisher", "--model", tiny_models["llava"], "--benchmark", benchmark, "--forget-ratio", "5",
+                   "--split", split, "--out", out / split, "--batch-size", "8")
     call_stage("build_mask", "--target", out / "forget_vqa", "--preserve", out / "forget_text", "--beta", "1",
               "--modules", "language", "--out", out / "mask")
     return out
@@ -75,7 +75,7 @@ def test_fisher_shares_are_the_fisher_mass_of_each_part(saliency):
     layer0 = sum(float(fisher.get(n).double().sum()) for n in fisher.names() if ".language_model.layers.0." in n)
     assert layers["language.0"]["mass"] == pytest.approx(layer0, rel=1e-9)
     # A stem, as the stages take them, and the text form
-    text = run_stage("inspect", saliency / "forget_vqa").stdout
+    text = stage_output("inspect", saliency / "forget_vqa")
     assert "Fisher mass per module type" in text
     assert f"{100 * mass['language'] / total:.2f}%" in text
 
@@ -100,7 +100,7 @@ def test_mask_share_is_what_the_mask_selects(saliency):
     stats = json.loads((saliency / "mask" / "mask_stats.json").read_text())
     assert inspect_json(saliency / "mask" / "mask_stats.json")["facts"] == facts
     assert stats["overall"]["selected"] == selected
-    assert f"{100 * selected / total:.2f}%" in run_stage("inspect", saliency / "mask").stdout
+    assert f"{100 * selected / total:.2f}%" in stage_output("inspect", saliency / "mask")
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def test_metrics_row_is_shown_as_the_tables_show_it(tmp_path, family):
         assert row["forget_qa_rouge_l"]["from"] == "ROUGE-L over 7 items"
     assert rows(summary, "Multiple-choice accuracy")["retain_vqa"] == {"group": "retain_vqa", "likelihood": 0.8,
                                                                        "generate": 0.1}
-    text = run_stage("inspect", tmp_path / "metrics.json").stdout
+    text = stage_output("inspect", tmp_path / "metrics.json")
     assert "Forget VQA Acc (↓)" in text and "45.0%" in text
 
 
@@ -226,13 +226,16 @@ def test_unknown_files_are_refused_in_one_line(tmp_path):
     (tmp_path / "other.json").write_text('{"a": 1}')
     write_tensors(tmp_path / "loose", {"x": (torch.float32, (2,))}, lambda name: torch.zeros(2), {})
     for path in ("notes.txt", "other.json", "loose.safetensors", "missing.json", "."):
-        result = subprocess.run([sys.executable, "-m", "pipeline_steps.inspect", str(tmp_path / path)],
-                                capture_output=True, text=True, cwd=REPO)
-        assert result.returncode == 1, path
-        assert "Traceback" not in result.stderr and result.stdout == ""
-        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+        with pytest.raises(SystemExit, match="^error: ") as refused:
+            call_stage("inspect", tmp_path / path)
+        assert "\n" not in str(refused.value), path
         if path != "missing.json":
-            assert "not an artifact inspect knows" in result.stderr
+            assert "not an artifact inspect knows" in str(refused.value)
+    # What the user reads: that one line on stderr, no traceback, nothing on stdout.
+    result = subprocess.run([sys.executable, "-m", "pipeline_steps.inspect", str(tmp_path / "notes.txt")],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 1 and result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
 
 
 def test_a_salun_gradient_file_shows_each_parts_share_of_the_gradient_magnitude(tmp_path):

@@ -8,7 +8,7 @@ from pipeline_steps.benchmarks.synthetic.instrument import diagnostic_items, rea
 from pipeline_steps.benchmarks.synthetic.world import ATTRIBUTES, VQA_TAUGHT_ATTRIBUTES
 from pipeline_steps.measure_instrument import CHANCE, summary
 
-from helpers import run_stage
+from helpers import call_stage
 
 WORDINGS = {wording: {getattr(a, wording) for a in ATTRIBUTES}
             for wording in ("vqa_question", "vqa_paraphrase", "text_question", "text_paraphrase")}
@@ -54,9 +54,9 @@ def test_stage_writes_every_group_for_every_model(raw_benchmark, benchmark, tiny
     metrics.write_text(json.dumps({"table": {"forget_vqa": 0.5}, "scoring_modes": ["likelihood"],
                                    "multiple_choice": {"likelihood": {"forget_vqa": {"accuracy": 0.5, "n": 2}}}}))
     out = tmp_path / "instrument"
-    run_stage("measure_instrument", "--raw", raw_benchmark, "--benchmark", benchmark,
-              "--model", f"untrained={tiny_models['llava']}", "--metrics", f"base={metrics}",
-              "--people", "3", "--max-new-tokens", "2", "--out", out)
+    call_stage("measure_instrument", "--raw", raw_benchmark, "--benchmark", benchmark,
+               "--model", f"untrained={tiny_models['llava']}", "--metrics", f"base={metrics}",
+               "--people", "3", "--max-new-tokens", "2", "--out", out)
     report = json.loads((out / "instrument.json").read_text())
     groups = report["diagnostics"]["untrained"]
     assert groups["coupling"]["likelihood"]["n"] == 3 * (len(ATTRIBUTES) - VQA_TAUGHT_ATTRIBUTES)

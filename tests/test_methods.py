@@ -17,7 +17,7 @@ from pipeline_steps.unlearning.methods import get_method
 from pipeline_steps.unlearning.refusals import REFUSALS, refusal
 from pipeline_steps.unlearning.settings import parse_hyperparameters
 
-from helpers import forget_examples, full_logprobs, retain_examples, run_stage, single_inputs
+from helpers import call_stage, forget_examples, full_logprobs, retain_examples, single_inputs
 
 NEW_METHODS = ("simnpo", "idk_dpo", "rmu")
 
@@ -255,10 +255,10 @@ def test_bad_hyperparameters_are_refused_in_a_config(block, message):
 @pytest.mark.slow
 def test_rmu_stage_changes_only_its_down_projections(benchmark, tiny_models, tmp_path):
     model_dir = tiny_models["llava"]
-    run_stage("unlearn", "--vanilla", model_dir, "--benchmark", benchmark, "--forget-ratio", "10", "--method", "rmu",
-              "--hparam", "layer=1", "--hparam", "updated_layers=2", "--hparam", "steering_coeff=20",
-              "--out", tmp_path / "out", "--epochs", "1", "--batch-size", "8", "--learning-rate", "1e-3",
-              "--device", "cpu")
+    call_stage("unlearn", "--vanilla", model_dir, "--benchmark", benchmark, "--forget-ratio", "10", "--method", "rmu",
+               "--hparam", "layer=1", "--hparam", "updated_layers=2", "--hparam", "steering_coeff=20",
+               "--out", tmp_path / "out", "--epochs", "1", "--batch-size", "8", "--learning-rate", "1e-3",
+               "--device", "cpu")
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     index = json.loads((tmp_path / "out" / "weights.safetensors.index.json").read_text())
     stored = {name.split("::")[0] for name in index["weight_map"]}

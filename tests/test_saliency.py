@@ -21,7 +21,7 @@ from pipeline_steps.unlearning.weights import apply_changes
 from pipeline_steps.saliency.tensor_files import TensorFile, write_tensors
 from pipeline_steps.training.losses import answer_logits, answer_nll
 
-from helpers import call_stage, run_stage
+from helpers import call_stage
 
 COLOURS = ("red", "blue", "green", "white", "black")
 ANSWERS = ("chef", "a pilot", "nurse", "baker of bread", "ox")
@@ -259,9 +259,9 @@ def test_salun_gradient_file_is_the_gradient_of_the_summed_forget_loss(benchmark
     whole forget VQA set at once; SalUn's mask built from it names every parameter of the family,
     keeps half of the entries, the unlearn stage's mask check accepts it for SalUn only, and SalUn's
     stage without retain term moves entries inside it only."""
-    run_stage("compute_fisher", "--model", tiny_models[family], "--benchmark", benchmark, "--forget-ratio", "10",
-              "--split", "forget_vqa", "--estimator", "gradient", "--batch-size", "3", "--out", tmp_path / "g",
-              "--device", "cpu")
+    call_stage("compute_fisher", "--model", tiny_models[family], "--benchmark", benchmark, "--forget-ratio", "10",
+               "--split", "forget_vqa", "--estimator", "gradient", "--batch-size", "3", "--out", tmp_path / "g",
+               "--device", "cpu")
     stored = TensorFile(tmp_path / "g")
     loaded = load_model(str(tiny_models[family]))
     model, encoder = loaded.model, PromptEncoder(loaded.processor)
@@ -297,9 +297,9 @@ def test_salun_gradient_file_is_the_gradient_of_the_summed_forget_loss(benchmark
                   parse_hyperparameters(mmunlearner, []))
 
     # The unlearn stage with that mask and no retain term moves entries inside the mask only.
-    run_stage("unlearn", "--vanilla", tiny_models[family], "--benchmark", benchmark, "--forget-ratio", "10",
-              "--method", "salun", "--mask", tmp_path / "mask", "--hparam", "retain_weight=0", "--epochs", "1",
-              "--batch-size", "4", "--learning-rate", "1e-3", "--out", tmp_path / "out", "--device", "cpu")
+    call_stage("unlearn", "--vanilla", tiny_models[family], "--benchmark", benchmark, "--forget-ratio", "10",
+               "--method", "salun", "--mask", tmp_path / "mask", "--hparam", "retain_weight=0", "--epochs", "1",
+               "--batch-size", "4", "--learning-rate", "1e-3", "--out", tmp_path / "out", "--device", "cpu")
     start = {name: p.detach().clone() for name, p in params.items()}
     apply_changes(model, tmp_path / "out" / "weights", model_fingerprint(tiny_models[family]))
     moved = {name: p.detach() != start[name] for name, p in model.named_parameters()}

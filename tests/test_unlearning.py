@@ -18,7 +18,7 @@ from pipeline_steps.unlearning.methods import get_method
 from pipeline_steps.unlearning.settings import parse_hyperparameters
 from pipeline_steps.unlearning.weights import apply_changes, save_changes
 
-from helpers import call_stage, forget_examples, full_logprobs, mask_file, random_mask, retain_examples, run_stage
+from helpers import call_stage, forget_examples, full_logprobs, mask_file, random_mask, retain_examples
 
 
 def run(loaded_model, method, *, mask=None, trainable=None, retain_weight=1.0, steps_epochs=3, weight_decay=0.1,
@@ -202,9 +202,9 @@ def test_a_mask_that_does_not_fit_is_refused_before_training(benchmark, tiny_mod
 @pytest.mark.slow
 def test_unlearn_stage_writes_changes_log_and_manifest(benchmark, tiny_models, tmp_path):
     model_dir = tiny_models["qwen2_vl"]
-    run_stage("unlearn", "--vanilla", model_dir, "--benchmark", benchmark, "--forget-ratio", "10", "--method",
-              "ga_diff", "--out", tmp_path / "out", "--epochs", "1", "--batch-size", "4", "--learning-rate", "1e-3",
-              "--device", "cpu")
+    call_stage("unlearn", "--vanilla", model_dir, "--benchmark", benchmark, "--forget-ratio", "10", "--method",
+               "ga_diff", "--out", tmp_path / "out", "--epochs", "1", "--batch-size", "4", "--learning-rate", "1e-3",
+               "--device", "cpu")
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     log = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
     forget = split_examples(benchmark, [forget_split(10)], ["vqa"])  # every VQA pair of the forget people
