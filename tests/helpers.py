@@ -69,13 +69,17 @@ def copy_without_config(raw: Path, copy: Path, config: str) -> Path:
 SMALL = yaml.safe_load((REPO / "config" / "small.yaml").read_text())
 
 
-def snakemake(workdir: Path, *args: str, cluster: bool = False) -> subprocess.CompletedProcess:
-    """Run the workflow of ``workdir`` (a copy of the repository) from that directory; unless
-    ``cluster``, without asking a SLURM controller anything (``tests/no_cluster/scontrol``)."""
+def workflow_env(cluster: bool = False) -> dict[str, str]:
+    """The environment a test runs Snakemake in: this interpreter's tools first and, unless
+    ``cluster``, no SLURM controller to ask (``tests/no_cluster/scontrol``)."""
     path = [str(Path(sys.executable).parent), os.environ["PATH"]]
-    env = dict(os.environ, PATH=os.pathsep.join(path if cluster else [str(REPO / "tests" / "no_cluster"), *path]))
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], capture_output=True, text=True, env=env,
-                          cwd=workdir)
+    return dict(os.environ, PATH=os.pathsep.join(path if cluster else [str(REPO / "tests" / "no_cluster"), *path]))
+
+
+def snakemake(workdir: Path, *args: str, cluster: bool = False) -> subprocess.CompletedProcess:
+    """Run the workflow of ``workdir`` (a copy of the repository) from that directory."""
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], capture_output=True, text=True,
+                          env=workflow_env(cluster), cwd=workdir)
 
 
 def refusal(config: dict) -> str:

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..benchmarks.records import read_split
-from ..training.examples import split_examples
 from ..unlearning.settings import BOUNDS, JSON_TYPES
 
 SCOPES = ("protocol", "frontier", "all")  # which variants an entry attacks (study/report_selection.py)
@@ -164,6 +163,8 @@ def parse_settings(attack: Attack, text: str):
 def profile_examples(benchmark: Path, split: str, modality: str) -> list[tuple[str, object]]:
     """(profile id, Example) of every training pair of ``modality`` of ``split``'s profiles, in the
     split's order: ``training.examples.split_examples``'s examples, labelled with their person."""
+    from ..training.examples import split_examples  # torch: the workflow reads this package while it parses
+
     records = read_split(benchmark, split)
     owners = [r.id for r in records for pair in r.train if pair.modality == modality]
     if not owners:

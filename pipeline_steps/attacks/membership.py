@@ -37,18 +37,21 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from scipy import stats
 
 from ..benchmarks.records import MODALITIES, forget_split, read_split
 from ..cli import StageError
-from ..models.encoding import PromptEncoder
 from ..reporting.estimates import bootstrap_interval
 from ..storage import write_jsonl
-from ..training.losses import answer_logits, answer_token_logprobs
 from ..unlearning.methods import hyperparameter
 from . import Attack, Target, profile_examples, register
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..models.encoding import PromptEncoder
 
 log = logging.getLogger(__name__)
 SCORES = ("loss", "zlib", "min_k", "min_k_plus_plus")
@@ -61,6 +64,8 @@ def zlib_entropy(text: str) -> int:
 
 def lowest_mean(values: torch.Tensor, mask: torch.Tensor, k: float) -> torch.Tensor:
     """Per row, the mean of the lowest ``max(1, floor(k * n))`` of its ``n`` masked values."""
+    import torch
+
     filled = values.masked_fill(~mask, float("inf"))
     ordered = filled.sort(dim=1).values
     counts = mask.sum(dim=1)
@@ -73,6 +78,10 @@ def token_scores(logits: torch.Tensor, targets: torch.Tensor, k: float) -> dict[
     """The four scores of each row of a batch from its answer logits and tokens (except zlib's
     division, which needs the answer text): ``loss``, ``min_k``, ``min_k_plus_plus``, and the
     mean NLL, each shape [batch]."""
+    import torch
+
+    from ..training.losses import answer_token_logprobs
+
     logprobs, mask = answer_token_logprobs(logits, targets)
     counts = mask.sum(dim=1)
     if (counts == 0).any():
@@ -87,15 +96,19 @@ def token_scores(logits: torch.Tensor, targets: torch.Tensor, k: float) -> dict[
             "min_k_plus_plus": lowest_mean(standardised, mask, k)}
 
 
-@torch.no_grad()
 def example_scores(model, encoder: PromptEncoder, examples: list, batch_size: int, k: float) -> list[dict]:
     """Every score of every example (in order), batched and left-padded as training batches are."""
+    import torch
+
+    from ..training.losses import answer_logits
+
     rows = []
     device = next(model.parameters()).device
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
         batch = {key: value.to(device) for key, value in encoder.collate([encoder.encode(e) for e in chunk]).items()}
-        scores = token_scores(*answer_logits(model, batch), k)
+        with torch.no_grad():
+            scores = token_scores(*answer_logits(model, batch), k)
         for i, example in enumerate(chunk):
             nll = float(scores["nll"][i])
             rows.append({"nll": nll, "loss": -nll, "zlib": -nll / zlib_entropy(example.answer),
@@ -106,6 +119,8 @@ def example_scores(model, encoder: PromptEncoder, examples: list, batch_size: in
 def auc(members, nonmembers, axis: int = -1) -> np.ndarray:
     """P(member score > non-member score) + P(tie) / 2 along ``axis``, from ranks (the
     Mann-Whitney U over the product of the counts); leading axes broadcast, for the bootstrap."""
+    from scipy import stats
+
     m = np.moveaxis(np.asarray(members, float), axis, -1)
     n = np.moveaxis(np.asarray(nonmembers, float), axis, -1)
     lead = np.broadcast_shapes(m.shape[:-1], n.shape[:-1])
@@ -176,6 +191,8 @@ class MembershipInference(Attack):
             raise StageError(f"benchmark {target.benchmark} has no '{NONMEMBER_SPLIT}' split of never-trained "
                              "people, which membership inference needs as non-members (a synthetic benchmark "
                              "writes one with holdout_profiles > 0)") from None
+        from ..models.encoding import PromptEncoder
+
         encoder = PromptEncoder(target.processor)
         rows = []
         for membership, split in (("member", forget_split(target.forget_ratio)), ("nonmember", NONMEMBER_SPLIT)):

@@ -28,12 +28,7 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from PIL import Image
-
 from ..benchmarks.records import forget_split, read_split
-from ..evaluation.images import ImageFeatures
-from ..evaluation.scoring import PosedItem, accuracy, score_multiple_choice
-from ..models.encoding import PromptEncoder
 from ..storage import write_jsonl
 from ..unlearning.methods import hyperparameter
 from . import Attack, Target, register
@@ -76,6 +71,12 @@ class Probe(Attack):
     scope = "protocol"
 
     def run(self, target: Target, settings: ProbeSettings, scratch: Path) -> dict:
+        from PIL import Image
+
+        from ..evaluation.images import ImageFeatures
+        from ..evaluation.scoring import PosedItem, accuracy, score_multiple_choice
+        from ..models.encoding import PromptEncoder
+
         asked, opened = [], {}
         for record in read_split(target.benchmark, forget_split(target.forget_ratio)):
             items = [i for i in record.multiple_choice if i.modality == "vqa"]

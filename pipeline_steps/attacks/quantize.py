@@ -37,11 +37,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..unlearning.methods import hyperparameter
 from . import Attack, Target, register
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 BITS = (4, 8)
@@ -60,6 +62,7 @@ class QuantizeSettings:
 def quantized(weight: torch.Tensor, settings: QuantizeSettings) -> torch.Tensor:
     """``weight`` quantized by bitsandbytes and dequantized back, in its own dtype and device."""
     import bitsandbytes.functional as bnb
+    import torch
 
     if settings.bits == 4:
         # Blocks of consecutive entries of the flattened tensor, as Linear4bit's CUDA kernels read
@@ -78,6 +81,8 @@ def quantized(weight: torch.Tensor, settings: QuantizeSettings) -> torch.Tensor:
 
 def quantized_layers(model, family, vision: bool) -> list[str]:
     """Names of the ``nn.Linear`` modules the attack quantizes."""
+    import torch
+
     names = []
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.Linear) or name.startswith("lm_head"):
@@ -95,17 +100,19 @@ class Quantize(Attack):
     scope = "protocol"
     produces_model = True
 
-    @torch.no_grad()
     def run(self, target: Target, settings: QuantizeSettings, scratch: Path) -> dict:
+        import torch
+
         layers = quantized_layers(target.model, target.family, settings.vision)
         moved, entries, largest = 0, 0, 0.0
         for name in layers:
             weight = target.model.get_submodule(name).weight
-            value = quantized(weight.data, settings)
-            moved += int((value != weight.data).sum())
-            entries += weight.numel()
-            largest = max(largest, float((value.float() - weight.data.float()).abs().max()))
-            weight.data.copy_(value)
+            with torch.no_grad():
+                value = quantized(weight.data, settings)
+                moved += int((value != weight.data).sum())
+                entries += weight.numel()
+                largest = max(largest, float((value.float() - weight.data.float()).abs().max()))
+                weight.data.copy_(value)
         log.info("%d-bit: %d linear layers, %.1f %% of their entries moved, largest change %.3g",
                  settings.bits, len(layers), 100 * moved / max(entries, 1), largest)
         return {"layers": len(layers), "entries": entries, "moved_entries": moved, "largest_change": largest,

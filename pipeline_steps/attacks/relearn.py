@@ -31,7 +31,6 @@ from pathlib import Path
 
 from ..benchmarks.records import MODALITIES, forget_split, read_split, retain_split
 from ..cli import StageError
-from ..models.encoding import PromptEncoder
 from ..reporting.estimates import people_half
 from ..storage import write_jsonl
 from ..training.settings import LoopSettings
@@ -93,7 +92,8 @@ class Relearn(Attack):
         return {"lora_r": settings.lora_r, "batch_size": settings.batch_size}
 
     def run(self, target: Target, settings: RelearnSettings, scratch: Path) -> dict:
-        # The loop's imports (accelerate, transformers) here: the workflow reads this module while it parses.
+        # The loop's imports (torch, accelerate, transformers) here: the workflow reads this module while it parses.
+        from ..models.encoding import PromptEncoder
         from ..training.loop import fit
         from ..training.precision import training_accelerator
 

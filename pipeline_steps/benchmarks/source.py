@@ -15,8 +15,6 @@ import io
 from pathlib import Path
 from typing import Callable, Iterator
 
-import datasets
-from datasets import exceptions as hf_errors
 from PIL import Image
 
 from . import parquet_folders as folders
@@ -62,6 +60,7 @@ class Source:
 
     def open(self, config: str) -> "Config | None":
         """One config's ``train`` split (or its only split) with images left as raw bytes; None if absent."""
+        import datasets  # here, not above: the workflow reads the formats while it parses
         where = f"{self.describe()}, config '{config}'"
         table, split = (self._open_hub if self.kind == "hub" else self._open_local)(config, where)
         if table is None:
@@ -74,6 +73,9 @@ class Source:
         return Config(config, split, table, where, self.download_hint(config), self.benchmark)
 
     def _open_hub(self, config: str, where: str):
+        import datasets
+        from datasets import exceptions as hf_errors
+
         try:
             tables = datasets.load_dataset(self.location, config, cache_dir=self.cache_dir)
         except ValueError as error:  # datasets raises ValueError for an unknown config name
@@ -103,6 +105,9 @@ class Source:
             arguments = dict(path=str(root), name=config)
         else:
             arguments = dict(path="parquet", data_files={split: [str(p) for p in shards]})
+        import datasets
+        from datasets import exceptions as hf_errors
+
         try:
             table = datasets.load_dataset(**arguments, split=split, cache_dir=self.cache_dir)
         except (hf_errors.DatasetsError, OSError) as error:

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from ..benchmarks.layouts import LAYOUTS
 
@@ -118,6 +117,8 @@ def bootstrap_interval(samples: tuple[np.ndarray, ...], statistic) -> tuple[floa
     """The 95 % BCa bootstrap interval of ``statistic(*samples, axis=-1)``, each sample resampled on
     its own (several samples: a statistic of independent groups, such as an AUC of members against
     non-members), from a fixed generator; the percentile interval where BCa is not finite."""
+    from scipy import stats  # here, not above: the workflow imports this module while it parses
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # BCa's own note on near-degenerate samples; handled below
         result = stats.bootstrap(samples, statistic, confidence_level=CONFIDENCE, n_resamples=RESAMPLES,
@@ -147,6 +148,8 @@ def estimate(replicates: list[list[float]]) -> Estimate:
     questions = question_half_width(scores.mean(axis=0))
     seeds = 0.0
     if len(replicates) > 1:
+        from scipy import stats
+
         seeds = float(stats.t.ppf((1 + CONFIDENCE) / 2, len(replicates) - 1) * seed_means.std(ddof=1)
                       / math.sqrt(len(replicates)))
     return Estimate(float(seed_means.mean()), math.hypot(questions, seeds), len(replicates))

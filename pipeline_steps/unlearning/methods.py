@@ -40,16 +40,18 @@ Methods beyond the paper (issue 16), each cited in its class:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import ClassVar, Sequence
+from typing import TYPE_CHECKING, ClassVar, Sequence
 
-import torch
-import torch.nn.functional as F
-
-from ..models.encoding import IGNORE_INDEX, Example
 from ..models.families import Family, family_of
-from ..saliency.neurons import importance, manu_scores, prune_neurons, select_neurons
-from ..training.losses import answer_logits, answer_nll, answer_token_logprobs
-from .refusals import with_refusal
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..models.encoding import Example
+
+# torch and the modules built on it are imported inside the functions that compute: the workflow
+# reads the methods' declarations while Snakemake parses a config (``study/config_check.py``), on
+# every dry run and in every cluster job, and that parse stays free of torch (seconds each time).
 
 
 @dataclass
@@ -152,11 +154,15 @@ def get_method(name: str) -> Method:
 
 
 def mean_nll(model, batch: dict) -> torch.Tensor:
+    from ..training.losses import answer_logits, answer_nll
+
     return answer_nll(*answer_logits(model, batch)).mean()
 
 
 def sequence_logprob(model, batch: dict) -> torch.Tensor:
     """log pi(y|x) of each example's whole answer, shape [batch]."""
+    from ..training.losses import answer_logits, answer_token_logprobs
+
     logprobs, _ = answer_token_logprobs(*answer_logits(model, batch))
     return logprobs.sum(1)
 
@@ -188,6 +194,10 @@ class KLMinimisation(Method):
     Hyperparameters = RetainWeight
 
     def terms(self, model, batches, hparams, reference_model=None):
+        import torch
+
+        from ..training.losses import answer_logits
+
         logits, targets = answer_logits(model, batches["retain"])
         with torch.no_grad():
             reference_logits, _ = answer_logits(reference_model, batches["retain"])
@@ -210,6 +220,9 @@ class NegativePreferenceOptimization(Method):
         beta: float = hyperparameter(0.4, "inverse temperature of the preference loss (Eq. 19)", exclusiveMinimum=0)
 
     def terms(self, model, batches, hparams, reference_model=None):
+        import torch
+        import torch.nn.functional as F
+
         with torch.no_grad():
             reference = sequence_logprob(reference_model, batches["forget"])
         log_ratio = sequence_logprob(model, batches["forget"]) - reference  # log pi_theta(y|x) - log pi_ref(y|x)
@@ -291,6 +304,10 @@ class SimNPO(Method):
         gamma: float = hyperparameter(0.0, "reward margin subtracted inside the sigmoid", minimum=0)
 
     def terms(self, model, batches, hparams, reference_model=None):
+        import torch.nn.functional as F
+
+        from ..training.losses import answer_logits, answer_nll
+
         nll = answer_nll(*answer_logits(model, batches["forget"]))  # -(1/|y|) log pi_theta(y|x)
         beta = hparams.beta
         # -log sigmoid(z) = softplus(-z), with z = beta * nll - gamma: finite for any nll.
@@ -323,9 +340,14 @@ class IdkDPO(Method):
         beta: float = hyperparameter(0.1, "inverse temperature of the preference loss", exclusiveMinimum=0)
 
     def alternative_answers(self, forget):
+        from .refusals import with_refusal
+
         return {"refusal": [with_refusal(example) for example in forget]}
 
     def terms(self, model, batches, hparams, reference_model=None):
+        import torch
+        import torch.nn.functional as F
+
         with torch.no_grad():
             reference = {name: sequence_logprob(reference_model, batches[name]) for name in ("refusal", "forget")}
         preferred = sequence_logprob(model, batches["refusal"]) - reference["refusal"]
@@ -354,6 +376,8 @@ def layer_output(model, layer: int, batch: dict) -> torch.Tensor:
 def answer_mse(activations: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean squared distance per hidden unit, averaged over each example's answer tokens, then over
     the batch (as every answer-token loss here)."""
+    from ..models.encoding import IGNORE_INDEX
+
     mask = labels != IGNORE_INDEX
     per_token = (activations - target).pow(2).mean(-1)
     return ((per_token * mask).sum(1) / mask.sum(1)).mean()
@@ -361,6 +385,8 @@ def answer_mse(activations: torch.Tensor, target: torch.Tensor, labels: torch.Te
 
 def steering_direction(hidden: int, seed: int) -> torch.Tensor:
     """RMU's fixed random unit vector u: uniform on [0, 1) then normalised, as the WMDP code draws it."""
+    import torch
+
     u = torch.rand(hidden, generator=torch.Generator().manual_seed(seed))
     return u / u.norm()
 
@@ -415,6 +441,8 @@ class RMU(Method):
         return hparams.alpha != 0
 
     def terms(self, model, batches, hparams, reference_model=None):
+        import torch
+
         forget, retain = batches["forget"], batches["retain"]
         activations = layer_output(model, hparams.layer, forget)
         target = hparams.steering_coeff * steering_direction(activations.shape[-1], hparams.direction_seed)
@@ -456,6 +484,8 @@ class MANU(Method):
                                                exclusiveMinimum=0, maximum=1)
 
     def edit(self, model, family, hparams, statistics):
+        from ..saliency.neurons import importance, manu_scores, prune_neurons, select_neurons
+
         layers = len(model.get_submodule(family.decoder_layers))
         functions = {split: importance(sums, tokens, family, layers) for split, (sums, tokens) in statistics.items()}
         scores = manu_scores([functions["forget_vqa"], functions["forget_text"]],
