@@ -36,7 +36,6 @@ import logging
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -52,6 +51,9 @@ if TYPE_CHECKING:
     import torch
 
     from ..models.encoding import PromptEncoder
+
+# torch and what is built on it are imported where they compute: the workflow reads this module's
+# declarations while Snakemake parses a config (attacks/__init__.py), in every job of a cluster run.
 
 log = logging.getLogger(__name__)
 SCORES = ("loss", "zlib", "min_k", "min_k_plus_plus")

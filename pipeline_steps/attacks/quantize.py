@@ -45,6 +45,9 @@ from . import Attack, Target, register
 if TYPE_CHECKING:
     import torch
 
+# torch and what is built on it are imported where they compute: the workflow reads this module's
+# declarations while Snakemake parses a config (attacks/__init__.py), in every job of a cluster run.
+
 log = logging.getLogger(__name__)
 BITS = (4, 8)
 QUANT_TYPES = ("nf4", "fp4")
