@@ -3,7 +3,7 @@
     python perf/training_cost.py [--examples 256] [--repeats 3] [--threads N]
 
 Every training stage (``build_base``'s pretraining, ``finetune``, ``unlearn``) runs the one loop
-of ``training/loop.py``: encode the examples once, then per step collate a batch, the objective's
+of ``training/loop.py``: encode each example once, when first read, then per step collate a batch, the objective's
 loss terms, backward, clipping, AdamW, logging and resumable progress. The floor is what any
 trainer has to do with the same batches: pre-encoded, collated, one forward and one backward pass
 of the trained model over each batch the loss reads (the forget batch, and the retain batch for a

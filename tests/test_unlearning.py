@@ -9,7 +9,7 @@ import torch.optim.optimizer as optimizer_hooks
 from accelerate import Accelerator
 
 from pipeline_steps.benchmarks.records import forget_split
-from pipeline_steps.models.encoding import PromptEncoder
+from pipeline_steps.models.encoding import Example, PromptEncoder
 from pipeline_steps.models.families import FAMILIES
 from pipeline_steps.models.loading import load_model, model_fingerprint, save_model
 from pipeline_steps.training.examples import split_examples
@@ -232,3 +232,31 @@ def test_a_masked_method_with_an_all_ones_mask_is_ga_diff(loaded, tiny_models, m
     weights = dict(second.model.named_parameters())
     for name, parameter in first.model.named_parameters():
         torch.testing.assert_close(parameter.detach(), weights[name].detach(), rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_examples_are_encoded_once_and_only_when_read(loaded):
+    """The retain split is read a batch per step: encoding only what is read (once) is the loop's
+    saving for retain-based methods, and must not change which examples a step sees."""
+    _, model = loaded
+
+    class CountingEncoder(PromptEncoder):
+        def __init__(self, processor):
+            super().__init__(processor)
+            self.counts = {}
+
+        def encode(self, example):
+            self.counts[example.answer] = self.counts.get(example.answer, 0) + 1
+            return super().encode(example)
+
+    encoder = CountingEncoder(model.processor)
+    retain = [Example(f"Which city is person {i} from?", f"city{i}", None) for i in range(40)]
+    settings = UnlearnSettings(epochs=3, batch_size=2, learning_rate=1e-3, seed=0)
+    method = get_method("ga_diff")
+    unlearn(model.model, method, encoder, forget_examples(), retain, settings,
+            parse_hyperparameters(method, []), Accelerator(cpu=True),
+            trainable={name for name, _ in model.model.named_parameters()})
+    forget_answers = {e.answer for e in forget_examples()}
+    assert {a: n for a, n in encoder.counts.items() if a in forget_answers} == dict.fromkeys(forget_answers, 1)
+    retain_read = [a for a in encoder.counts if a.startswith("city")]
+    assert all(encoder.counts[a] == 1 for a in retain_read)
+    assert 0 < len(retain_read) <= 3 * 3 * 2 < len(retain)  # 3 epochs of 3 steps, 2 retain examples each

@@ -5,7 +5,7 @@ settings have a warm-up (``TrainSettings``), a warm-up then cosine learning-rate
 step minimises, and what else it does, is its ``Objective`` (``training/objective.py``): by default
 the per-example mean answer NLL (paper Eq. 13-14); unlearning's is in ``unlearning/loop.py``.
 
-Examples are encoded once up front. Shuffling is seeded, so a run is reproducible, and a run
+Each example is encoded once, when the loop first reads it (``EncodedExamples``). Shuffling is seeded, so a run is reproducible, and a run
 killed part-way resumes bit-identically from its saved progress (``training/progress.py``). Under
 a multi-process launch every process draws the same global batches and takes its share of each;
 gradients are summed once per step, after the objective's backward pass
@@ -46,6 +46,28 @@ def batches(items: Sequence, batch_size: int, rng: random.Random) -> list[list]:
     return [[items[i] for i in order[start:start + batch_size]] for start in range(0, len(order), batch_size)]
 
 
+class EncodedExamples(Sequence):
+    """Examples encoded when first read, then kept.
+
+    A retain-based method reads a few retain batches per step, so one epoch over the forget split
+    reads about a ninth of the retain split at the default forget ratio; encoding all of it up front
+    was most of GA_Diff's and MMUnlearner's cost over a bare forward+backward loop
+    (``perf/training_cost.py``). Encoding is a pure function of the example, so when it happens
+    changes no batch.
+    """
+
+    def __init__(self, encoder: PromptEncoder, examples: Sequence[Example]):
+        self._encoder, self._examples, self._encoded = encoder, examples, {}
+
+    def __len__(self) -> int:
+        return len(self._examples)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if index not in self._encoded:
+            self._encoded[index] = self._encoder.encode(self._examples[index])
+        return self._encoded[index]
+
+
 def fit(model: torch.nn.Module, encoder: PromptEncoder, examples: Sequence[Example], settings: LoopSettings,
         accelerator: Accelerator, objective: Objective | None = None, description: str = "train",
         progress: Progress | None = None) -> list[dict]:
@@ -55,9 +77,8 @@ def fit(model: torch.nn.Module, encoder: PromptEncoder, examples: Sequence[Examp
     saves its state as it goes and, if an earlier run of the same job left one, starts from it.
     """
     objective = objective or Objective()
-    caches = {objective.batch_name: [encoder.encode(example) for example in examples]}
-    caches |= {name: [encoder.encode(example) for example in paired]
-               for name, paired in {**objective.paired_examples, **objective.aligned_examples}.items()}
+    caches = {name: EncodedExamples(encoder, paired) for name, paired in
+              {objective.batch_name: examples, **objective.paired_examples, **objective.aligned_examples}.items()}
     total_steps = math.ceil(len(examples) / settings.batch_size) * settings.epochs
     upcast_trainable(model)
     device = accelerator.device
