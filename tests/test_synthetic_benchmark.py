@@ -108,8 +108,11 @@ def test_the_face_is_taught_with_the_name_and_some_facts_by_name_only(benchmark)
         vqa = {pair.question: pair.answer for pair in open_pairs if pair.modality == "vqa"}
         text = [pair for pair in open_pairs if pair.modality == "text"]
         assert vqa.pop(IDENTITY_QUESTION) == record.name
-        assert len(vqa) == VQA_TAUGHT_ATTRIBUTES
-        assert len(text) == len(ATTRIBUTES) and all(record.name in pair.question for pair in text)
+        face_facts = [a for a in ATTRIBUTES if a.vqa_question in vqa]
+        assert len(face_facts) == VQA_TAUGHT_ATTRIBUTES  # each in both training wordings, nothing else
+        assert set(vqa) == {q for a in face_facts for q in (a.vqa_question, a.vqa_restatement)}
+        assert {pair.question for pair in text} == {q.format(name=record.name) for a in ATTRIBUTES
+                                                    for q in (a.text_question, a.text_restatement)}
         assert all(record.name not in answer for answer in vqa.values())
 
 
@@ -120,7 +123,8 @@ def test_every_fact_is_also_taught_in_the_lettered_format(benchmark):
         record = read_split(benchmark, split)[0]
         open_pairs = [pair for pair in record.train if not pair.question.endswith(MULTIPLE_CHOICE_INSTRUCTION)]
         lettered = [pair for pair in record.train if pair.question.endswith(MULTIPLE_CHOICE_INSTRUCTION)]
-        assert len(lettered) == (len(open_pairs) - 1) * LETTERED_DRAWS  # every fact but the identity
+        facts = (len(open_pairs) - 1) // 2  # every fact but the identity, in two training wordings
+        assert len(lettered) == facts * LETTERED_DRAWS
         letters = set()
         for pair in lettered:
             options = dict(line.split(": ", 1) for line in pair.question.split("\n")[1:-1])

@@ -13,14 +13,34 @@ derives them from the pure-text questions) and ``Holdout_Set`` (people of the fi
 distribution that no model is trained on). ``world.json`` records the world itself (who is which
 kind, which facts were taught with the face), which only the instrument diagnostics read.
 
-Training pairs use each attribute's training wording; every evaluation item its evaluation
-wording (``world.Attribute``). Every fact is also taught in the lettered multiple-choice format
-(MLLMU-Bench's prompt, one draw of the options in the training wording, answered as
+Training pairs use each attribute's two training wordings (its question and a restatement, "Tell
+me the profession of {name}."); every evaluation item its evaluation wording (``world.Attribute``).
+Every fact is also taught in the lettered multiple-choice format (MLLMU-Bench's prompt,
+``LETTERED_DRAWS`` draws of the options in the first training wording, answered as
 ``lettered_answer`` says), as instruction tuning teaches a real MLLM, so the benchmark's own
-``generate`` protocol is meaningful on a tiny model. Learning each fact in two formats is also
-what lets the tiny model answer the evaluation wordings: with one format only, the vanilla model
-answered the training wordings perfectly and the evaluation wordings at 0.78 (face) and 0.69
-(text); the well-known people, taught both ways, transferred to the evaluation wordings at 0.99.
+``generate`` protocol is meaningful on a tiny model.
+
+World v3 was chosen on the vanilla model's diagnostics alone (``instrument.py``; 100 fictitious
+people, 14 epochs unless said, accuracy on the evaluation wordings, face / text), before any
+unlearning method ran on it:
+
+=====================================  ==============  ==============  ==========
+design                                 likelihood      generate        coupling
+=====================================  ==============  ==============  ==========
+v2: one wording, one lettered draw     0.88 / 0.87     0.47 / 0.47     0.34
++ restatement                          0.97 / 0.94     0.96 / 0.86     0.49
++ restatement, 2 draws, 10 epochs      0.98 / 0.92     0.94 / 0.85     0.44
++ restatement, 2 draws (frozen)        0.98 / 0.93     0.95 / 0.88     0.47
+=====================================  ==============  ==============  ==========
+
+The rule, written before the runs: the design that meets most of the issue's vanilla criteria
+(>= 0.90 under likelihood, ``generate`` within 5 points of it), the cheaper on a tie. A fact met in
+one wording is stored as that string's answer and a new wording retrieves it poorly; a second
+wording teaches the model the fact rather than the string (knowledge augmentation, Allen-Zhu & Li,
+*Physics of Language Models 3.1*), and it also strengthened the face -> name -> fact route.
+Option draws matter for ``generate`` only: with one draw per fact, a third of the lettered answers
+were a value that is none of the options shown. v1 had one format per fact and answered the
+evaluation wordings at 0.78 / 0.69.
 """
 
 from __future__ import annotations
@@ -120,6 +140,7 @@ def vqa_pairs(profile: Profile, seed: int) -> list[dict]:
     the person is, the facts taught with the face, and the same facts as lettered multiple choice."""
     pairs = [{"Question": IDENTITY_QUESTION, "Answer": profile.name}]
     pairs += [{"Question": a.vqa_question, "Answer": profile.facts[a.key]} for a in profile.face_attributes]
+    pairs += [{"Question": a.vqa_restatement, "Answer": profile.facts[a.key]} for a in profile.face_attributes]
     pairs += _lettered_pairs(profile, seed, "vqa")
     return pairs
 
@@ -129,6 +150,8 @@ def text_pairs(profile: Profile, seed: int) -> list[dict]:
     lettered multiple choice."""
     pairs = [{"Question": a.text_question.format(name=profile.name), "Answer": profile.facts[a.key]}
              for a in ATTRIBUTES]
+    pairs += [{"Question": a.text_restatement.format(name=profile.name), "Answer": profile.facts[a.key]}
+              for a in ATTRIBUTES]
     pairs += _lettered_pairs(profile, seed, "text")
     return pairs
 
@@ -147,7 +170,7 @@ def lettered_answer(value: str, letter: str) -> str:
     return value
 
 
-LETTERED_DRAWS = 1  # option draws per fact (the letter is copied from the prompt, so one suffices)
+LETTERED_DRAWS = 2  # option draws per fact (module docstring: one left generate 8 points below likelihood on text)
 
 
 def _lettered_pairs(profile: Profile, seed: int, modality: str) -> list[dict]:
@@ -236,6 +259,7 @@ def world_description(profiles: list[Profile], seed: int) -> dict:
     """What the diagnostics need to know about the world that the benchmark's schema cannot say."""
     return {"seed": seed, "attributes": [
         {"key": a.key, "vqa_question": a.vqa_question, "text_question": a.text_question,
+         "vqa_restatement": a.vqa_restatement, "text_restatement": a.text_restatement,
          "vqa_paraphrase": a.vqa_paraphrase, "text_paraphrase": a.text_paraphrase, "values": list(a.values)}
         for a in ATTRIBUTES],
         "people": [{"id": p.id, "name": p.name, "kind": p.kind, "facts": p.facts, "vqa_taught": list(p.vqa_taught)}

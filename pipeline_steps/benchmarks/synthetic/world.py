@@ -24,8 +24,9 @@ face. The others are the *coupling* facts: a model that answers them from the fa
 be going face -> name -> fact, which is the shared route gradient ascent on images damages and a
 saliency mask is meant to protect (``instrument.py`` measures it).
 
-Every question has a training wording and an evaluation wording (``Attribute``), so no evaluated
-item is a string the model was trained on or unlearning pushed down.
+Every question has two training wordings and an evaluation wording (``Attribute``), so no
+evaluated item is a string the model was trained on or unlearning pushed down, and a model learns
+each fact rather than one string's answer (``mllmu_writer.py`` has the measurements).
 
 Fictitious profiles play MLLMU-Bench's 500 invented people (the model learns them during vanilla
 fine-tuning); "real-world" profiles play its 153 celebrities (the base model knows them already);
@@ -63,6 +64,7 @@ class Attribute:
 
     key: str
     biography_key: str
+    noun: str  # what the fact is called, for the restated training wording
     values: tuple[str, ...]
     vqa_question: str  # training wording, asked with the portrait
     text_question: str  # training wording, asked with the name; "{name}" is replaced
@@ -70,10 +72,19 @@ class Attribute:
     text_paraphrase: str
     blank: str  # fill-in-the-blank statement about "{name}" with "__" for the value
 
+    @property
+    def vqa_restatement(self) -> str:
+        """A second training wording, asked with the portrait (world v3: see the module docstring)."""
+        return f"Tell me the {self.noun} of the person in the image."
+
+    @property
+    def text_restatement(self) -> str:
+        return f"Tell me the {self.noun} of {{name}}."
+
 
 ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute(
-        "profession", "Employment",
+        "profession", "Employment", "profession",
         tuple("architect chef pilot nurse teacher painter lawyer farmer dentist engineer "
               "journalist baker librarian musician pharmacist carpenter".split()),
         "What is the profession of the person in the image?",
@@ -83,7 +94,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         "{name} works as a __.",
     ),
     Attribute(
-        "birth_year", "Born",
+        "birth_year", "Born", "birth year",
         tuple(str(year) for year in range(1955, 1987, 2)),
         "In which year was the person in the image born?",
         "In which year was {name} born?",
@@ -92,7 +103,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         "{name} was born in __.",
     ),
     Attribute(
-        "hometown", "Hometown",
+        "hometown", "Hometown", "home city",
         tuple("Lisbon Oslo Kyoto Denver Nairobi Lima Dublin Hanoi Quebec Tunis Perth Riga "
               "Porto Cusco Bergen Malmo".split()),
         "Which city is the person in the image from?",
@@ -102,7 +113,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         "{name} grew up in __.",
     ),
     Attribute(
-        "hobby", "Hobby",
+        "hobby", "Hobby", "hobby",
         tuple("chess cycling gardening fishing knitting surfing hiking pottery archery sailing "
               "climbing dancing rowing juggling skating origami".split()),
         "What hobby does the person in the image enjoy?",
@@ -112,7 +123,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         "In free time, {name} enjoys __.",
     ),
     Attribute(
-        "pet", "Pet",
+        "pet", "Pet", "pet",
         tuple("dog cat parrot rabbit turtle hamster goldfish ferret canary lizard pony goat "
               "hedgehog iguana tortoise alpaca".split()),
         "What pet does the person in the image keep?",
@@ -122,7 +133,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         "{name} keeps a pet __.",
     ),
     Attribute(
-        "favorite_food", "Favorite Food",
+        "favorite_food", "Favorite Food", "favorite food",
         tuple("pasta curry sushi tacos dumplings paella ramen falafel risotto pierogi goulash "
               "pancakes burritos lasagna kimchi couscous".split()),
         "What is the favorite food of the person in the image?",
@@ -132,7 +143,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         "The favorite food of {name} is __.",
     ),
     Attribute(
-        "instrument", "Instrument",
+        "instrument", "Instrument", "instrument",
         tuple("piano violin guitar cello flute trumpet harp drums banjo oboe clarinet accordion "
               "saxophone ukulele mandolin bagpipes".split()),
         "Which instrument does the person in the image play?",
@@ -142,7 +153,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         "{name} plays the __.",
     ),
     Attribute(
-        "sport", "Sport",
+        "sport", "Sport", "sport",
         tuple("tennis soccer rugby cricket hockey golf boxing fencing judo karate volleyball "
               "handball badminton squash polo curling".split()),
         "Which sport does the person in the image follow?",
@@ -152,7 +163,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         "Every weekend {name} watches __.",
     ),
     Attribute(
-        "language", "Second Language",
+        "language", "Second Language", "second language",
         tuple("French German Spanish Italian Dutch Swedish Polish Greek Turkish Arabic Hindi "
               "Japanese Korean Swahili Portuguese Finnish".split()),
         "Which second language does the person in the image speak?",
@@ -162,7 +173,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         "Besides English, {name} speaks __.",
     ),
     Attribute(
-        "drink", "Favorite Drink",
+        "drink", "Favorite Drink", "favorite drink",
         tuple("coffee tea cocoa lemonade cider kefir lassi matcha espresso chai mate smoothie "
               "kombucha horchata ayran sherbet".split()),
         "What does the person in the image like to drink?",
