@@ -24,8 +24,14 @@ import yaml
 from PIL import Image
 
 from pipeline_steps import cli
+from pipeline_steps.benchmarks.synthetic.mllmu_writer import LETTERED_DRAWS
+from pipeline_steps.benchmarks.synthetic.world import VQA_TAUGHT_ATTRIBUTES
 from pipeline_steps.models.encoding import IGNORE_INDEX, Example
 from pipeline_steps.saliency.tensor_files import write_tensors
+
+# A synthetic person's image-grounded training pairs: who they are, then each face fact in two
+# wordings and in LETTERED_DRAWS lettered draws (benchmarks/synthetic/mllmu_writer.vqa_pairs).
+VQA_PAIRS_PER_PERSON = 1 + (2 + LETTERED_DRAWS) * VQA_TAUGHT_ATTRIBUTES
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from pipeline_steps.training.precision import enable_gradient_checkpointing, tra
 from pipeline_steps.unlearning.loop import UnlearnSettings, unlearn
 from pipeline_steps.unlearning.methods import get_method
 
-from helpers import forget_examples, retain_examples, run_stage
+from helpers import VQA_PAIRS_PER_PERSON, forget_examples, retain_examples, run_stage
 
 FAMILIES = ["llava", "qwen2_vl"]
 
@@ -108,7 +108,7 @@ def test_every_stage_in_bfloat16_with_checkpointing(benchmark, tiny_models, tmp_
               tmp_path / "eval", "--scoring", "likelihood", "--batch-size", "32", *common)
 
     index = json.loads((tmp_path / "fisher" / "forget_vqa.safetensors.index.json").read_text())
-    assert index["metadata"]["model_dtype"] == "bfloat16" and index["metadata"]["sample_count"] == str(4 * (1 + 2 * VQA_TAUGHT_ATTRIBUTES))
+    assert index["metadata"]["model_dtype"] == "bfloat16" and index["metadata"]["sample_count"] == str(4 * VQA_PAIRS_PER_PERSON)
     mask_stats = json.loads((tmp_path / "mask" / "mask_stats.json").read_text())
     manifest = json.loads((tmp_path / "unlearned" / "manifest.json").read_text())
     assert manifest["dtype"] == "bfloat16"

@@ -11,7 +11,7 @@ import yaml
 
 from pipeline_steps.benchmarks.synthetic.world import ATTRIBUTES, VQA_TAUGHT_ATTRIBUTES
 
-from helpers import (REPO, SMALL, planned_jobs, pretend_run, refusal, snakemake, workflow_env, workspace,
+from helpers import (VQA_PAIRS_PER_PERSON, REPO, SMALL, planned_jobs, pretend_run, refusal, snakemake, workflow_env, workspace,
                      write_config)
 
 
@@ -110,7 +110,7 @@ def test_end_to_end_small_config(small_study):
     ratio = base / "forget~10"
     fisher = json.loads((ratio / "fisher" / "retain_vqa.safetensors.index.json").read_text())
     # Each retain person's image pairs: who they are, and each face fact openly and lettered.
-    assert fisher["metadata"]["sample_count"] == str(18 * (1 + 2 * VQA_TAUGHT_ATTRIBUTES))
+    assert fisher["metadata"]["sample_count"] == str(18 * VQA_PAIRS_PER_PERSON)
     instrument = json.loads((base / "instrument" / "instrument.json").read_text())
     assert set(instrument["columns"]) == {"base (forget 10%)", "vanilla (forget 10%)", "oracle (forget 10%)"}
     assert instrument["diagnostics"]["vanilla"]["coupling"]["likelihood"]["n"] == 20 * (
