@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline_steps.training.examples import fisher_split_source, split_examples
 from pipeline_steps.models.loading import load_model, model_fingerprint
 from pipeline_steps.saliency.tensor_files import TensorFile
+from pipeline_steps.training.examples import fisher_split_source, split_examples
 from pipeline_steps.unlearning.weights import apply_changes
 
 from helpers import REPO, mask_file, run_stage

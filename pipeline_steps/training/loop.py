@@ -5,8 +5,9 @@ settings have a warm-up (``TrainSettings``), a warm-up then cosine learning-rate
 step minimises, and what else it does, is its ``Objective`` (``training/objective.py``): by default
 the per-example mean answer NLL (paper Eq. 13-14); unlearning's is in ``unlearning/loop.py``.
 
-Each example is encoded once, when the loop first reads it (``EncodedExamples``). Shuffling is seeded, so a run is reproducible, and a run
-killed part-way resumes bit-identically from its saved progress (``training/progress.py``). Under
+Each example is encoded once, when the loop first reads it (``EncodedExamples``). Shuffling is
+seeded, so a run is reproducible, and a run killed part-way resumes bit-identically from its saved
+progress (``training/progress.py``). Under
 a multi-process launch every process draws the same global batches and takes its share of each;
 gradients are summed once per step, after the objective's backward pass
 (``training/distributed.py``).
