@@ -21,8 +21,6 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from rouge_score import rouge_scorer
-
 from ..benchmarks.records import ChoiceItem, OpenItem
 from ..models.encoding import Example, multiple_choice_question
 from .generation import generate_answers
@@ -33,10 +31,13 @@ __all__ = ["PosedItem", "accuracy", "fills_blank", "generate_answers", "option_l
 
 
 @functools.cache
-def _rouge() -> rouge_scorer.RougeScorer:
+def _rouge():
     """Built on first use, not at import: its constructor logs through absl, which configures the
     root logger when nothing has, and the Snakefile imports this module (through the attack
-    registry), so Snakemake's own log lines would then print twice."""
+    registry), so Snakemake's own log lines would then print twice. Imported here too: rouge-score
+    pulls in nltk and scipy.stats (0.8 s), which a job that scores no open answer never needs."""
+    from rouge_score import rouge_scorer
+
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
