@@ -11,7 +11,7 @@ has to show that it measures what the paper is about (``benchmarks/synthetic/ins
   (knows everyone) and the retain-only model, under both scoring modes (read from their
   ``metrics.json``);
 * the cross-modal coupling: facts taught by name only, asked with the face;
-* the paraphrase gap: training wordings against evaluation wordings.
+* the paraphrase gap: training wordings against evaluation wordings, overall and per attribute.
 
 Writes ``instrument.json`` and a readable ``instrument.md``.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .benchmarks.synthetic.instrument import GROUPS, diagnostic_items, read_world
+from .benchmarks.synthetic.instrument import GROUPS, attribute_of, diagnostic_items, read_world
 from .cli import labelled_paths, run_stage, stage_parser
 from .evaluate import SCORING_MODES
 from .evaluation.images import ImageFeatures
@@ -33,6 +33,7 @@ from .models.loading import load_model
 from .storage import atomic_directory, write_json, write_jsonl
 
 CHANCE = 0.25  # four options
+WORDING_GROUPS = ("face_train", "face_eval", "text_train", "text_eval")
 
 
 def build_parser():
@@ -78,7 +79,19 @@ def summary(diagnostics: dict) -> dict:
         for mode in SCORING_MODES} for model in diagnostics}
 
 
-def report(columns: dict, diagnostics: dict, headline: dict) -> str:
+def per_attribute(rows: list[dict], attributes: dict[str, str]) -> dict:
+    """Attribute -> wording group -> scoring mode -> accuracy, from one model's scored rows."""
+    flags: dict = {}
+    for row in rows:
+        if row["column"] in WORDING_GROUPS:
+            for mode in SCORING_MODES:
+                flags.setdefault(attributes[row["question"]], {}).setdefault(row["column"], {}).setdefault(
+                    mode, []).append(row[mode]["correct"])
+    return {key: {group: {mode: accuracy(f) for mode, f in modes.items()} for group, modes in groups.items()}
+            for key, groups in flags.items()}
+
+
+def report(columns: dict, diagnostics: dict, headline: dict, attributes: dict) -> str:
     lines = ["# Instrument diagnostics", "", "## Table 1 columns (multiple-choice accuracy)", ""]
     column_names = sorted({c for metrics in columns.values() for c in metrics["multiple_choice"].get("likelihood", {})})
     lines += ["| model | scoring | " + " | ".join(column_names) + " |", "|---|---|" + "---|" * len(column_names)]
@@ -98,6 +111,14 @@ def report(columns: dict, diagnostics: dict, headline: dict) -> str:
         for mode, h in modes.items():
             lines.append(f"- {name}, {mode}: coupling {h['coupling']:.2f} (ceiling {h['coupling_ceiling']:.2f}), "
                          f"paraphrase gap {h['paraphrase_gap_vqa']:+.2f} (image), {h['paraphrase_gap_text']:+.2f} (text)")
+    lines += ["", "## Per attribute (accuracy, n)", "", "| model | attribute | scoring | " + " | ".join(WORDING_GROUPS)
+              + " |", "|---|---|---|" + "---|" * len(WORDING_GROUPS)]
+    for name, by_attribute in attributes.items():
+        for key, groups in sorted(by_attribute.items()):
+            for mode in SCORING_MODES:
+                cells = [groups.get(g, {}).get(mode) for g in WORDING_GROUPS]
+                lines.append(f"| {name} | {key} | {mode} | " + " | ".join(
+                    "" if c is None else f"{c['accuracy']:.2f} ({c['n']})" for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -106,16 +127,19 @@ def main(args) -> None:
     groups = diagnostic_items(world, args.benchmark, args.people)
     models = labelled_paths(args.model, "NAME=DIR")
     columns = {name: json.loads(path.read_text()) for name, path in labelled_paths(args.metrics, "NAME=FILE")}
-    diagnostics, predictions = {}, []
+    questions = attribute_of(world)
+    diagnostics, attributes, predictions = {}, {}, []
     for name, model_dir in models:
         diagnostics[name], rows = measure(str(model_dir), groups, args)
+        attributes[name] = per_attribute(rows, questions)
         predictions += [{"model": name, **row} for row in rows]
     headline = summary(diagnostics)
     with atomic_directory(args.out) as scratch:
         write_json(scratch / "instrument.json", {
             "chance": CHANCE, "people": args.people, "summary": headline, "diagnostics": diagnostics,
+            "per_attribute": attributes,
             "columns": {name: {"table": m["table"], "multiple_choice": m["multiple_choice"]} for name, m in columns.items()}})
-        (scratch / "instrument.md").write_text(report(columns, diagnostics, headline))
+        (scratch / "instrument.md").write_text(report(columns, diagnostics, headline, attributes))
         write_jsonl(scratch / "predictions.jsonl", predictions)
 
 

@@ -10,6 +10,8 @@ world itself (``world.json``), which the benchmark schema cannot express:
 * ``face_train`` / ``face_eval`` and ``text_train`` / ``text_eval``: the same facts asked in the
   wording the model was trained on and in the evaluation wording. Their difference is the
   paraphrase gap: how much of a column's accuracy is memory of strings rather than of the person.
+  Per attribute (``attribute_of``), it also shows an evaluation wording that a model reads as
+  another attribute's question.
 
 Options are drawn as the benchmark draws its own (three other values of the attribute, the right
 one at a random letter), from a seed of their own.
@@ -41,6 +43,16 @@ def read_world(raw_benchmark: Path) -> dict:
 def _item(attribute: dict, wording: str, name: str, value: str, modality: str, rng: random.Random) -> ChoiceItem:
     options, correct = draw_options(attribute["values"], value, rng)
     return ChoiceItem(modality, attribute[wording].format(name=name), options, correct)
+
+
+def attribute_of(world: dict) -> dict[str, str]:
+    """Every diagnostic question (any wording, any fictitious person) -> the attribute it asks."""
+    keys = {}
+    for attribute in world["attributes"]:
+        for wording in ("vqa_question", "vqa_paraphrase", "text_question", "text_paraphrase"):
+            for person in world["people"]:
+                keys[attribute[wording].format(name=person["name"])] = attribute["key"]
+    return keys
 
 
 def diagnostic_items(world: dict, benchmark: Path, people: int, seed: int = 0) -> dict[str, list[PosedItem]]:
