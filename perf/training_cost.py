@@ -79,6 +79,21 @@ def step_batches(encoded: list, batch_size: int, seed: int) -> list[list]:
     return batches(encoded, batch_size, random.Random(seed))
 
 
+def length_grouped(encoded: list, batch_size: int, seed: int) -> list[list]:
+    """The same examples in batches of similar length (sorted, chunked, the chunks shuffled): what
+    grouping by length (Hugging Face's ``group_by_length``) would save the floor. Not what any
+    stage does: it makes batches of one modality, which changes what fine-tuning learns."""
+    ordered = sorted(encoded, key=lambda e: len(e["input_ids"]))
+    chunks = [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
+    random.Random(seed).shuffle(chunks)
+    return chunks
+
+
+def padded_per_real_token(batch_list: list[list]) -> float:
+    real = sum(len(e["input_ids"]) for batch in batch_list for e in batch)
+    return sum(len(batch) * max(len(e["input_ids"]) for e in batch) for batch in batch_list) / real
+
+
 def random_mask(model, share: float, seed: int) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     return {name: (torch.rand(p.shape, generator=generator) < share).to(p.dtype)
@@ -147,6 +162,13 @@ def main() -> None:
         print(f"| {stage} | {method} | {examples} | {batch} | {frozen} | {floor:.2f} | {took / floor:.2f}x |", flush=True)
     print("(floor: pre-encoded batches, one forward and backward pass of the trained model per batch the loss "
           "reads, one AdamW step; the stage also encodes, clips, logs and does what its method adds)")
+    shuffled = step_batches(encoded["finetune"], 32, 0)
+    grouped = length_grouped(encoded["finetune"], 32, 0)
+    times = [best_time(lambda: bare_loop(copy.deepcopy(vanilla), encoder, [[b] for b in batch_list], 1e-3),
+                       args.repeats) for batch_list in (shuffled, grouped)]
+    print(f"fine-tuning floor, the loop's shuffled batches: {times[0]:.2f} s, "
+          f"{padded_per_real_token(shuffled):.2f} padded tokens per real one; batches grouped by length: "
+          f"{times[1]:.2f} s, {padded_per_real_token(grouped):.2f} (shuffled / grouped: {times[0] / times[1]:.2f}x)")
 
 
 if __name__ == "__main__":
