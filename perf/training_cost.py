@@ -15,7 +15,9 @@ The model is the embedded config's tiny LLaVA (random weights; speed does not de
 examples a small synthetic MLLMU-Bench's: fine-tuning as ``config/config.yaml`` runs it (every
 parameter, batch 32, image and text pairs), unlearning as the embedded default (batch 4, the forget
 split's image pairs, the retain split's for the methods that use it), one epoch each. Times are the
-best of ``--repeats``, each from a fresh copy of the model, taken in turn.
+best of ``--repeats``, each from a fresh copy of the model, taken in turn. A last line times the
+fine-tuning floor again on the same examples grouped by length, with each one's padding: what
+grouping would save.
 """
 
 from __future__ import annotations
