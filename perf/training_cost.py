@@ -129,10 +129,14 @@ def main() -> None:
 
     rows = []
     settings = TrainSettings(epochs=1, batch_size=32, learning_rate=1e-3)
+    shuffled = step_batches(encoded["finetune"], settings.batch_size, 0)
+    grouped = length_grouped(encoded["finetune"], settings.batch_size, 0)
     rows.append(("finetune", "(all stages that fit)", len(finetune), settings.batch_size, 0,
                  best_time(lambda: fit(copy.deepcopy(vanilla), encoder, finetune, settings, accelerator), args.repeats),
-                 best_time(lambda: bare_loop(copy.deepcopy(vanilla), encoder, [
-                     [b] for b in step_batches(encoded["finetune"], settings.batch_size, 0)], 1e-3), args.repeats)))
+                 best_time(lambda: bare_loop(copy.deepcopy(vanilla), encoder, [[b] for b in shuffled], 1e-3),
+                           args.repeats)))
+    grouped_floor = best_time(lambda: bare_loop(copy.deepcopy(vanilla), encoder, [[b] for b in grouped], 1e-3),
+                              args.repeats)
 
     mask = random_mask(vanilla, 0.5, seed=1)
     names = {name for name, _ in vanilla.named_parameters()}
@@ -164,13 +168,11 @@ def main() -> None:
         print(f"| {stage} | {method} | {examples} | {batch} | {frozen} | {floor:.2f} | {took / floor:.2f}x |", flush=True)
     print("(floor: pre-encoded batches, one forward and backward pass of the trained model per batch the loss "
           "reads, one AdamW step; the stage also encodes, clips, logs and does what its method adds)")
-    shuffled = step_batches(encoded["finetune"], 32, 0)
-    grouped = length_grouped(encoded["finetune"], 32, 0)
-    times = [best_time(lambda: bare_loop(copy.deepcopy(vanilla), encoder, [[b] for b in batch_list], 1e-3),
-                       args.repeats) for batch_list in (shuffled, grouped)]
-    print(f"fine-tuning floor, the loop's shuffled batches: {times[0]:.2f} s, "
+    shuffled_floor = rows[0][-1]
+    print(f"fine-tuning floor, the loop's shuffled batches: {shuffled_floor:.2f} s, "
           f"{padded_per_real_token(shuffled):.2f} padded tokens per real one; batches grouped by length: "
-          f"{times[1]:.2f} s, {padded_per_real_token(grouped):.2f} (shuffled / grouped: {times[0] / times[1]:.2f}x)")
+          f"{grouped_floor:.2f} s, {padded_per_real_token(grouped):.2f} "
+          f"(shuffled / grouped: {shuffled_floor / grouped_floor:.2f}x)")
 
 
 if __name__ == "__main__":
