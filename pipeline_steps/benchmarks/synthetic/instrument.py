@@ -46,7 +46,8 @@ def _item(attribute: dict, wording: str, name: str, value: str, modality: str, r
 
 
 def attribute_of(world: dict) -> dict[str, str]:
-    """Every diagnostic question (any wording, any fictitious person) -> the attribute it asks."""
+    """Every question an attribute's four wordings make of any person in the world -> that attribute
+    (the diagnostics ask only about fictitious people; the other people's entries go unused)."""
     keys = {}
     for attribute in world["attributes"]:
         for wording in ("vqa_question", "vqa_paraphrase", "text_question", "text_paraphrase"):
