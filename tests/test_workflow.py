@@ -208,6 +208,21 @@ def test_adding_a_sweep_value_plans_only_the_new_points_and_the_reports(tmp_path
     assert "unlearn/mmunlearner/beta~1.0/modules~all/lr~0.0003/weights" in planned.stdout
 
 
+def test_pretraining_takes_its_own_thread_count_and_no_other_job_does(tmp_path):
+    """``tiny.pretrain.threads`` reaches the build_base job (Snakemake's threads and the stage's
+    --threads, not the pretraining flags twice); every other job keeps the model's ``threads``."""
+    config = copy.deepcopy(SMALL)
+    config["models"]["mini_llava"]["tiny"]["pretrain"]["threads"] = 2
+    workspace(tmp_path, config)
+    planned = snakemake(tmp_path, "-n", "-p", "--cores", "2", "results/mini/mini_llava/vanilla")
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    commands = [line for line in planned.stdout.splitlines() if line.startswith("Shell command: python -m")]
+    build = [c for c in commands if "pipeline_steps.build_base" in c]
+    assert len(build) == 1 and build[0].count("--threads") == 1 and "--threads 2" in build[0]
+    others = [c for c in commands if "pipeline_steps.build_base" not in c and "--threads" in c]
+    assert others and all("--threads 1" in c for c in others)
+
+
 @pytest.mark.slow
 def test_the_study_config_is_the_embedded_default_with_a_larger_sweep(tmp_path):
     """config/study.yaml, layered on the embedded default: the same experiment but for its unlearn

@@ -100,7 +100,8 @@ class StudyPlan:
 
     def tiny_flags(self, model: str) -> str:
         tiny = self.model(model)["tiny"]
-        return cli_flags({"family": tiny["family"], "seed": tiny["seed"], **tiny["architecture"], **tiny["pretrain"]})
+        pretrain = {key: value for key, value in tiny["pretrain"].items() if key != "threads"}  # the rule's threads:
+        return cli_flags({"family": tiny["family"], "seed": tiny["seed"], **tiny["architecture"], **pretrain})
 
     # --- unlearning ---------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ rule build_base:
     params:
         flags=lambda wc: plan.tiny_flags(wc.model),
         device=device,
-    threads: threads
+    threads: pretrain_threads
     resources:
         gpu=gpu,
     conda:

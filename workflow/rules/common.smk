@@ -55,6 +55,12 @@ def threads(wc):
     return plan.model(wc.model)["threads"]
 
 
+def pretrain_threads(wc):
+    """A tiny model's pretraining may take more threads than the model's other jobs: every later
+    stage needs the base model, so nothing runs beside it."""
+    return plan.model(wc.model).get("tiny", {}).get("pretrain", {}).get("threads", threads(wc))
+
+
 def device(wc):
     return plan.model(wc.model)["device"]
 

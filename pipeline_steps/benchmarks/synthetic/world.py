@@ -28,6 +28,16 @@ Every question has two training wordings and an evaluation wording (``Attribute`
 evaluated item is a string the model was trained on or unlearning pushed down, and a model learns
 each fact rather than one string's answer (``mllmu_writer.py`` has the measurements).
 
+The evaluation wordings of v3.1 (profession, pet, favorite food) replace three of v3 that the
+vanilla model answered poorly although it knew the facts (by name, likelihood / generate):
+"Which profession does {name} have?" 0.72 / 0.74 and "Which pet does {name} have?" 0.71 / 0.73
+(one frame for two attributes, the noun the only cue), "Which food does {name} like most?"
+0.80 / 0.29 (it named drinks: "like" is the drink's training verb). Candidates were screened on
+that vanilla model's per-attribute diagnostics only: wordings with a verb the model never trained
+on ("own", "prefer", "pursue", "hold", "practise") or the food's "like best" scored 0.18-0.87 /
+0.00-0.86, and the three kept (a frame of their own, the attribute's own words) 1.00 / 0.94-0.96.
+No two attributes share an evaluation frame (a test checks it).
+
 Fictitious profiles play MLLMU-Bench's 500 invented people (the model learns them during vanilla
 fine-tuning); "real-world" profiles play its 153 celebrities (the base model knows them already);
 *holdout* profiles are drawn from the same distribution as the fictitious ones and never trained
@@ -89,8 +99,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "journalist baker librarian musician pharmacist carpenter".split()),
         "What is the profession of the person in the image?",
         "What is the profession of {name}?",
-        "Which profession does the person in the image have?",
-        "Which profession does {name} have?",
+        "Which profession is the person in the image in?",
+        "Which profession is {name} in?",
         "{name} works as a __.",
     ),
     Attribute(
@@ -128,8 +138,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "hedgehog iguana tortoise alpaca".split()),
         "What pet does the person in the image keep?",
         "What pet does {name} keep?",
-        "Which pet does the person in the image have?",
-        "Which pet does {name} have?",
+        "What is the pet that the person in the image keeps?",
+        "What is the pet that {name} keeps?",
         "{name} keeps a pet __.",
     ),
     Attribute(
@@ -138,8 +148,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "pancakes burritos lasagna kimchi couscous".split()),
         "What is the favorite food of the person in the image?",
         "What is the favorite food of {name}?",
-        "Which food does the person in the image like most?",
-        "Which food does {name} like most?",
+        "Which food is the favorite of the person in the image?",
+        "Which food is the favorite of {name}?",
         "The favorite food of {name} is __.",
     ),
     Attribute(
