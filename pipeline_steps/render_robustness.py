@@ -19,7 +19,7 @@ scored Forget VQA items). Columns:
   after the person's other facts);
 * per membership-inference entry, the AUC of each score on the ``--mia-group`` pairs (default
   ``vqa``: the image-grounded pairs unlearning targets), and the gap of the LOSS AUC to the
-  oracle's with its paired interval (open-unlearning's privleak in percent in the CSV).
+  oracle's and MUSE's privleak (``attacks/membership.py``), each with its paired interval over people.
 
 Every value carries its 95 % interval (``reporting/estimates.py``). The oracle's row is the
 "truly forgotten" reference of every column: a method's value after an attack is read against
@@ -184,7 +184,7 @@ def build(cells, mia_group: str) -> Robustness:
             which = get_attack(record["kind"]).evaluated_half
             items = half([tuple(item) for item in result["items"]], which)
             column = f"{name}: Forget VQA" + (" (report half)" if which == "report" else "")
-            table.put(row, column, Value.of(estimate([[v for _, v in items]])))
+            table.put(row, column, Value.of(estimate([items])))
             table.attacked += [column] if column not in table.attacked else []
             continue
         auc = result.get("auc")
@@ -197,7 +197,7 @@ def build(cells, mia_group: str) -> Robustness:
             table.put(row, f"{name}: AUC {SCORE_LABELS[score]}", Value(value["auc"], value["low"], value["high"]))
         table.auc[name] = f"{name}: AUC {SCORE_LABELS['loss']}"
         mia[(group, variant, column_group, name)] = read_jsonl(path.with_name("scores.jsonl"))
-    # The gap of every variant's LOSS AUC to the oracle's, on the same pairs (paired bootstrap).
+    # The gap of every variant's LOSS AUC to the oracle's, on the same pairs (the same people resampled).
     for (group, variant, column_group, name), scores in mia.items():
         oracle = mia.get((group, "oracle", column_group, name))
         if oracle is None or variant == "oracle":

@@ -10,6 +10,7 @@ import json
 import math
 import zlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -34,14 +35,46 @@ def test_auc_is_the_share_of_member_non_member_pairs_the_members_win():
     assert auc([1, 1], [1, 1, 1]) == pytest.approx(0.5)
 
 
-def test_privleak_is_the_gap_to_the_oracle_auc_with_a_paired_interval():
-    variant = ([2.0, 3.0], [0.0, 1.0])  # AUC 1
-    oracle = ([0.0, 1.0], [0.0, 1.0])  # AUC 0.5: (0.5 + 0 + 1 + 0.5) / 4
+def test_privleak_is_muses_relative_gap_on_one_minus_the_auc():
+    """MUSE's PrivLeak (open-unlearning's ``privleak``): 100 ((1 - a) - (1 - b)) / (1 - b), a the
+    variant's AUC and b the oracle's; negative for a variant that still tells its members apart."""
+    def pairs(scores, people):
+        return [(person, s) for person, s in zip(people, scores)]
+
+    members, nonmembers = ["m1", "m1", "m2"], ["n1", "n2", "n2"]
+    variant = (pairs([2.0, 3.0, 0.5], members), pairs([0.0, 1.0, 0.6], nonmembers))  # wins 3 + 3 + 1 of 9
+    oracle = (pairs([0.0, 1.0, 0.5], members), pairs([0.0, 1.0, 0.6], nonmembers))  # 0.5+0+0 + 1+0.5+1 + 1+0+0
+    a, b = 7 / 9, 4 / 9
     result = privleak_gap(variant, oracle)
-    assert result["gap"]["value"] == pytest.approx(0.5)
-    assert result["privleak"]["value"] == pytest.approx(100.0)
+    assert result["gap"]["value"] == pytest.approx(a - b)
+    assert result["privleak"]["value"] == pytest.approx(100 * ((1 - a) - (1 - b)) / (1 - b))
+    assert result["privleak"]["value"] == pytest.approx(-60.0)
+    assert result["privleak"]["low"] <= -60.0 <= result["privleak"]["high"]
     same = privleak_gap(variant, variant)
     assert same["gap"] == {"value": 0.0, "low": 0.0, "high": 0.0}
+    assert same["privleak"] == {"value": 0.0, "low": 0.0, "high": 0.0}
+    with pytest.raises(ValueError, match="same examples"):
+        privleak_gap(variant, (oracle[0][:2], oracle[1]))
+
+
+def test_auc_interval_resamples_members_and_nonmembers_by_person():
+    """Five member people, each with 20 pairs scored alike: the AUC's spread is which people were
+    drawn, so the interval over people is far wider than one over 100 independent pairs; and the
+    AUC of resampled people weighs each drawn person's pairs as the plain AUC of those pairs."""
+    from pipeline_steps.attacks.membership import MemberWins, auc_estimate
+    from pipeline_steps.reporting.estimates import multiplicity
+
+    members = [(f"m{p}", float(p)) for p in range(5) for _ in range(20)]  # people scoring 0..4
+    nonmembers = [(f"n{p}", float(p) + 0.5) for p in range(5) for _ in range(20)]  # 0.5..4.5
+    estimate = auc_estimate(members, nonmembers)
+    assert estimate["auc"] == pytest.approx(10 / 25) and (estimate["member_people"], estimate["nonmember_people"]) == (5, 5)
+    assert estimate["high"] - estimate["low"] > 0.4
+    wins = MemberWins(members, nonmembers)
+    drawn_m, drawn_n = np.array([0, 0, 4, 2, 2]), np.array([1, 1, 1, 3, 0])
+    resampled = [(f"m{p}", float(p)) for p in drawn_m for _ in range(20)]
+    resampled_n = [(f"n{p}", float(p) + 0.5) for p in drawn_n for _ in range(20)]
+    expected = auc([s for _, s in resampled], [s for _, s in resampled_n])
+    assert wins.resampled(multiplicity(drawn_m, 5), multiplicity(drawn_n, 5)) == pytest.approx(expected)
 
 
 def test_scores_match_a_hand_computation():
@@ -95,6 +128,7 @@ def test_membership_inference_stage_scores_forget_and_holdout_pairs(benchmark, t
             value = record["result"]["auc"][group][score]
             assert value["auc"] == pytest.approx(float(auc(members, nonmembers)))
             assert value["low"] <= value["auc"] <= value["high"]
+            assert value["member_people"] == len({r["profile"] for r in chosen if r["membership"] == "member"}) > 1
     assert all(r["zlib"] == pytest.approx(r["loss"] / len(zlib.compress(r["answer"].encode()))) for r in rows)
 
 
@@ -255,7 +289,7 @@ def test_robustness_table_reads_each_attack_on_its_people_and_the_gap_to_the_ora
     assert vanilla["relearn: Forget VQA (report half)"].startswith("25.0 ")  # 1 of their 4 after relearning
     assert vanilla["mia: AUC LOSS"].startswith("1.00 ")
     assert vanilla["mia: AUC gap to oracle (LOSS)"].startswith("0.50 ")  # 1 - 0.5, as the hand count above
-    assert vanilla["mia: privleak % (LOSS)"].startswith("100.0 ")
+    assert vanilla["mia: privleak % (LOSS)"].startswith("-100.0 ")  # 100 ((1 - 1) - (1 - 0.5)) / (1 - 0.5)
     assert set(rows) == {"Vanilla", "Oracle (retain only)"}
     assert "\nMultiple-choice accuracies by likelihood scoring (evaluation.primary).\n" in (tmp_path / "robustness.md").read_text()
     assert (tmp_path / "figure.png").stat().st_size > 10_000 and (tmp_path / "figure.pdf").exists()
@@ -301,7 +335,8 @@ def test_a_row_at_several_points_shows_its_equal_forgetting_point(tmp_path):
     # overall, both of the report half's (people 2, 4).
     assert "GA: lr 0.001, its equal-forgetting point (Forget VQA +0.0 pts" in markdown
     (row,) = [line for line in markdown.splitlines() if line.startswith("| m | b | GA |")]
-    assert row.split(" | ")[3].startswith("83.3 ± ") and row.split(" | ")[4] == "100.0 ± 0.0 |"
+    # Two of two: Wilson's interval [n / (n + z^2), 1] = [34.2 %, 100 %] is the floor.
+    assert row.split(" | ")[3].startswith("83.3 ± ") and row.split(" | ")[4] == "100.0 ± 32.9 |"
 
 
 def test_an_attack_job_depends_on_its_own_kind_module_only():

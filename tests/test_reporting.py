@@ -293,10 +293,14 @@ def markdown_cells(path):
 
 
 def test_intervals_ties_and_over_unlearning_against_the_oracle(tmp_path):
-    """Hand-made per-item results in, the expected table out: mean ± half-width of the bootstrap
-    interval (about 1.96 sqrt(p(1-p)/n) for 100 items), the visual forget columns ranked by their
-    distance from the oracle with GA, below it by more than the intervals, marked over-unlearned,
-    and marks only where the intervals separate the methods."""
+    """Hand-made per-item results in, the expected table out: mean ± half-width of the interval
+    (every person alike here, so the bootstrap over people has no spread and Wilson's interval over
+    the 100 questions is the floor: about 1.96 sqrt(p(1-p)/n)), the visual forget columns ranked
+    by their distance from the oracle with GA, below it, marked over-unlearned, and marks only where
+    the paired interval of two rows' difference excludes 0. Every person answers the first
+    ``10 * accuracy`` of their questions, so a row 10 points above another is right on one more
+    question of every person: the paired interval separates them although their own intervals
+    overlap, and rows with the same answers tie."""
     rows = {  # forget_vqa, forget_qa, retain_vqa, retain_qa, real_vqa, real_qa, test_vqa
         "vanilla": (0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9),
         "oracle": (0.3, 0.3, 0.9, 0.9, 0.9, 0.9, 0.3),
@@ -309,23 +313,25 @@ def test_intervals_ties_and_over_unlearning_against_the_oracle(tmp_path):
     call_stage("render_tables", "--title", "t", *cells, "--out", tmp_path / "table")
     cells_of = markdown_cells(tmp_path / "table.md")
     assert list(cells_of) == ["*llava*", "Vanilla", "Oracle (retain only)", "GA", "NPO", "MMUnlearner"]
-    # Forget VQA: the value, its interval, its distance from the oracle; GA's 0 % is 30 points below
-    # the oracle's 30 ± 9 %: over-unlearned (†), not best. NPO, at the oracle, is best; MMUnlearner,
-    # 30 points off, is separated from it and the runner-up.
+    # Forget VQA: the value, its interval, its distance from the oracle. GA's 0 of 100 has Wilson's
+    # interval [0, z^2 / (n + z^2)] = [0, 3.7 %], half-width 1.8; 30 points below the oracle:
+    # over-unlearned (†), not best. NPO, at the oracle, is best; MMUnlearner, 30 points off, the runner-up.
     assert approx_cell(cells_of["Oracle (retain only)"][0], 0.3)
-    assert cells_of["GA"][0] == "0.0 ± 0.0% (-30.0) †" and approx_cell(cells_of["NPO"][0], 0.3, 0.0, "best")
+    assert cells_of["GA"][0] == "0.0 ± 1.8% (-30.0) †" and approx_cell(cells_of["NPO"][0], 0.3, 0.0, "best")
     assert approx_cell(cells_of["MMUnlearner"][0], 0.6, 0.3, "runner_up")
-    assert cells_of["GA"][6] == "0.0 ± 0.0% (-30.0) †"  # Test VQA alike
-    # NPO's Test VQA, 10 points from the oracle, and MMUnlearner's, 20: within the intervals, tied.
-    assert approx_cell(cells_of["NPO"][6], 0.4, 0.1, "≈") and approx_cell(cells_of["MMUnlearner"][6], 0.5, 0.2, "≈")
-    # Forget QA keeps vanilla's knowledge as its target: higher is better, MMUnlearner's 100 % best,
-    # NPO's 70 % runner-up, separated from GA's 50 %.
-    assert cells_of["MMUnlearner"][1] == "**100.0 ± 0.0%**" and approx_cell(cells_of["NPO"][1], 0.7, None, "runner_up")
-    # Retain VQA: MMUnlearner best; GA (40 %) and NPO (50 %) within their intervals: tied, no underline.
-    assert approx_cell(cells_of["MMUnlearner"][2], 0.9, None, "best") and approx_cell(cells_of["GA"][2], 0.4, None, "≈")
-    assert approx_cell(cells_of["NPO"][2], 0.5, None, "≈")
-    # Retain QA: 60, 50, 50 %: all within the intervals, a three-way tie and no bold at all.
-    assert [cells_of[m][3][-1] for m in ("GA", "NPO", "MMUnlearner")] == ["≈"] * 3
+    assert cells_of["GA"][6] == "0.0 ± 1.8% (-30.0) †"  # Test VQA alike
+    # Test VQA: NPO 10 points from the oracle, MMUnlearner 20; their intervals (±9-10) overlap, but
+    # MMUnlearner is farther on every person: best and runner-up, not a tie.
+    assert approx_cell(cells_of["NPO"][6], 0.4, 0.1, "best") and approx_cell(cells_of["MMUnlearner"][6], 0.5, 0.2, "runner_up")
+    # Forget QA keeps vanilla's knowledge as its target: higher is better, MMUnlearner's 100 % best
+    # (Wilson's lower end 96.3 %), NPO's 70 % runner-up, separated from GA's 50 %.
+    assert cells_of["MMUnlearner"][1] == "**100.0 ± 1.8%**" and approx_cell(cells_of["NPO"][1], 0.7, None, "runner_up")
+    # Retain VQA: 90, 50, 40 %, each row right on one more question of every person than the next.
+    assert approx_cell(cells_of["MMUnlearner"][2], 0.9, None, "best") and approx_cell(cells_of["NPO"][2], 0.5, None, "runner_up")
+    assert approx_cell(cells_of["GA"][2], 0.4)
+    # Retain QA: GA 60 % best; NPO and MMUnlearner give the same answers (50 %): tied, no runner-up.
+    assert approx_cell(cells_of["GA"][3], 0.6, None, "best")
+    assert [cells_of[m][3][-1] for m in ("NPO", "MMUnlearner")] == ["≈"] * 2
     header = next(line for line in (tmp_path / "table.md").read_text().splitlines() if line.startswith("| Method"))
     assert "mllmu: Forget VQA Acc (→ oracle)" in header and "mllmu: Test VQA Acc (→ oracle)" in header
     assert "†" in (tmp_path / "table.md").read_text().split("\n\n")[-2]  # the legend says what † means
@@ -339,17 +345,72 @@ def test_intervals_ties_and_over_unlearning_against_the_oracle(tmp_path):
     table = list(csv.DictReader((tmp_path / "table.csv").open()))
     assert float(table[3]["mllmu:forget_qa"]) == 0.7 and abs(float(table[3]["mllmu:forget_qa:half_width"]) - 0.09) < 0.01
     latex = (tmp_path / "table.tex").read_text()
-    assert r"0.0 $\pm$ 0.0\% (-30.0) $\dagger$" in latex and r"\textbf{100.0 $\pm$ 0.0\%}" in latex
+    assert r"0.0 $\pm$ 1.8\% (-30.0) $\dagger$" in latex and r"\textbf{100.0 $\pm$ 1.8\%}" in latex
 
 
 def test_seeds_average_and_add_their_spread_to_the_interval():
     from pipeline_steps.reporting.estimates import estimate
 
-    # Each seed's items all score alike: no spread over questions; the seeds' t interval alone.
-    result = estimate([[0.4] * 20, [0.5] * 20, [0.6] * 20])
+    # Each seed's items all score alike (ROUGE-like values, so no Wilson floor): no spread over
+    # people or questions; the seeds' t interval alone.
+    def seed(value):
+        return [(f"p{i % 4}", value) for i in range(20)]
+
+    result = estimate([seed(0.4), seed(0.5), seed(0.6)])
     assert result.seeds == 3 and result.mean == pytest.approx(0.5)
     assert result.half_width == pytest.approx(4.302653 * 0.1 / 3 ** 0.5, rel=1e-5)
-    assert estimate([[1.0] * 5]).half_width == 0.0
+    assert result.seed_half_width == result.half_width
+    assert estimate([seed(0.5)]).half_width == 0.0
+    with pytest.raises(ValueError, match="same items about the same people"):
+        estimate([seed(0.4), [("q", 0.4)] * 20])
+
+
+def test_the_interval_resamples_people_not_questions():
+    """40 people, 10 questions each, half of them answer all right and half all wrong: the value's
+    spread comes from which people were drawn. The bootstrap over people gives about 1.96 times the
+    standard error of the mean of the 40 people's means, sqrt(0.25 / 40) = 0.079; resampling the
+    400 questions as independent would give 1.96 sqrt(0.25 / 400) = 0.049, a third of it."""
+    from pipeline_steps.reporting.estimates import estimate
+
+    items = [(f"p{person:02d}", float(person % 2)) for person in range(40) for _ in range(10)]
+    half_width = estimate([items]).half_width
+    assert half_width == pytest.approx(1.96 * (0.25 / 40) ** 0.5, rel=0.1)
+    assert half_width > 2.5 * 1.96 * (0.25 / 400) ** 0.5
+
+
+def test_wilson_floor_matches_scipy():
+    from scipy import stats
+
+    from pipeline_steps.reporting.estimates import estimate, wilson_interval
+
+    for correct, n in ((37, 40), (40, 40), (0, 80)):
+        expected = stats.binomtest(correct, n).proportion_ci(method="wilson")
+        assert wilson_interval(correct / n, n) == pytest.approx((expected.low, expected.high), abs=1e-9)
+    # An all-correct cell of 5 people is not certain: Wilson's half-width over its 40 questions.
+    everyone = [(f"p{i % 5}", 1.0) for i in range(40)]
+    low, high = stats.binomtest(40, 40).proportion_ci(method="wilson")
+    assert estimate([everyone]).half_width == pytest.approx((high - low) / 2)
+
+
+def test_rows_differ_by_the_paired_interval_of_their_difference():
+    """Two rows whose intervals overlap but which differ the same way on every person differ; two
+    rows with the same mean that err on different people do not; rows without per-item results
+    fall back to whether their intervals overlap."""
+    from pipeline_steps.reporting.estimates import Estimate, differ, estimate, paired_interval
+
+    def row(right_per_person, people=10, questions=10):
+        return estimate([[(f"p{p}", float(q < right_per_person[p % len(right_per_person)]))
+                          for p in range(people) for q in range(questions)]])
+
+    low, high = row([4]), row([5])  # 40 % and 50 %, each ± about 9.6
+    assert abs(high.mean - low.mean) < low.half_width + high.half_width
+    assert differ(high, low) and differ(low, high)
+    value, lower, upper = paired_interval(lambda a, b: a - b, high, low)
+    assert value == pytest.approx(0.1) and 0 < lower <= 0.1 <= upper
+    # The same 50 % by other people's answers: half the people all right, half all wrong, swapped.
+    assert not differ(row([10, 0]), row([0, 10]))
+    assert not differ(high, high)
+    assert differ(Estimate(0.5, 0.04), Estimate(0.4, 0.05)) and not differ(Estimate(0.5, 0.06), Estimate(0.4, 0.05))
 
 
 def test_equal_forgetting_chooses_on_the_selection_half_and_reports_the_other(tmp_path):
@@ -369,7 +430,9 @@ def test_equal_forgetting_chooses_on_the_selection_half_and_reports_the_other(tm
     call_stage("render_tables", "--title", "t", "--equal-forgetting", "0.05", *cells, "--out", tmp_path / "table")
     cells_of = markdown_cells(tmp_path / "table.md")
     assert "50.0 ±" in cells_of["GA_Diff"][0] and "40.0 ±" in cells_of["GA_Diff"][2]  # the report half
-    assert cells_of["GA"][0] == "0.0 ± 0.0% (-30.0) †"  # 30 points below the oracle is nearer than 40 above
+    # 30 points below the oracle is nearer than 40 above; 0 of the report half's 50 questions: Wilson's
+    # interval [0, 7.1 %].
+    assert cells_of["GA"][0] == "0.0 ± 3.6% (-30.0) †"
     text = (tmp_path / "table.md").read_text()
     assert "llava / mllmu / GA_Diff: lr 0.0003 (Forget VQA +0.0 pts from the oracle's on the selection half)." in text
     assert "llava / mllmu / GA: lr 0.001 (Forget VQA -30.0 pts from the oracle's on the selection half; " \

@@ -19,15 +19,23 @@ project is (``training/losses.py``), with four scores, each oriented so that hig
 
 Each score gives an AUC of members against non-members (the probability that a random member
 outscores a random non-member, ties counting half: the Mann-Whitney statistic), per modality of
-the pairs (``vqa``, ``text``) and over all of them, with a 95 % BCa bootstrap interval resampling
-members and non-members separately (``reporting/estimates.bootstrap_interval``). A model that
-never saw the forget people (the oracle) sits near 0.5; open-unlearning's ``privleak`` (from MUSE,
-Shi et al. 2024) is the relative gap of a variant's AUC to the oracle's, ``privleak_gap`` below,
-with an interval from the same bootstrap over the two models' paired scores (the report computes
-it from both models' ``scores.jsonl``).
+the pairs (``vqa``, ``text``) and over all of them, with a 95 % BCa bootstrap interval that
+resamples *people*, the members' and the non-members' each on their own
+(``reporting/estimates.people_interval``): the pairs of one person are correlated (a person the
+model still knows gives all of their pairs a low loss), so resampling pairs as independent would
+make the interval too narrow. A model that never saw the forget people (the oracle) sits near 0.5.
 
-Items are resampled as independent, as the tables' intervals resample questions; pairs of one
-person are correlated, so the intervals are, if anything, too narrow.
+``privleak`` is MUSE's (Shi et al. 2024, "MUSE: Machine Unlearning Six-Way Evaluation for Language
+Models", Sec. 3) as open-unlearning computes it (``src/evals/metrics/privacy.py``): MUSE reports
+AUCs as 1 - AUC of this orientation, so with a the variant's AUC and b the oracle's,
+
+    privleak = 100 * ((1 - a) - (1 - b)) / (1 - b),
+
+near 0 for a model that leaks like the oracle, negative for one whose forget people are still
+told apart (under-unlearning: vanilla here is near -100), positive for one that scores them as
+less member-like than never-seen people (over-unlearning). ``privleak_gap`` gives it and the plain
+difference a - b, each with an interval from the same people resampled for both models (paired;
+the report computes them from both models' ``scores.jsonl``).
 """
 
 from __future__ import annotations
@@ -42,7 +50,6 @@ import numpy as np
 
 from ..benchmarks.records import MODALITIES, forget_split, read_split
 from ..cli import StageError
-from ..reporting.estimates import bootstrap_interval
 from ..storage import write_jsonl
 from ..unlearning.methods import hyperparameter
 from . import Attack, Target, profile_examples, register
@@ -132,37 +139,74 @@ def auc(members, nonmembers, axis: int = -1) -> np.ndarray:
     return (ranks[..., :n1].sum(axis=-1) - n1 * (n1 + 1) / 2) / (n1 * n0)
 
 
-def auc_estimate(members, nonmembers) -> dict:
-    """The AUC with its 95 % interval and the counts."""
-    members, nonmembers = np.asarray(members, float), np.asarray(nonmembers, float)
-    if not len(members) or not len(nonmembers):
-        raise ValueError("an AUC needs members and non-members")
-    low, high = bootstrap_interval((members, nonmembers), auc)
-    return {"auc": float(auc(members, nonmembers)), "low": low, "high": high,
-            "members": len(members), "nonmembers": len(nonmembers)}
+class MemberWins:
+    """Every member's score against every non-member's (1 a win, 1/2 a tie), summed per (member
+    person, non-member person): a resample of people then has the AUC w_m' W w_n / (w_m'c_m w_n'c_n),
+    with w the people's multiplicities and c their numbers of pairs, with no re-ranking. A group of
+    one person is resampled by its pairs (nothing else can vary)."""
+
+    def __init__(self, members: list[tuple[str, float]], nonmembers: list[tuple[str, float]]):
+        from ..reporting.estimates import PeopleScores
+
+        if not members or not nonmembers:
+            raise ValueError("an AUC needs members and non-members")
+        # One person alone gives no spread over people: their pairs are then resampled as independent.
+        people = PeopleScores.of(members), PeopleScores.of(nonmembers)
+        self.people = tuple(len(scores.people) for scores in people)
+        self.members, self.nonmembers = (scores if len(scores.people) > 1 else scores.by_item() for scores in people)
+        wins = (np.sign(self.members.values[:, None] - self.nonmembers.values[None, :]) + 1) / 2
+        self.wins = one_hot(self.members).T @ wins @ one_hot(self.nonmembers)
+        self.counts = one_hot(self.members).sum(0), one_hot(self.nonmembers).sum(0)
+        self.value = float(auc(self.members.values, self.nonmembers.values))
+
+    def resampled(self, member_weights: np.ndarray, nonmember_weights: np.ndarray) -> np.ndarray:
+        return (((member_weights @ self.wins) * nonmember_weights).sum(-1)
+                / ((member_weights @ self.counts[0]) * (nonmember_weights @ self.counts[1])))
+
+    @property
+    def groups(self) -> tuple[int, int]:
+        return len(self.members.people), len(self.nonmembers.people)
+
+
+def one_hot(scores) -> np.ndarray:
+    """[items, people]: which person each item is about."""
+    return np.eye(len(scores.people))[scores.person]
+
+
+def auc_estimate(members: list[tuple[str, float]], nonmembers: list[tuple[str, float]]) -> dict:
+    """The AUC of (profile, score) members against non-members, its 95 % interval over people,
+    and the counts of pairs and people."""
+    from ..reporting.estimates import people_interval
+
+    compared = MemberWins(members, nonmembers)
+    low, high = people_interval(compared.groups, compared.resampled)
+    return {"auc": compared.value, "low": low, "high": high, "members": len(members), "nonmembers": len(nonmembers),
+            "member_people": compared.people[0], "nonmember_people": compared.people[1]}
+
+
+def muse_privleak(variant_auc, oracle_auc):
+    """MUSE's privleak in percent, from AUCs oriented as here (higher: member)."""
+    return 100 * ((1 - variant_auc) - (1 - oracle_auc)) / (1 - oracle_auc)
 
 
 def privleak_gap(variant: tuple, oracle: tuple) -> dict:
-    """A variant's AUC minus the oracle's (``gap``) and the same relative to the oracle's in percent
-    (``privleak``, as open-unlearning reports it), each with a 95 % interval. ``variant`` and
-    ``oracle`` are (member scores, non-member scores) of the same examples in the same order; the
-    bootstrap resamples example indices, so both models see the same resampled examples (paired)."""
-    vm, vn, om, on = (np.asarray(x, float) for x in (*variant, *oracle))
-    if vm.shape != om.shape or vn.shape != on.shape:
+    """A variant's AUC minus the oracle's (``gap``) and MUSE's ``privleak``, each with a 95 %
+    interval. ``variant`` and ``oracle`` are (member pairs, non-member pairs) of (profile, score),
+    of the same examples in the same order; the bootstrap resamples people, the same for both
+    models (paired), and leaves out the resamples where privleak is undefined (the oracle's AUC 1)."""
+    from ..reporting.estimates import difference, people_interval
+
+    if [p for p, _ in variant[0]] != [p for p, _ in oracle[0]] or [p for p, _ in variant[1]] != [p for p, _ in oracle[1]]:
         raise ValueError("privleak compares two models' scores of the same examples")
-
-    def statistic(relative: bool):
-        def gap(i, j, axis=-1):
-            i, j = np.moveaxis(i, axis, -1).astype(int), np.moveaxis(j, axis, -1).astype(int)
-            a, b = auc(vm[i], vn[j]), auc(om[i], on[j])
-            return 100 * (a - b) / b if relative else a - b
-        return gap
-
-    indices = (np.arange(len(vm), dtype=float), np.arange(len(vn), dtype=float))
+    ours, theirs = MemberWins(*variant), MemberWins(*oracle)
+    if theirs.value == 1:
+        raise ValueError("privleak is undefined where the oracle's AUC is 1 (MUSE divides by 1 - AUC)")
+    statistics = {"gap": difference, "privleak": muse_privleak}
     result = {}
-    for key, relative in (("gap", False), ("privleak", True)):
-        low, high = bootstrap_interval(indices, statistic(relative))
-        result[key] = {"value": float(statistic(relative)(*indices)), "low": low, "high": high}
+    for key, statistic in statistics.items():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            low, high = people_interval(ours.groups, lambda m, n: statistic(ours.resampled(m, n), theirs.resampled(m, n)))
+        result[key] = {"value": float(statistic(ours.value, theirs.value)), "low": low, "high": high}
     return result
 
 
@@ -210,11 +254,12 @@ class MembershipInference(Attack):
         return result
 
 
-def split_scores(rows: list[dict], group: str, score: str) -> tuple[list[float], list[float]]:
-    """(member scores, non-member scores) of one score over one modality's rows (``all``: every row)."""
+def split_scores(rows: list[dict], group: str, score: str) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """(member, non-member) (profile, score) pairs of one score over one modality's rows (``all``:
+    every row)."""
     chosen = [r for r in rows if group in ("all", r["modality"])]
-    return ([r[score] for r in chosen if r["membership"] == "member"],
-            [r[score] for r in chosen if r["membership"] == "nonmember"])
+    return ([(r["profile"], r[score]) for r in chosen if r["membership"] == "member"],
+            [(r["profile"], r[score]) for r in chosen if r["membership"] == "nonmember"])
 
 
 def auc_table(rows: list[dict], modalities: list[str]) -> dict:

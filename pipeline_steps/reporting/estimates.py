@@ -6,19 +6,32 @@ gets, for each column:
 
 * the value (mean over items; the mean over seeds of that when one operating point was unlearned
   with several seeds), checked against ``metrics.json`` so the two files cannot disagree;
-* a 95 % interval: a bootstrap over questions (``scipy.stats.bootstrap``, BCa; scipy because it
-  is maintained, vectorised and implements the bias-corrected interval that a proportion near 0
-  or 1, as Forget VQA after unlearning is, needs, which a hand-written percentile bootstrap would
-  not). With several seeds, the questions' bootstrap runs on each item's mean over the seeds, and
-  the seeds' own spread (a t interval over the seeds' values) is added in quadrature: the two are
-  different sources of error (which questions were asked; which data order unlearning saw), and a
-  nested bootstrap over three seeds would be no more exact;
+* a 95 % interval from a bootstrap over *people*, not questions (``scipy.stats.bootstrap``, BCa,
+  on the people's indices; each resample weighs every person by how often it was drawn, so the
+  value is the ratio of the drawn people's score sums to their item counts: the cluster bootstrap
+  of Davison & Hinkley 1997, Sec. 3.8). The questions about one person are not independent: a
+  method that forgets a person forgets most of their questions, so resampling questions as if
+  they were independent understates the error when a column holds a few people (the embedded
+  default's halves hold five each). scipy because it is maintained, vectorised and implements
+  the bias-corrected interval that a proportion near 0 or 1 needs;
+* a floor for multiple-choice columns: the interval is never narrower than the Wilson score
+  interval of the proportion over the column's items (Wilson 1927), so "100 % of 40 questions" is
+  not shown as certain (a bootstrap of all-equal items has width 0, which would then "separate"
+  from anything);
+* with several seeds, the bootstrap runs on each item's mean over the seeds, and the seeds' own
+  spread (a t interval over the seeds' values) is added in quadrature: the two are different
+  sources of error (which people were asked about; which data order unlearning saw);
+* ties from a *paired* interval: two rows of a column score the same questions about the same
+  people, so whether they differ is read from the interval of their difference over the same
+  resampled people (``differ``), which is narrower than two overlapping intervals when the rows
+  err on the same people, and honest when they do not;
 * subsets of the people: the *selection* half and the *report* half of every column's profiles
   (by position in the sorted profile ids: even positions select, odd ones report), so an
   operating point can be chosen on one half and reported on the other.
 
 Resampling uses a fixed generator, so the same results give byte-identical tables and figures.
-Without a ``predictions.jsonl`` (metrics from elsewhere) a value has no interval (``None``).
+Without a ``predictions.jsonl`` (metrics from elsewhere) a value has no interval (``None``), and
+two values are told apart only by their means.
 """
 
 from __future__ import annotations
@@ -26,7 +39,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,14 +52,133 @@ HALVES = ("all", "selection", "report")
 
 
 @dataclass(frozen=True)
+class PeopleScores:
+    """One column's item scores (each item's mean over seeds) and the person each item is about:
+    what the bootstrap resamples. A resample's value is the ratio of the drawn people's summed
+    scores to their numbers of items."""
+
+    people: tuple[str, ...]
+    person: np.ndarray  # per item, the index of its person in ``people``
+    values: np.ndarray  # per item, its score
+
+    @classmethod
+    def of(cls, items: list[tuple[str, float]]) -> PeopleScores:
+        people = tuple(sorted({profile for profile, _ in items}))
+        where = {person: i for i, person in enumerate(people)}
+        return cls(people, np.array([where[profile] for profile, _ in items], dtype=int),
+                   np.array([value for _, value in items], dtype=float))
+
+    def by_item(self) -> PeopleScores:
+        """The same items, each its own cluster: the resampling that treats questions as independent."""
+        return PeopleScores(tuple(str(i) for i in range(len(self.values))), np.arange(len(self.values)), self.values)
+
+    @property
+    def binary(self) -> bool:
+        """Every item scores 0 or 1 (a multiple-choice column): the Wilson floor applies."""
+        return bool(np.isin(self.values, (0.0, 1.0)).all())
+
+    def same_items(self, other: PeopleScores) -> bool:
+        return self.people == other.people and np.array_equal(self.person, other.person)
+
+    def means(self, weights: np.ndarray) -> np.ndarray:
+        """The column's value in each resample; ``weights``: [..., people] multiplicities."""
+        sums = np.bincount(self.person, self.values, len(self.people))
+        counts = np.bincount(self.person, minlength=len(self.people))
+        return (weights @ sums) / (weights @ counts)
+
+
+@dataclass(frozen=True)
 class Estimate:
     mean: float
     half_width: float | None = None  # of the 95 % interval; None: unknown (no per-item results)
     seeds: int = 1
+    seed_half_width: float = 0.0  # the seeds' share of ``half_width`` (t interval of their means)
+    people: PeopleScores | None = field(default=None, compare=False, repr=False)  # its items, for pairing
 
-    def separated_from(self, other: Estimate) -> bool:
-        """The two differ by more than their intervals (so neither overlaps the other's value range)."""
-        return abs(self.mean - other.mean) > (self.half_width or 0.0) + (other.half_width or 0.0)
+
+def multiplicity(indices: np.ndarray, people: int) -> np.ndarray:
+    """How often each of ``people`` is drawn in each resample: [..., draws] indices -> [..., people]."""
+    flat = indices.reshape(-1, indices.shape[-1]).astype(int)
+    offsets = flat + people * np.arange(len(flat))[:, None]
+    counts = np.bincount(offsets.ravel(), minlength=people * len(flat)).reshape(len(flat), people)
+    return counts.reshape(indices.shape[:-1] + (people,)).astype(float)
+
+
+def people_interval(groups: tuple[int, ...], statistic) -> tuple[float, float]:
+    """The 95 % BCa interval of ``statistic(*weights)`` when the people of each group (``groups``:
+    their numbers) are resampled with replacement, each group on its own; ``weights[k]`` are the
+    [..., people] multiplicities of group k's people in each resample."""
+    def on_indices(*indices, axis=-1):
+        return statistic(*(multiplicity(np.moveaxis(i, axis, -1), n) for i, n in zip(indices, groups)))
+
+    return bootstrap_interval(tuple(np.arange(n, dtype=float) for n in groups), on_indices)
+
+
+def wilson_interval(proportion: float, n: int) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a proportion observed over ``n`` independent items (its
+    closed form, which also takes the mean over seeds of several seeds' proportions)."""
+    from scipy import stats
+
+    z = stats.norm.ppf((1 + CONFIDENCE) / 2)
+    centre = (proportion + z * z / (2 * n)) / (1 + z * z / n)
+    spread = z / (1 + z * z / n) * math.sqrt(proportion * (1 - proportion) / n + z * z / (4 * n * n))
+    return centre - spread, centre + spread
+
+
+def resampled_interval(statistic, scores: list[PeopleScores]) -> tuple[float, float]:
+    """The 95 % interval of ``statistic`` of the values of several item sets about the same people,
+    all recomputed on the same resampled people; the point value where there is one person."""
+    if len(scores[0].people) < 2:
+        value = float(statistic(*(s.means(np.ones(len(s.people))) for s in scores)))
+        return value, value
+    return people_interval((len(scores[0].people),), lambda w: statistic(*(s.means(w) for s in scores)))
+
+
+def people_half_width(scores: PeopleScores) -> float:
+    """Half the width of the value's 95 % interval over people, never narrower than the interval
+    over questions taken as independent: Wilson's for a multiple-choice column, the questions'
+    bootstrap for ROUGE-L. A few people can agree by chance, so a bootstrap over five of them can
+    be narrower than the questions alone allow."""
+    mean = float(scores.values.mean())
+    low, high = resampled_interval(lambda m: m, [scores])
+    if scores.binary:
+        floor = wilson_interval(mean, len(scores.values))
+    else:
+        floor = resampled_interval(lambda m: m, [scores.by_item()])
+    return (max(high, floor[1]) - min(low, floor[0])) / 2
+
+
+def paired_interval(statistic, *estimates: Estimate) -> tuple[float, float, float] | None:
+    """The value and 95 % interval of ``statistic(*values)`` of several rows of one column, each
+    row's value recomputed on the *same* resampled people (paired), never narrower than the paired
+    interval over questions taken as independent, and widened by the rows' seed spreads in
+    quadrature; None where a row has no per-item results or the rows' items differ (then they
+    cannot be paired)."""
+    scores = [e.people for e in estimates]
+    if any(s is None for s in scores) or not all(s.same_items(scores[0]) for s in scores):
+        return None
+    value = float(statistic(*(e.mean for e in estimates)))
+    by_people = resampled_interval(statistic, scores)
+    by_item = resampled_interval(statistic, [s.by_item() for s in scores])
+    low, high = min(by_people[0], by_item[0], value), max(by_people[1], by_item[1], value)
+    seeds = math.hypot(*(e.seed_half_width for e in estimates))
+    return value, value - math.hypot(value - low, seeds), value + math.hypot(high - value, seeds)
+
+
+def difference(a, b):
+    return a - b
+
+
+def differ(*estimates: Estimate, statistic=difference) -> bool:
+    """Whether the 95 % paired interval of ``statistic`` of the rows' values (by default the first
+    row's minus the second's) excludes 0. Without per-person results, whether the statistic's
+    size exceeds the first two rows' half-widths together (their intervals do not overlap)."""
+    paired = paired_interval(statistic, *estimates)
+    if paired is None:
+        value = float(statistic(*(e.mean for e in estimates)))
+        return abs(value) > sum(e.half_width or 0.0 for e in estimates[:2])
+    _, low, high = paired
+    return low > 0 or high < 0
 
 
 def column_measures(table: dict) -> dict[str, tuple[str, str]]:
@@ -116,7 +248,8 @@ def half(items: list[tuple[str, float]], which: str) -> list[tuple[str, float]]:
 def bootstrap_interval(samples: tuple[np.ndarray, ...], statistic) -> tuple[float, float]:
     """The 95 % BCa bootstrap interval of ``statistic(*samples, axis=-1)``, each sample resampled on
     its own (several samples: a statistic of independent groups, such as an AUC of members against
-    non-members), from a fixed generator; the percentile interval where BCa is not finite."""
+    non-members), from a fixed generator; the percentile interval where BCa is not finite, over the
+    resamples where the statistic is defined (a ratio whose denominator a resample made 0)."""
     from scipy import stats  # here, not above: the workflow imports this module while it parses
 
     with warnings.catch_warnings():
@@ -125,34 +258,29 @@ def bootstrap_interval(samples: tuple[np.ndarray, ...], statistic) -> tuple[floa
                                  method="BCa", random_state=np.random.default_rng(0), vectorized=True)
     low, high = result.confidence_interval
     if not (np.isfinite(low) and np.isfinite(high)):
-        low, high = np.quantile(result.bootstrap_distribution, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+        low, high = np.nanquantile(result.bootstrap_distribution, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
     return float(low), float(high)
 
 
-def question_half_width(values: np.ndarray) -> float:
-    """Half the width of the 95 % BCa bootstrap interval of the mean of ``values``."""
-    if len(values) < 2 or np.all(values == values[0]):
-        return 0.0
-    low, high = bootstrap_interval((values,), np.mean)
-    return (high - low) / 2
-
-
-def estimate(replicates: list[list[float]]) -> Estimate:
-    """One value with its interval from the item scores of each seed of an operating point (the
-    same items, in the same order, for every seed)."""
+def estimate(replicates: list[list[tuple[str, float]]]) -> Estimate:
+    """One value with its interval from the (profile, score) items of each seed of an operating
+    point (the same items, in the same order, for every seed)."""
     lengths = {len(r) for r in replicates}
     if len(lengths) != 1 or not lengths.pop():
         raise ValueError("every seed of an operating point must score the same, non-empty set of items")
-    scores = np.asarray(replicates, dtype=float)  # seeds x items
+    if any([p for p, _ in r] != [p for p, _ in replicates[0]] for r in replicates):
+        raise ValueError("every seed of an operating point must score the same items about the same people")
+    scores = np.asarray([[v for _, v in r] for r in replicates], dtype=float)  # seeds x items
     seed_means = scores.mean(axis=1)
-    questions = question_half_width(scores.mean(axis=0))
+    people = PeopleScores.of(list(zip((p for p, _ in replicates[0]), scores.mean(axis=0))))
     seeds = 0.0
     if len(replicates) > 1:
         from scipy import stats
 
         seeds = float(stats.t.ppf((1 + CONFIDENCE) / 2, len(replicates) - 1) * seed_means.std(ddof=1)
                       / math.sqrt(len(replicates)))
-    return Estimate(float(seed_means.mean()), math.hypot(questions, seeds), len(replicates))
+    return Estimate(float(seed_means.mean()), math.hypot(people_half_width(people), seeds), len(replicates),
+                    seeds, people)
 
 
 def column_estimates(replicates: list[dict], which: str = "all") -> dict[str, Estimate]:
@@ -165,4 +293,4 @@ def column_estimates(replicates: list[dict], which: str = "all") -> dict[str, Es
         return {c: Estimate(sum(r["table"][c] for r in replicates) / len(replicates), None, len(replicates))
                 for c in columns}
     columns = [c for c in replicates[0]["items"] if all(c in r["items"] for r in replicates)]
-    return {c: estimate([[v for _, v in half(r["items"][c], which)] for r in replicates]) for c in columns}
+    return {c: estimate([half(r["items"][c], which) for r in replicates]) for c in columns}

@@ -9,14 +9,17 @@ with its 95 % interval, shown as ``mean ± half-width``.
 The visual forget columns (Forget VQA, Test VQA) have the oracle as their target, when the row
 group has one (the model fine-tuned on the retain set only, which never saw the forget people):
 each value also shows its distance from the oracle's, is ranked by that distance, and a value
-below the oracle's by more than the two intervals is marked over-unlearned (†) and not ranked. The
+below the oracle's, differing from it, is marked over-unlearned (†) and not ranked. The
 other columns keep vanilla's knowledge as their target: higher is better. Without an oracle row
 Forget VQA falls back to lower is better.
 
 Marks, per row group and column, among the unlearned rows (references are never ranked): the best
-is bold only when it is separated from the next by more than their intervals, the runner-up
-underlined only when separated from both neighbours; rows not separated from the one they would
-share a place with are marked as tied (≈) instead. Accuracies are shown as percentages, ROUGE-L as
+is bold only when it differs from the next, the runner-up underlined only when it differs from
+both neighbours; rows that do not differ from the one they would share a place with are marked as
+tied (≈) instead. Two rows differ when the 95 % interval of their difference, both recomputed on
+the same resampled people (``estimates.differ``), excludes 0: both rows ask the same questions
+about the same people, so this paired interval is the right test, not whether two intervals
+overlap. Accuracies are shown as percentages, ROUGE-L as
 a number in [0, 1].
 """
 
@@ -26,7 +29,7 @@ import csv
 import io
 from dataclasses import dataclass, field
 
-from .estimates import Estimate
+from .estimates import Estimate, differ
 from .labels import COLUMNS, ORACLE_TARGETS, OTHER_NAMES, column_label, table_columns
 
 REFERENCE_ROWS = tuple(OTHER_NAMES[name] for name in ("vanilla", "base", "oracle"))
@@ -86,30 +89,37 @@ class Table:
                     values = {row: v for row, v in values.items() if v is not None}
                     oracle = self.oracle(group, column_group, column)
                     if oracle is not None:
-                        over = {row for row, v in values.items() if v.mean < oracle.mean and v.separated_from(oracle)}
+                        over = {row for row, v in values.items() if v.mean < oracle.mean and differ(v, oracle)}
                         marks |= {(group, row, column_group, column): "over_unlearned" for row in over}
-                        # Ranked by distance from the oracle, with the value's interval.
-                        values = {row: Estimate(abs(v.mean - oracle.mean), v.half_width)
-                                  for row, v in values.items() if row not in over}
-                        lower = True
-                    else:
-                        lower = COLUMNS[column][3]
-                    for row, mark in rank_marks(values, lower).items():
+                        values = {row: v for row, v in values.items() if row not in over}
+                    for row, mark in rank_marks(values, COLUMNS[column][3], oracle).items():
                         marks[(group, row, column_group, column)] = mark
         return marks
 
 
-def rank_marks(values: dict[str, Estimate], lower: bool) -> dict[str, str]:
-    """Best and runner-up among ``values`` where the intervals separate them, ties where they do not:
-    the first place is the best's if no other row is within the intervals of it, else a tie of all
-    that are (and no runner-up); the second place likewise among the rest."""
-    order = sorted(values, key=lambda row: values[row].mean, reverse=not lower)
+def distance_gap(a, b, oracle):
+    """How much farther from the oracle's value ``a`` lies than ``b``."""
+    return abs(a - oracle) - abs(b - oracle)
+
+
+def rank_marks(values: dict[str, Estimate], lower: bool, oracle: Estimate | None = None) -> dict[str, str]:
+    """Best and runner-up among ``values`` where the paired intervals of their differences separate
+    them, ties where they do not: the first place is the best's if it differs from every other
+    row, else a tie of all that do not differ from it (and no runner-up); the second place likewise
+    among the rest. With an ``oracle``, rows are ranked by their distance from its value (nearer is
+    better), and told apart by the paired interval of the difference of their distances."""
+    if oracle is None:
+        key, compare = (lambda row: values[row].mean), (lambda a, b: differ(a, b))
+    else:
+        key, lower = (lambda row: abs(values[row].mean - oracle.mean)), True
+        compare = lambda a, b: differ(a, b, oracle, statistic=distance_gap)  # noqa: E731
+    order = sorted(values, key=key, reverse=not lower)
     marks: dict[str, str] = {}
     for place, mark in enumerate(("best", "runner_up")):
         if place >= len(order):
             break
         head, rest = order[place], order[place + 1:]
-        tied = [row for row in rest if not values[head].separated_from(values[row])]
+        tied = [row for row in rest if not compare(values[head], values[row])]
         if tied:
             marks |= {row: "tie" for row in (head, *tied)}
             break
@@ -166,9 +176,11 @@ def to_csv(table: Table) -> str:
 
 
 MARKDOWN = {"best": "**{}**", "runner_up": "<u>{}</u>", "tie": "{} ≈", "over_unlearned": "{} †"}
-LEGEND = ("Mean ± half-width of the 95 % interval. Bold: best, underlined: runner-up, each only where the "
-          "intervals separate it from the next; ≈: tied within the intervals; †: below the oracle by more than "
-          "the intervals (over-unlearned, not ranked). Forget and Test VQA: distance from the oracle in points "
+LEGEND = ("Mean ± half-width of the 95 % interval (people resampled; multiple choice never narrower than "
+          "Wilson's interval over the questions). Bold: best, underlined: runner-up, each only where the paired "
+          "95 % interval of its difference from the next (the same people resampled for both) excludes 0; "
+          "≈: tied, that interval includes 0; †: below the oracle, the paired interval of the difference "
+          "excluding 0 (over-unlearned, not ranked). Forget and Test VQA: distance from the oracle in points "
           "in brackets, ranked by it. References (vanilla, oracle) are not ranked.")
 
 
