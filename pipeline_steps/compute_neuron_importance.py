@@ -6,10 +6,11 @@
 
 Splits are the Fisher stage's (``{forget,retain,real}_{vqa,text}``). Writes
 ``<out>.safetensors`` behind ``<out>.safetensors.index.json``: per decoder layer, the float64 sums
-over the split's attended tokens of |a|, 1[a > 0], a and a^2 for every neuron of the MLP
-(``saliency/neurons.py``), under ``<layer>.mlp.down_proj.input.<statistic>``; the metadata holds
-the token and example counts, the split, and the model's fingerprint, which the unlearn stage
-checks before it prunes with them.
+over the split's attended tokens of |a|, 1[|a| > 0.1] (MANU's frequency cut), a and a^2 for
+every neuron of the MLP (``saliency/neurons.py``), under
+``<layer>.mlp.down_proj.input.<statistic>``; the metadata names the statistics and the cut and
+holds the token and example counts, the split, and the model's fingerprint, which the unlearn
+stage checks before it prunes with them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from .cli import run_stage, stage_parser
 from .models.encoding import PromptEncoder
 from .models.loading import DTYPES, load_model, model_fingerprint, resolve_device
-from .saliency.neurons import STATISTICS, activation_statistics, layer_count
+from .saliency.neurons import ACTIVE_THRESHOLD, STATISTICS, activation_statistics, layer_count
 from .saliency.tensor_files import write_tensors
 from .training.examples import FISHER_SPLITS, fisher_split_source, split_examples
 
@@ -50,7 +51,8 @@ def main(args) -> None:
     sums, tokens = activation_statistics(loaded.model, loaded.family, PromptEncoder(loaded.processor), examples,
                                          batch_size=args.batch_size, description=f"neurons {args.split}")
     metadata = {"kind": "mlp_activation_statistics", "split": args.split, "forget_ratio": str(args.forget_ratio),
-                "statistics": ",".join(STATISTICS), "tokens": str(tokens), "examples": str(len(examples)),
+                "statistics": ",".join(STATISTICS), "active_count": f"tokens with |a| > {ACTIVE_THRESHOLD}",
+                "tokens": str(tokens), "examples": str(len(examples)),
                 "token_selection": "every attended token (image, prompt and answer)",
                 "accumulation_dtype": "float64", "model_dtype": args.dtype,
                 "model_type": loaded.model.config.model_type, "model_fingerprint": model_fingerprint(args.model),

@@ -42,7 +42,7 @@ from .cli import StageError, labelled_paths, run_stage, stage_parser
 from .reporting.equal_forgetting import choose
 from .reporting.estimates import column_estimates, estimate, half, read_items
 from .reporting.figures import STYLE, plt, save
-from .reporting.labels import point_label, scoring_note, variant_label
+from .reporting.labels import method_notes, point_label, scoring_note, variant_label
 from .reporting.tables import latex_escape
 from .storage import atomic_file, read_json
 from .study.variants import Variant
@@ -288,11 +288,12 @@ def main(args) -> None:
     cells, choices = select_points(cells, args.equal_forgetting)
     table = build(cells, args.mia_group)
     header, body = text_rows(table)
+    evaluations = [read_json(path) for _, path in cells if path.name == "metrics.json"]
     try:
-        scoring = scoring_note(read_json(path) for _, path in cells if path.name == "metrics.json")
+        scoring = scoring_note(evaluations)
     except ValueError as error:
         raise StageError(str(error)) from None
-    notes = [*choices, scoring, "Accuracies in percent ± the half-width of their 95 % interval; AUCs and gaps with their 95 % interval "
+    notes = [*choices, scoring, *method_notes(evaluations), "Accuracies in percent ± the half-width of their 95 % interval; AUCs and gaps with their 95 % interval "
              f"in brackets, on the {args.mia_group} training pairs of the forget people (members) against the holdout "
              "people (non-members). Read each row against the oracle's (it never saw the forget people)."]
     outputs = {"md": to_markdown(args.title, header, body, notes), "csv": to_csv(header, body),

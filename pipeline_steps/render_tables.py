@@ -22,7 +22,7 @@ from pathlib import Path
 from .cli import StageError, labelled_paths, run_stage, stage_parser
 from .reporting.equal_forgetting import choose
 from .reporting.estimates import column_estimates, read_items
-from .reporting.labels import point_label, scoring_note, variant_label
+from .reporting.labels import method_notes, point_label, scoring_note, variant_label
 from .reporting.tables import Table, to_csv, to_latex, to_markdown
 from .storage import atomic_file, read_json
 from .study.variants import Variant
@@ -91,9 +91,9 @@ def main(args) -> None:
             table.add(group, variant_label(row, args.vary), column_group, column_estimates(points[point], half))
         except ValueError as error:
             raise StageError(str(error)) from None
+    evaluations = [e["metrics"] for points in cells.values() for seeds in points.values() for e in seeds]
     try:
-        table.notes.insert(0, scoring_note(e["metrics"] for points in cells.values() for seeds in points.values()
-                                           for e in seeds))
+        table.notes[:0] = [scoring_note(evaluations), *method_notes(evaluations)]
     except ValueError as error:
         raise StageError(str(error)) from None
     if selecting:

@@ -13,6 +13,7 @@ from pipeline_steps.models.encoding import Example, PromptEncoder
 from pipeline_steps.models.families import FAMILIES
 from pipeline_steps.saliency.neurons import (activation_statistics, importance, manu_scores, mlp_prefix,
                                              prune_neurons, select_neurons, statistic_name)
+from pipeline_steps.unlearning.methods import get_method
 from pipeline_steps.study.config_check import ConfigError, check_unlearn_block
 from pipeline_steps.unlearning.settings import sweep_points
 
@@ -38,7 +39,9 @@ def hand_activations(model, family, encoder, example, layer):
 
 def test_activation_statistics_against_the_mlp_by_hand(loaded):
     """Sums over the attended tokens of padded batches equal those of each example's own
-    activations, recomputed from the MLP's weights (padding contributes nothing)."""
+    activations, recomputed from the MLP's weights (padding contributes nothing); the importance
+    functions from them are MANU's: the standard deviation with n - 1 (``torch.std``) and the
+    fraction of tokens with |a| > 0.1, of the activations by hand."""
     name, model = loaded
     family, encoder = FAMILIES[name], PromptEncoder(model.processor)
     examples = forget_examples()[:3] + [Example("Who is Ada Okafor?", "a pilot from Lima", None)]
@@ -49,10 +52,14 @@ def test_activation_statistics_against_the_mlp_by_hand(loaded):
                    for i in range(layers)}
         assert tokens == sum(len(encoder.encode(e)["input_ids"]) for e in group)
         for i, a in by_hand.items():
-            for statistic, expected in (("abs_sum", a.abs().sum(0)), ("positive_count", (a > 0).double().sum(0)),
+            for statistic, expected in (("abs_sum", a.abs().sum(0)), ("active_count", (a.abs() > 0.1).double().sum(0)),
                                         ("sum", a.sum(0)), ("square_sum", a.square().sum(0))):
                 torch.testing.assert_close(sums[statistic_name(family, i, statistic)], expected,
                                            rtol=1e-5, atol=1e-6)
+        functions = importance(sums, tokens, family, layers)  # [4, layers, intermediate]
+        for i, a in by_hand.items():
+            torch.testing.assert_close(functions[1, i], (a.abs() > 0.1).double().mean(0), rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(functions[2, i], a.std(0), rtol=1e-4, atol=1e-6)
 
 
 def sums_of(family, activations):
@@ -61,15 +68,16 @@ def sums_of(family, activations):
     for layer, neurons in activations.items():
         columns = torch.tensor(neurons, dtype=torch.float64).T  # [tokens, neurons]
         sums |= {statistic_name(family, layer, "abs_sum"): columns.abs().sum(0),
-                 statistic_name(family, layer, "positive_count"): (columns > 0).double().sum(0),
+                 statistic_name(family, layer, "active_count"): (columns.abs() > 0.1).double().sum(0),
                  statistic_name(family, layer, "sum"): columns.sum(0),
                  statistic_name(family, layer, "square_sum"): columns.square().sum(0)}
     return sums, len(neurons[0])
 
 
 def hand_importance(values):
-    """The four importance functions of one neuron, from its activations, with the statistics module."""
-    return [stats.fmean(abs(v) for v in values), stats.fmean(v > 0 for v in values), stats.pvariance(values),
+    """The four importance functions of one neuron, from its activations, with the statistics module:
+    mean |a|, the share of |a| > 0.1, the sample standard deviation, sqrt(mean a^2)."""
+    return [stats.fmean(abs(v) for v in values), stats.fmean(abs(v) > 0.1 for v in values), stats.stdev(values),
             math.sqrt(stats.fmean(v * v for v in values))]
 
 
@@ -89,21 +97,28 @@ def test_manu_scores_and_selection_by_hand():
         expected = torch.tensor([[hand_importance(acts[layer][n]) for n in range(3)] for layer in range(2)],
                                 dtype=torch.float64).permute(2, 0, 1)
         torch.testing.assert_close(functions[split], expected)
-    scores = manu_scores([functions["forget_vqa"], functions["forget_text"]],
-                         [functions["retain_vqa"], functions["retain_text"]])
-    # By hand: per modality and function, the forget/retain ratio over its mean across the six
-    # neurons, summed over the eight.
-    expected = torch.zeros(2, 3, dtype=torch.float64)
-    for forget in (forget_vqa, forget_text):
-        for k in range(4):
-            ratios = [[hand_importance(forget[layer][n])[k] / (hand_importance(retain[layer][n])[k] + 1e-8)
-                       for n in range(3)] for layer in range(2)]
-            mean = sum(map(sum, ratios)) / 6
-            expected += torch.tensor(ratios, dtype=torch.float64) / mean
-    torch.testing.assert_close(scores, expected)
-    assert select_neurons(scores, 1 / 6) == {0: [1]}  # the one neuron of both modalities first
-    assert select_neurons(scores, 2 / 6) == {0: [1], 1: [2]}
-    assert select_neurons(scores, 0.01) == {0: [1]}  # at least one neuron
+    scores = {modality: manu_scores(functions[f"forget_{modality}"], functions[f"retain_{modality}"])
+              for modality in ("vqa", "text")}
+    # By hand, per modality, MANU's released combination: sum_k w_k (forget / (retain + 1e-5) - 1)
+    # with weights 2 (mean |a|), 0 (frequency), 2 (std), 2 (rms).
+    for modality, forget in (("vqa", forget_vqa), ("text", forget_text)):
+        expected = [[sum(w * (f / (r + 1e-5) - 1) for w, f, r in
+                         zip((2, 0, 2, 2), hand_importance(forget[layer][n]), hand_importance(retain[layer][n])))
+                     for n in range(3)] for layer in range(2)]
+        torch.testing.assert_close(scores[modality], torch.tensor(expected, dtype=torch.float64))
+    assert select_neurons(scores["vqa"], 1 / 6) == {0: [1]}  # the one neuron of both modalities first
+    assert select_neurons(scores["vqa"], 2 / 6) == {0: [1], 1: [2]}  # then the image-only one
+    assert select_neurons(scores["text"], 1 / 6) == {0: [1]}
+    assert select_neurons(scores["text"], 0.01) == {0: [1]}  # at least one neuron
+    # Frequency weighs nothing: changing it alone moves no score.
+    other_frequency = functions["forget_text"].clone()
+    other_frequency[1] += 0.5
+    torch.testing.assert_close(manu_scores(other_frequency, functions["retain_text"]), scores["text"])
+    # Statistics written before MANU's frequency cut are refused, not misread.
+    old, tokens = sums_of(family, retain)
+    old = {name.replace("active_count", "positive_count"): value for name, value in old.items()}
+    with pytest.raises(ValueError, match="lack active_count: they were written by an older"):
+        importance(old, tokens, family, 2)
     # Ties at the threshold are broken by position across layers, the first first.
     assert select_neurons(torch.tensor([[1.0, 2.0], [2.0, 0.0]]), 0.25) == {0: [1]}
 
@@ -138,6 +153,8 @@ def test_manu_stages_prune_the_top_neurons_and_refuse_foreign_statistics(benchma
                    "--forget-ratio", "10", "--split", split, "--out", statistics / split, "--device", "cpu")
     index = json.loads((statistics / "forget_vqa.safetensors.index.json").read_text())
     assert index["metadata"]["kind"] == "mlp_activation_statistics" and int(index["metadata"]["tokens"]) > 0
+    assert index["metadata"]["statistics"] == "abs_sum,active_count,sum,square_sum"
+    assert index["metadata"]["active_count"] == "tokens with |a| > 0.1"
     call_stage("unlearn", "--vanilla", tiny_models["llava"], "--benchmark", benchmark, "--forget-ratio", "10",
                "--method", "manu", "--hparam", "prune_fraction=0.05", "--neuron-importance", statistics,
                "--out", tmp_path / "manu", "--device", "cpu")
@@ -145,7 +162,13 @@ def test_manu_stages_prune_the_top_neurons_and_refuse_foreign_statistics(benchma
     records = [json.loads(line) for line in (tmp_path / "manu" / "train_log.jsonl").read_text().splitlines()]
     stored = json.loads((tmp_path / "manu" / "weights.safetensors.index.json").read_text())["weight_map"]
     layers, width = 2, 176  # the fixture's tiny models: 2 decoder layers, MLP width 2.75 * 64
-    assert sum(r["pruned"] for r in records) == round(0.05 * layers * width)
+    # Each modality selects its own top 5 % of the neurons; the union is pruned.
+    budget = round(0.05 * layers * width)
+    for modality in ("image", "text"):
+        assert sum(len(r["selected_by"][modality]) for r in records) == budget
+    assert all(r["neurons"] == sorted(set(r["selected_by"]["image"]) | set(r["selected_by"]["text"]))
+               and r["pruned"] == len(r["neurons"]) for r in records)
+    assert budget <= sum(r["pruned"] for r in records) <= 2 * budget
     assert manifest["training"] is None and manifest["hyperparameters"] == {"prune_fraction": 0.05}
     assert {name.split("::")[0] for name in stored} <= {
         f"model.language_model.layers.{r['layer']}.mlp.{p}.weight" for r in records

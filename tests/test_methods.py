@@ -1,5 +1,6 @@
-"""Methods beyond the paper (SimNPO, IdkDPO, RMU): each loss against a hand computation from
-unbatched, unpadded forward passes, their data and trainable tensors, and their refusals."""
+"""Methods beyond the paper (SimNPO, IdkDPO, RMU), and the readings of the paper's KL_Min and NPO
+(the authors' code, the paper's equations): each loss against a hand computation from unbatched,
+unpadded forward passes, their data and trainable tensors, and their refusals."""
 
 import json
 import math
@@ -44,6 +45,82 @@ def answer_hidden(model, encoder, examples, layer):
         hidden = model(**single_inputs(encoded), output_hidden_states=True).hidden_states[layer + 1][0].float()
         result.append(hidden[encoded["labels"] != IGNORE_INDEX])
     return result
+
+
+def test_kl_min_loss_by_hand_in_each_reading(loaded):
+    """The default is the authors' code, KL(p_vanilla || p_theta) plus the retain NLL; the paper's
+    Eq. 17-18, KL(p_theta || p_vanilla) alone, is a setting; the two choices combine freely."""
+    _, model = loaded
+    encoder = PromptEncoder(model.processor)
+    reference = perturbed_copy(model)
+    forget, retain = forget_examples()[:3], retain_examples()[:3]
+    batches = {"forget": batch_of(encoder, forget), "retain": batch_of(encoder, retain)}
+    method = get_method("kl_min")
+    with torch.no_grad():
+        current, vanilla = full_logprobs(model.model, encoder, retain), full_logprobs(reference, encoder, retain)
+        # KL(p || q) per answer token, averaged per example, then over the batch.
+        kl = lambda p, q: torch.stack([(a.exp() * (a - b)).sum(-1).mean() for (a, _), (b, _) in zip(p, q)]).mean()
+        nll = lambda examples: torch.stack([-lp.gather(1, t[:, None]).mean()
+                                            for lp, t in full_logprobs(model.model, encoder, examples)]).mean()
+        authors, paper = kl(vanilla, current), kl(current, vanilla)
+        assert not torch.isclose(authors, paper)  # the directions are told apart
+        expected = {(): authors + nll(retain),
+                    ("kl_direction=current_first", "retain_nll=false"): paper,
+                    ("kl_direction=current_first",): paper + nll(retain),
+                    ("retain_nll=false",): authors}
+        for settings, retain_term in expected.items():
+            terms = method.terms(model.model, batches, parse_hyperparameters(method, [*settings, "retain_weight=0.7"]),
+                                 reference)
+            torch.testing.assert_close(terms.forget, -nll(forget), rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(terms.retain, 0.7 * retain_term, rtol=1e-4, atol=1e-5)
+
+
+def test_npo_log_ratio_by_hand_of_token_means_and_of_sequence_sums(loaded):
+    """The default log-ratio is of per-example mean answer-token log-probabilities (the authors'
+    code); ``sequence_sum`` is of whole-answer sums (the paper's Eq. 19)."""
+    _, model = loaded
+    encoder = PromptEncoder(model.processor)
+    reference = perturbed_copy(model)
+    forget = forget_examples()[:3]
+    batches = {"forget": batch_of(encoder, forget)}
+    method, beta = get_method("npo"), 0.4
+    with torch.no_grad():
+        pooled = lambda m, pool: torch.stack([pool(lp.gather(1, t[:, None]))
+                                              for lp, t in full_logprobs(m, encoder, forget)])
+        for settings, pool in (((), torch.mean), (("log_ratio=sequence_sum",), torch.sum)):
+            ratio = (pooled(model.model, pool) - pooled(reference, pool)).exp()  # pi_theta(y|x) / pi_ref(y|x)
+            expected = (2 / beta * torch.log1p(ratio ** beta)).mean()
+            terms = method.terms(model.model, batches, parse_hyperparameters(method, [f"beta={beta}", *settings]),
+                                 reference)
+            torch.testing.assert_close(terms.forget, expected, rtol=1e-4, atol=1e-5)
+            assert terms.retain is None
+
+
+@pytest.mark.parametrize("method,key,value,allowed", [
+    ("kl_min", "kl_direction", "sideways", "vanilla_first, current_first"),
+    ("npo", "log_ratio", "mean", "token_mean, sequence_sum"),
+])
+def test_kl_min_and_npo_refuse_an_unknown_reading(method, key, value, allowed):
+    with pytest.raises(ValueError, match=f"hyper-parameter '{key}' takes one of {allowed}, not '{value}'"):
+        parse_hyperparameters(get_method(method), [f"{key}={value}"])
+    with pytest.raises(ConfigError) as error:
+        check_unlearn_block({"methods": [method], "shared": {"learning_rate": 1e-4}, method: {key: value}}, "x")
+    assert f"x.{method}.{key}: '{value}' is not one of" in str(error.value)
+
+
+def test_table_notes_say_which_reading_of_kl_min_and_npo_ran():
+    from pipeline_steps.unlearning.methods import REGISTRY
+
+    kl, npo = get_method("kl_min"), get_method("npo")
+    note = lambda method, *settings: method.table_note(parse_hyperparameters(method, list(settings)))
+    assert note(kl).startswith("KL_Min's retain term: KL(p_vanilla || p_theta) + retain NLL (the authors' code")
+    assert note(kl, "kl_direction=current_first", "retain_nll=false").startswith(
+        "KL_Min's retain term: KL(p_theta || p_vanilla) alone (")
+    assert note(npo).startswith("NPO (beta 0.4): log-ratio of the answer tokens' mean log-probability (")
+    assert note(npo, "beta=0.1", "log_ratio=sequence_sum").startswith(
+        "NPO (beta 0.1): log-ratio of the answer tokens' sum log-probability (")
+    assert all(method.table_note(method.Hyperparameters()) is None
+               for name, method in REGISTRY.items() if name not in ("kl_min", "npo"))
 
 
 def test_simnpo_loss_by_hand(loaded):
@@ -95,7 +172,18 @@ def test_idk_dpo_loss_by_hand(loaded):
     torch.testing.assert_close(same.forget, torch.tensor(2 / beta * math.log(2)), rtol=1e-5, atol=1e-6)
 
 
+def rmu_forget_term_by_hand(model, encoder, examples, layer, c, seed):
+    """RMU's forget term from unpadded forward passes: per example, the mean over its answer tokens
+    of ||h - c u||^2 / width, then the mean over the examples."""
+    hidden = model.config.get_text_config().hidden_size
+    u = torch.rand(hidden, generator=torch.Generator().manual_seed(seed))
+    target = c * u / torch.sqrt((u ** 2).sum())
+    return torch.stack([((h - target) ** 2).sum(1).mean() / hidden
+                        for h in answer_hidden(model, encoder, examples, layer)]).mean()
+
+
 def test_rmu_loss_by_hand(loaded):
+    """WMDP's absolute rule (``steering_mode: absolute``): c is ``steering_coeff`` itself."""
     _, model = loaded
     encoder = PromptEncoder(model.processor)
     reference = perturbed_copy(model)
@@ -104,21 +192,78 @@ def test_rmu_loss_by_hand(loaded):
     layer, c, alpha, seed = 0, 4.0, 50.0, 3
     with torch.no_grad():
         hidden = model.model.config.get_text_config().hidden_size
-        u = torch.rand(hidden, generator=torch.Generator().manual_seed(seed))
-        target = c * u / torch.sqrt((u ** 2).sum())
-        forget_term = torch.stack([((h - target) ** 2).sum(1).mean() / hidden
-                                   for h in answer_hidden(model.model, encoder, forget, layer)]).mean()
+        forget_term = rmu_forget_term_by_hand(model.model, encoder, forget, layer, c, seed)
         retain_term = torch.stack([((h - r) ** 2).sum(1).mean() / hidden for h, r in
                                    zip(answer_hidden(model.model, encoder, retain, layer),
                                        answer_hidden(reference, encoder, retain, layer))]).mean()
         method = get_method("rmu")
         hparams = parse_hyperparameters(method, [f"layer={layer}", f"steering_coeff={c}", f"alpha={alpha}",
-                                                 f"direction_seed={seed}"])
+                                                 f"direction_seed={seed}", "steering_mode=absolute"])
+        assert method.resolve_hyperparameters(hparams, reference, encoder, forget, 2) is hparams  # nothing to do
         terms = method.terms(model.model, batches, hparams, reference)
     torch.testing.assert_close(terms.forget, forget_term, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(terms.retain, alpha * retain_term, rtol=1e-4, atol=1e-5)
     with torch.no_grad():  # the retain term is 0 against the model itself
         assert method.terms(model.model, batches, hparams, model.model).retain.item() < 1e-9
+
+
+def frozen_answer_norm(model, encoder, examples, layer):
+    """The mean over ``examples`` of each one's mean ||h|| at decoder layer ``layer`` over its answer
+    tokens, from unpadded forward passes."""
+    return torch.stack([h.norm(dim=1).mean() for h in answer_hidden(model, encoder, examples, layer)]).mean()
+
+
+def test_rmu_relative_coefficient_is_the_scale_times_the_frozen_activation_norm(loaded):
+    """The default rule: c = steering_coeff x the frozen model's mean activation norm at ``layer``
+    over the forget answers, resolved once by ``resolve_hyperparameters`` (in uneven batches here); the forget
+    term with that c against a hand computation."""
+    _, model = loaded
+    encoder = PromptEncoder(model.processor)
+    reference = perturbed_copy(model)  # the frozen model differs: its norm is the one that counts
+    forget, retain = forget_examples()[:3], retain_examples()[:3]
+    batches = {"forget": batch_of(encoder, forget), "retain": batch_of(encoder, retain)}
+    method, layer, scale = get_method("rmu"), 0, 3.0  # layer 0: the last one's hidden_states are normed
+    hparams = parse_hyperparameters(method, [f"layer={layer}"])
+    assert (hparams.steering_coeff, hparams.steering_mode, hparams.alpha) == (scale, "relative", 1200.0)
+    with pytest.raises(ValueError, match="resolved by `resolve_hyperparameters` before the first step"):
+        method.terms(model.model, batches, hparams, reference)
+    with torch.no_grad():
+        norm = frozen_answer_norm(reference, encoder, forget, layer)
+        assert not torch.isclose(norm, frozen_answer_norm(model.model, encoder, forget, layer), rtol=1e-3)
+        resolved = method.resolve_hyperparameters(hparams, reference, encoder, forget, 2)
+        assert resolved.steering_mode == "absolute" and resolved.layer == layer
+        torch.testing.assert_close(torch.tensor(resolved.steering_coeff), scale * norm, rtol=1e-5, atol=1e-6)
+        terms = method.terms(model.model, batches, resolved, reference)
+        expected = rmu_forget_term_by_hand(model.model, encoder, forget, layer, scale * norm, 0)
+    torch.testing.assert_close(terms.forget, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_rmu_steps_read_the_coefficient_fixed_before_the_first(loaded):
+    """The loop resolves the coefficient once, on the whole forget set, from the frozen model: every
+    step's terms see the same absolute c, the scale times the frozen model's norm."""
+    _, model = loaded
+    encoder, method = PromptEncoder(model.processor), get_method("rmu")
+    forget, retain = forget_examples()[:4], retain_examples()[:4]
+    frozen = frozen_model(model, method)
+    with torch.no_grad():
+        expected = 3.0 * frozen_answer_norm(frozen, encoder, forget, 0)
+    seen, original = [], method.terms
+
+    def spy(model, batches, hparams, reference_model=None):
+        seen.append(hparams)
+        return original(model, batches, hparams, reference_model)
+
+    method.terms = spy
+    try:
+        unlearn(model.model, method, encoder, forget, retain,
+                UnlearnSettings(epochs=1, batch_size=2, learning_rate=1e-3, max_grad_norm=1.0, seed=0),
+                parse_hyperparameters(method, ["layer=0"]), Accelerator(cpu=True),
+                trainable={name for name, _ in model.model.named_parameters()}, reference_model=frozen)
+    finally:
+        del method.terms
+    assert len(seen) == 2 and all(h.steering_mode == "absolute" for h in seen)
+    for hparams in seen:
+        torch.testing.assert_close(torch.tensor(hparams.steering_coeff), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_rmu_trains_the_down_projections_up_to_its_layer_and_refuses_a_missing_layer(loaded):
@@ -180,7 +325,8 @@ def frozen_model(loaded_model, method):
 
 
 @pytest.mark.parametrize("method,hparams", [("simnpo", ("beta=0.1",)), ("idk_dpo", ("beta=0.5",)),
-                                            ("rmu", ("layer=1", "steering_coeff=20", "alpha=10"))])
+                                            ("rmu", ("layer=1", "steering_mode=absolute", "steering_coeff=20",
+                                                     "alpha=10"))])
 def test_each_new_method_unlearns_on_both_families(loaded, method, hparams):
     """A few steps lower the method's forget term over the whole forget set, with the retain term on.
 
@@ -231,6 +377,7 @@ def test_idk_dpo_steps_pair_each_forget_example_with_its_own_refusal(loaded):
     ("rmu", "steering_coeff=0", "hyper-parameter 'steering_coeff' of method 'rmu' must be > 0, not 0"),
     ("rmu", "layer=1.5", "hyper-parameter 'layer' of method 'rmu' takes a int, not '1.5'"),
     ("rmu", "beta=1", "method 'rmu' has no hyper-parameter 'beta'"),
+    ("rmu", "steering_mode=scaled", "hyper-parameter 'steering_mode' takes one of relative, absolute, not 'scaled'"),
     ("salun", "mask_fraction=0", "hyper-parameter 'mask_fraction' of method 'salun' must be > 0, not 0"),
     ("salun", "mask_fraction=1.5", "hyper-parameter 'mask_fraction' of method 'salun' must be <= 1, not 1.5"),
 ])

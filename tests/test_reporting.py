@@ -348,6 +348,28 @@ def test_intervals_ties_and_over_unlearning_against_the_oracle(tmp_path):
     assert r"0.0 $\pm$ 1.8\% (-30.0) $\dagger$" in latex and r"\textbf{100.0 $\pm$ 1.8\%}" in latex
 
 
+def test_tables_name_the_reading_of_kl_min_and_npo_that_ran(tmp_path):
+    """A cell's method settings come from the manifest beside the changes it evaluated: KL_Min's
+    and NPO's notes say which reading ran (the authors' code or the paper's equation), once each."""
+    cells = []
+    for variant, method, hyperparameters in (
+            ("kl_min", "kl_min", {"retain_weight": 1.0, "kl_direction": "current_first", "retain_nll": False}),
+            ("npo", "npo", {"beta": 0.4, "log_ratio": "token_mean"}), ("ga", "ga", {})):
+        metrics = write_evaluation(tmp_path, variant, dict(zip(MLLMU_COLUMNS, (0.5,) * 7)))
+        unlearned = tmp_path / "unlearn" / variant
+        unlearned.mkdir(parents=True)
+        (unlearned / "manifest.json").write_text(json.dumps({"method": method, "hyperparameters": hyperparameters}))
+        written = json.loads(metrics.read_text())
+        metrics.write_text(json.dumps({**written, "changes": str(unlearned / "weights")}))
+        cells += ["--cell", f"llava|{variant}|mllmu={metrics}"]
+    call_stage("render_tables", "--title", "t", *cells, "--out", tmp_path / "table")
+    notes = (tmp_path / "table.md").read_text().split("\n\n")
+    assert "KL_Min's retain term: KL(p_theta || p_vanilla) alone (the authors' code: KL(p_vanilla || p_theta) " \
+        "+ retain NLL; the paper's Eq. 17-18: KL(p_theta || p_vanilla) alone)." in notes
+    assert any(n.startswith("NPO (beta 0.4): log-ratio of the answer tokens' mean log-probability") for n in notes)
+    assert sum(n.startswith("KL_Min") for n in notes) == 1 and not any(n.startswith("GA") for n in notes)
+
+
 def test_seeds_average_and_add_their_spread_to_the_interval():
     from pipeline_steps.reporting.estimates import estimate
 

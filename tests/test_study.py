@@ -45,11 +45,11 @@ def test_a_method_gets_its_own_block_then_shared_then_its_default():
                                                        "retain_weight": 0.5},
              "npo": {"beta": 0.2, "learning_rate": 1e-4}}
     npo, ga_diff = resolve("npo", block), resolve("ga_diff", block)
-    assert npo["hyperparameters"] == {"beta": 0.2} and npo["loop"]["learning_rate"] == 1e-4
+    assert npo["hyperparameters"] == {"beta": 0.2, "log_ratio": "token_mean"} and npo["loop"]["learning_rate"] == 1e-4
     assert ga_diff["hyperparameters"] == {"retain_weight": 0.5} and ga_diff["loop"]["learning_rate"] == 3e-4
     assert ga_diff["loop"]["max_grad_norm"] == 1.0  # the loop's default
     assert resolve("ga", block)["hyperparameters"] == {}
-    assert hyperparameter_flags(npo["hyperparameters"]) == "--hparam beta=0.2"
+    assert hyperparameter_flags(npo["hyperparameters"]) == "--hparam beta=0.2 --hparam log_ratio=token_mean"
     assert cli_flags({"batch_size": 4, "modalities": ["vqa", "text"], "fast": True, "slow": False}) == \
         "--batch-size 4 --modalities vqa text --fast"
 
@@ -60,6 +60,9 @@ def test_a_method_gets_its_own_block_then_shared_then_its_default():
     ({"methods": ["ga"], "shared": {"epochs": 0}}, "x.shared.epochs: 0 is less than the minimum of 1"),
     ({"methods": ["ga"], "shared": {}, "ga": {"retain_weight": 1.0}}, "x.ga: Additional properties are not allowed"),
     ({"methods": ["npo"], "shared": {}, "npo": {"beta": "high"}}, "x.npo.beta: 'high' is not of type 'number'"),
+    ({"methods": ["npo"], "shared": {}, "npo": {"log_ratio": "sum"}}, "x.npo.log_ratio: 'sum' is not one of"),
+    ({"methods": ["npo"], "shared": {}, "npo": {"log_ratio": ["token_mean", "sum"]}},
+     "x.npo.log_ratio[1]: 'sum' is not one of"),
 ])
 def test_the_unlearn_block_is_checked_against_the_registry(block, message):
     with pytest.raises(ConfigError) as error:
@@ -67,11 +70,16 @@ def test_the_unlearn_block_is_checked_against_the_registry(block, message):
     assert message in str(error.value)
 
 
+def test_a_string_setting_can_be_a_sweep_axis():
+    check_unlearn_block({"methods": ["npo"], "shared": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-4},
+                         "npo": {"log_ratio": ["token_mean", "sequence_sum"]}}, "x")
+
+
 def test_hyperparameters_on_the_command_line_are_typed_and_checked():
     npo = get_method("npo")
     assert parse_hyperparameters(npo, ["beta=0.25"]).beta == 0.25
     assert parse_hyperparameters(npo, []).beta == 0.4
-    with pytest.raises(ValueError, match="method 'npo' has no hyper-parameter 'gamma' \\(it has: beta\\)"):
+    with pytest.raises(ValueError, match="method 'npo' has no hyper-parameter 'gamma' \\(it has: beta, log_ratio\\)"):
         parse_hyperparameters(npo, ["gamma=1"])
     with pytest.raises(ValueError, match="takes a float, not 'x'"):
         parse_hyperparameters(npo, ["beta=x"])

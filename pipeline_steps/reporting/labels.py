@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..benchmarks.layouts import LAYOUTS
+from ..storage import read_json
 from ..study.variants import Variant
 from ..unlearning.methods import get_method
 
@@ -87,3 +90,25 @@ def scoring_note(evaluations) -> str:
         raise ValueError(f"the cells' evaluations were scored with different primary modes ({', '.join(sorted(modes))}); "
                          "evaluate them with one evaluation.primary")
     return f"Multiple-choice accuracies by {modes.pop()} scoring (evaluation.primary)."
+
+
+def unlearn_manifest(metrics: dict) -> dict | None:
+    """The manifest ``unlearn`` wrote beside the changes a ``metrics.json`` evaluated; None for a
+    reference model or an attacked one (whose record is an ``attack.json``)."""
+    manifest = Path(metrics.get("changes") or "").parent / "manifest.json"
+    return read_json(manifest) if metrics.get("changes") and manifest.exists() else None
+
+
+def method_notes(evaluations) -> list[str]:
+    """What the tables' methods computed where their loss has several readings (``Method.table_note``:
+    KL_Min's and NPO's, the paper's equation against the authors' code), each note once."""
+    notes = []
+    for metrics in evaluations:
+        recorded = unlearn_manifest(metrics)
+        if recorded is None:
+            continue
+        method = get_method(recorded["method"])
+        note = method.table_note(method.Hyperparameters(**recorded["hyperparameters"]))
+        if note is not None and note not in notes:
+            notes.append(note)
+    return notes

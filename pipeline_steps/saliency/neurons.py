@@ -1,6 +1,22 @@
 """MLP neurons of the language model: their activation statistics on a split, MANU's importance
 scores from them, and the pruning of the selected neurons.
 
+MANU's rule follows its released code (franciscoliu/MANU, ``prune/prune_utility.py``,
+``collect_feedforward_activations`` and ``compute_combined_scores_incremental``) where the code
+defines one: the four importance functions mean |a|, the fraction of tokens with |a| > 0.1, the
+standard deviation (``torch.std``, n - 1) and sqrt(mean a^2); each one's forget/retain ratio with
+eps 1e-5, less 1, weighted 2, 0, 2, 2 (frequency has weight 0 there) and summed; the top
+fraction of the candidate neurons per modality. Where the code departs from any per-neuron
+rule we keep selective pruning's reading (Pochinkov & Schoots 2024, whose importance functions
+MANU adopts; their ``taker`` library): its statistics are taken over the batch at each token position (padding
+zeros included) and then averaged over positions, here over every attended token of the split;
+its retain statistics are over a random draw of as many batches as the forget set has, here over
+the whole retain split; its hooks add every layer's activations under the same three layer
+names, so a score pools all layers and only the last three layers of each tower are pruned, here
+each layer's neurons are scored and ranked across layers; and its language "neurons" are the
+outputs of ``gate_proj``, ``up_proj`` and ``down_proj``, each masked by its own score, here a
+neuron is one hidden unit of the MLP, as selective pruning's (below).
+
 A neuron is one unit of a decoder layer's MLP hidden layer: one entry of ``down_proj``'s input,
 ``act(gate_proj(h)) * up_proj(h)`` in both families (Llama and Qwen2 MLPs). Its activation is
 read at every attended token of an example (image, prompt and answer tokens; padding excluded):
@@ -9,7 +25,9 @@ are where a portrait's identity enters the language model.
 
 Statistics are sums (float64, so variances from them stay exact at a 7B's token counts), written
 per split by ``compute_neuron_importance`` like the Fisher diagonals: a sweep over pruned
-fractions reads them again without another forward pass.
+fractions reads them again without another forward pass. A file names its statistics and the
+frequency's threshold in its metadata; one without the statistics this module reads (written
+before the threshold became MANU's) is refused, not misread.
 """
 
 from __future__ import annotations
@@ -22,11 +40,18 @@ from tqdm import tqdm
 from ..models.encoding import Example, PromptEncoder
 from ..models.families import Family
 
-STATISTICS = ("abs_sum", "positive_count", "sum", "square_sum")  # per neuron, over tokens
+STATISTICS = ("abs_sum", "active_count", "sum", "square_sum")  # per neuron, over tokens
+# A token counts toward a neuron's frequency when |a| exceeds this: MANU's released cut
+# (``(clamped_activations.abs() > 1e-1)``); selective pruning counts a > 0. An absolute cut counts
+# few tokens on a model whose activations are small (the tiny test models'); the score gives the
+# frequency no weight, so it is recorded, not used.
+ACTIVE_THRESHOLD = 0.1
 # MANU's importance functions (Liu et al. 2025, Sec. 3.1, after Pochinkov & Schoots 2024): per
-# neuron n on a data set D, over its activations a_n(t) at D's tokens t.
-IMPORTANCE_FUNCTIONS = ("absolute", "frequency", "variance", "rms")
-EPSILON = 1e-8  # in the score's denominator: a neuron silent on the retain data
+# neuron n on a data set D, over its activations a_n(t) at D's tokens t, and the weight of each
+# one's ratio in the score, as its released code combines them.
+IMPORTANCE_FUNCTIONS = ("absolute", "frequency", "std", "rms")
+IMPORTANCE_WEIGHTS = (2.0, 0.0, 2.0, 2.0)
+EPSILON = 1e-5  # in the ratio's denominator (MANU's code): a neuron silent on the retain data
 
 
 def mlp_prefix(family: Family, layer: int) -> str:
@@ -54,7 +79,7 @@ def activation_statistics(model, family: Family, encoder: PromptEncoder, example
     def hook(layer):
         def capture(module, inputs):
             a = inputs[0].detach().double()[mask[0]]  # [tokens, intermediate]
-            for statistic, value in (("abs_sum", a.abs()), ("positive_count", (a > 0).double()),
+            for statistic, value in (("abs_sum", a.abs()), ("active_count", (a.abs() > ACTIVE_THRESHOLD).double()),
                                      ("sum", a), ("square_sum", a.square())):
                 name = statistic_name(family, layer, statistic)
                 total = value.sum(0)
@@ -81,33 +106,28 @@ def activation_statistics(model, family: Family, encoder: PromptEncoder, example
 
 def importance(statistics: dict[str, torch.Tensor], tokens: int, family: Family, layers: int) -> torch.Tensor:
     """MANU's four importance functions of every neuron, ``[4, layers, intermediate]`` in the order
-    of ``IMPORTANCE_FUNCTIONS``: mean |a|, fraction of tokens with a > 0, variance of a, and
-    sqrt(mean a^2)."""
+    of ``IMPORTANCE_FUNCTIONS``: mean |a|, fraction of tokens with |a| > ``ACTIVE_THRESHOLD``,
+    standard deviation of a (with n - 1, as ``torch.std``), and sqrt(mean a^2)."""
+    missing = [s for s in STATISTICS if statistic_name(family, 0, s) not in statistics]
+    if missing:
+        raise ValueError(f"the neuron statistics lack {', '.join(missing)}: they were written by an older "
+                         f"compute_neuron_importance; run it again")
+
     def stacked(statistic):
         return torch.stack([statistics[statistic_name(family, i, statistic)] for i in range(layers)]) / tokens
 
     mean, mean_square = stacked("sum"), stacked("square_sum")
-    return torch.stack([stacked("abs_sum"), stacked("positive_count"), (mean_square - mean.square()).clamp_min(0),
-                        mean_square.sqrt()])
+    variance = (mean_square - mean.square()).clamp_min(0) * (tokens / (tokens - 1))
+    return torch.stack([stacked("abs_sum"), stacked("active_count"), variance.sqrt(), mean_square.sqrt()])
 
 
-def manu_scores(forget: Sequence[torch.Tensor], retain: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Each neuron's score, ``[layers, intermediate]``, from the importance (``importance``) of the
-    forget and retain data of each modality, paired in order (multimodal, text-only).
-
-    Per modality m and importance function k, MANU's ratio S_k,m(n) = I_k(D_f,m, n) /
-    (I_k(D_r,m, n) + eps) says how much more a neuron serves the forget people than the others;
-    the ratios are put on one scale (each divided by its mean over the model's neurons, so that no
-    function or modality counts more for having larger numbers) and added up, so a neuron that
-    carries the forget people's knowledge under either kind of input ranks high: MANU's point is
-    that pruning for image inputs alone leaves the text route in place.
-    """
-    total = None
-    for f, r in zip(forget, retain, strict=True):
-        ratio = f / (r + EPSILON)  # [4, layers, intermediate]
-        scaled = ratio / ratio.mean(dim=(1, 2), keepdim=True).clamp_min(EPSILON)
-        total = scaled.sum(0) if total is None else total + scaled.sum(0)
-    return total
+def manu_scores(forget: torch.Tensor, retain: torch.Tensor) -> torch.Tensor:
+    """Each neuron's score on one modality's data, ``[layers, intermediate]``, from the importance
+    (``importance``) of its forget and retain data: sum_k w_k (I_k(D_f, n) / (I_k(D_r, n) + eps) - 1),
+    how much more the neuron serves the forget people than the others, as MANU's code combines
+    the functions (``IMPORTANCE_WEIGHTS``; the ratios are unitless, so they are summed as they are)."""
+    weights = torch.tensor(IMPORTANCE_WEIGHTS, dtype=forget.dtype).view(-1, 1, 1)
+    return (weights * (forget / (retain + EPSILON) - 1)).sum(0)
 
 
 def select_neurons(scores: torch.Tensor, fraction: float) -> dict[int, list[int]]:

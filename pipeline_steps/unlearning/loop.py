@@ -23,6 +23,7 @@ host memory: a pass over every weight, too slow to take each step of a 7B run).
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Sequence
 
@@ -36,6 +37,8 @@ from ..training.objective import Objective
 from ..training.progress import Progress
 from .methods import LossTerms, Method
 from .settings import UnlearnSettings
+
+log = logging.getLogger(__name__)
 
 
 def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forget: Sequence[Example],
@@ -54,6 +57,12 @@ def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forg
         start_values = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters()}
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name in trainable)
+    # Before the frozen model is sharded, and on the whole forget set: every process, and a resumed
+    # run, fix the same values.
+    resolved = method.resolve_hyperparameters(hparams, reference_model, encoder, forget, settings.batch_size)
+    if resolved != hparams:
+        log.info("%s's settings resolved on the frozen model: %s", method.name, resolved)
+    hparams = resolved
     objective = Unlearning(method, hparams, settings, retain, trainable=trainable, mask=mask,
                            reference_model=reference_model, start_values=start_values,
                            alternatives=method.alternative_answers(forget))

@@ -13,10 +13,14 @@ tokens (paper Eq. 13), averaged over the batch:
 
 * ``ga``: -L_forget (paper Eq. 15).
 * ``ga_diff``: -L_forget + L_retain (Eq. 16).
-* ``kl_min``: -L_forget + KL(p_theta || p_vanilla) on the retain batch (Eq. 17-18), per answer
-  token, in the paper's direction (current model first), averaged per example then per batch.
+* ``kl_min``: -L_forget + KL(p_vanilla || p_theta) + L_retain on the retain batch, as the
+  authors' released code (vanilla model first, plus the retain NLL); the paper's Eq. 17-18,
+  KL(p_theta || p_vanilla) alone, is ``kl_direction: current_first, retain_nll: false``. The KL is
+  per answer token, averaged per example then per batch.
 * ``npo``: (2/beta) * E log(1 + (pi_theta(y|x) / pi_ref(y|x))^beta) on the forget batch (Eq. 19),
-  with sequence probabilities of the answer and the reference fine-tuned on the retain set only.
+  the reference fine-tuned on the retain set only, with the log-ratio of per-token mean answer
+  log-probabilities as the authors' code (their beta 0.4 is set for it); the paper's whole-answer
+  sequence probabilities are ``log_ratio: sequence_sum``.
 * ``mmunlearner``: -m * grad L_forget + grad L_retain (Eq. 3): GA_Diff's terms, with the forget
   term's gradient restricted to the saliency mask by the training loop.
 
@@ -28,13 +32,15 @@ Methods beyond the paper (issue 16), each cited in its class:
   questions' refusal answers (``refusals.py``) preferred to their true answers, against the frozen
   vanilla model, plus the retain NLL.
 * ``rmu``: RMU (Li et al. 2024, WMDP): one decoder layer's activations on the forget answers
-  pushed toward a fixed random direction, on the retain answers held to the vanilla model's;
-  only that layer's and the two before's MLP down-projections train.
+  pushed toward a fixed random direction, of a norm c set relative to the vanilla model's own
+  activation norm there (Adaptive RMU's rule, at WMDP's strength), on the retain answers held to
+  the vanilla model's; only that layer's and the two before's MLP down-projections train.
 * ``salun``: SalUn (Fan et al. 2024): GA_Diff's terms with the forget gradient restricted to
   SalUn's mask, the half (``mask_fraction``) of the model's entries of largest |grad L_forget| at
   the vanilla weights.
 * ``manu``: MANU (Liu et al. 2025): no gradient steps; the language model's MLP neurons most
-  active on the forget people relative to the others, under image and text-only inputs, pruned.
+  active on the forget people relative to the others, scored as MANU's released code scores
+  them, each modality's (image, text-only questions) top fraction pruned.
 """
 
 from __future__ import annotations
@@ -65,13 +71,28 @@ class LossTerms:
 
 def hyperparameter(default, description: str, **bounds):
     """A dataclass field of a method's hyper-parameters: its default, what it does, and its JSON
-    schema bounds (``minimum``, ``exclusiveMinimum``, ...), which the config check enforces."""
+    schema bounds (``minimum``, ``exclusiveMinimum``, ..., ``enum``: the values a string setting
+    takes), which the config check enforces."""
     return field(default=default, metadata={"description": description, **bounds})
 
 
 @dataclass(frozen=True)
 class NoHyperparameters:
     pass
+
+
+@dataclass(frozen=True)
+class CheckedChoices:
+    """Hyper-parameters that refuse, when built, a value outside a field's ``enum``: the command
+    line's ``--hparam`` (``settings.parse_hyperparameters`` checks numeric bounds only) and a
+    manifest read back are then held to what the config check holds a config to."""
+
+    def __post_init__(self):
+        for f in fields(self):
+            allowed, value = f.metadata.get("enum"), getattr(self, f.name)
+            if allowed is not None and value not in allowed:
+                raise ValueError(f"hyper-parameter '{f.name}' takes one of {', '.join(map(str, allowed))}, "
+                                 f"not '{value}'")
 
 
 @dataclass(frozen=True)
@@ -99,6 +120,9 @@ class Method:
     trains: ClassVar[bool] = True
     # The Fisher splits (``forget_vqa``, ...) whose neuron activation statistics ``edit`` reads.
     activation_splits: ClassVar[tuple[str, ...]] = ()
+    # For a method that does not train: the setting a calibrated run walks instead of steps, and its
+    # values, weakest first (``unlearning/calibration.py``).
+    calibration_axis: ClassVar[tuple[str, tuple] | None] = None
 
     def terms(self, model, batches: dict[str, dict], hparams, reference_model=None) -> LossTerms:
         raise NotImplementedError
@@ -118,9 +142,22 @@ class Method:
         group): all of them unless a method restricts them; a bad setting is refused here."""
         return candidates
 
+    def resolve_hyperparameters(self, hparams, reference_model, encoder, forget: Sequence[Example],
+                                batch_size: int):
+        """The hyper-parameters the steps read: ``hparams`` with what a method fixes once, before
+        the first step, from its frozen model on the forget set (RMU's relative coefficient);
+        ``hparams`` itself unless a method asks."""
+        return hparams
+
     def retain_used(self, hparams) -> bool:
         """Whether the retain term reaches the gradient: a method's ``retain_weight`` of 0 turns it off."""
         return self.uses_retain and getattr(hparams, "retain_weight", 1.0) != 0
+
+    def table_note(self, hparams) -> str | None:
+        """A table's note on what this method computed under ``hparams`` (its ``Hyperparameters``),
+        for a method whose loss has readings that differ (the paper's equation and its authors'
+        code); None when there is nothing to say."""
+        return None
 
     @classmethod
     def hyperparameter_fields(cls):
@@ -139,8 +176,9 @@ def uses_fisher_ratio_mask(method: Method) -> bool:
 def register(cls: type[Method]) -> type[Method]:
     if cls.frozen_model not in (None, *FROZEN_MODELS):
         raise TypeError(f"{cls.__name__}.frozen_model must be None or one of {FROZEN_MODELS}")
-    if cls.trains == (cls.edit is not Method.edit):
-        raise TypeError(f"{cls.__name__} must define `edit` exactly when it does not train (trains=False)")
+    if cls.trains == (cls.edit is not Method.edit) or cls.trains == (cls.calibration_axis is not None):
+        raise TypeError(f"{cls.__name__} must define `edit` and `calibration_axis` exactly when it does not "
+                        "train (trains=False)")
     if cls.mask_kind not in MASK_KINDS:
         raise TypeError(f"{cls.__name__}.mask_kind must be one of {MASK_KINDS}")
     REGISTRY[cls.name] = cls()
@@ -167,6 +205,18 @@ def sequence_logprob(model, batch: dict) -> torch.Tensor:
     return logprobs.sum(1)
 
 
+def token_mean_logprob(model, batch: dict) -> torch.Tensor:
+    """(1/|y|) log pi(y|x), each example's mean answer-token log-probability: minus its answer NLL
+    (Eq. 13), shape [batch]."""
+    from ..training.losses import answer_logits, answer_nll
+
+    return -answer_nll(*answer_logits(model, batch))
+
+
+# How NPO reads each example's log pi(y|x) from its answer tokens, by its ``log_ratio`` setting.
+ANSWER_LOGPROBS = {"token_mean": token_mean_logprob, "sequence_sum": sequence_logprob}
+
+
 @register
 class GradientAscent(Method):
     name, label = "ga", "GA"
@@ -188,46 +238,106 @@ class GradientDifference(Method):
 
 @register
 class KLMinimisation(Method):
+    """KL_Min: gradient ascent on the forget batch, and on the retain batch the model held to the
+    frozen vanilla model's next-token distributions.
+
+    By default as the authors' released code computes it (Z1zs/MMUnlearner,
+    ``baselines/MLLMU_KL_Min.py`` and ``CLEAR_KL_Min.py``, MLLMU-Bench's ``baselines/KL_Min.py``):
+    ``F.kl_div(log_softmax(current), softmax(vanilla))``, which is KL(p_vanilla || p_theta), the
+    vanilla model first, added to the retain answers' cross-entropy. The paper's Eq. 17-18 is
+    KL(p_theta || p_vanilla) with no NLL (``kl_direction: current_first``, ``retain_nll: false``,
+    this project's loss before issue 32). The two directions weigh tokens differently:
+    vanilla-first penalises the model for dropping mass where the vanilla model puts it (mass-
+    covering), current-first for putting mass where the vanilla model does not.
+
+    Not followed: their KL (``reduction="batchmean"``) is summed over every position of the
+    sequence, prompt, image and padding tokens included, and divided by the batch size, which
+    scales it with the sequence length and the batch's padding; here it is the per-token KL over
+    the answer tokens, averaged per example then per batch, as every loss here (Eq. 13). Their
+    forget and retain batches also take separate optimizer steps, here one step sums the terms.
+    """
+
     name, label = "kl_min", "KL_Min"
     uses_retain = True
     frozen_model = "vanilla"
-    Hyperparameters = RetainWeight
+
+    @dataclass(frozen=True)
+    class Hyperparameters(RetainWeight, CheckedChoices):
+        kl_direction: str = hyperparameter(
+            "vanilla_first", "vanilla_first: KL(p_vanilla || p_theta), the authors' code; current_first: "
+            "KL(p_theta || p_vanilla), the paper's Eq. 17", enum=["vanilla_first", "current_first"])
+        retain_nll: bool = hyperparameter(True, "add the retain answers' NLL to the KL (the authors' code); "
+                                                "false: the KL alone (the paper's Eq. 18)")
 
     def terms(self, model, batches, hparams, reference_model=None):
         import torch
 
-        from ..training.losses import answer_logits
+        from ..models.encoding import IGNORE_INDEX
+        from ..training.losses import answer_logits, answer_nll
 
         logits, targets = answer_logits(model, batches["retain"])
         with torch.no_grad():
             reference_logits, _ = answer_logits(reference_model, batches["retain"])
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        reference_logprobs = torch.log_softmax(reference_logits.float(), dim=-1)
-        per_token = (logprobs.exp() * (logprobs - reference_logprobs)).sum(-1)  # KL(p_theta || p_vanilla)
-        mask = targets != -100
-        per_example = (per_token * mask).sum(1) / mask.sum(1)
-        return LossTerms(forget=-mean_nll(model, batches["forget"]),
-                         retain=hparams.retain_weight * per_example.mean())
+        current = torch.log_softmax(logits.float(), dim=-1)
+        vanilla = torch.log_softmax(reference_logits.float(), dim=-1)
+        first, second = (vanilla, current) if hparams.kl_direction == "vanilla_first" else (current, vanilla)
+        per_token = (first.exp() * (first - second)).sum(-1)  # KL(first || second)
+        mask = targets != IGNORE_INDEX
+        retain = ((per_token * mask).sum(1) / mask.sum(1)).mean()
+        if hparams.retain_nll:  # from the same logits: no second forward pass
+            retain = retain + answer_nll(logits, targets).mean()
+        return LossTerms(forget=-mean_nll(model, batches["forget"]), retain=hparams.retain_weight * retain)
+
+    def table_note(self, hparams):
+        kl = "KL(p_vanilla || p_theta)" if hparams.kl_direction == "vanilla_first" else "KL(p_theta || p_vanilla)"
+        computed = f"{kl} + retain NLL" if hparams.retain_nll else f"{kl} alone"
+        return (f"KL_Min's retain term: {computed} (the authors' code: KL(p_vanilla || p_theta) + retain NLL; "
+                "the paper's Eq. 17-18: KL(p_theta || p_vanilla) alone).")
 
 
 @register
 class NegativePreferenceOptimization(Method):
+    """NPO (Zhang et al. 2024; the paper's Eq. 19) against the base model fine-tuned on the retain
+    set only.
+
+    By default the log-ratio is that of per-token mean answer log-probabilities, as the authors'
+    released code computes it (Z1zs/MMUnlearner, ``baselines/MLLMU_NPO.py`` and ``CLEAR_NPO.py``,
+    MLLMU-Bench's ``baselines/NPO.py``: ``current_loss - oracle_loss`` of two Hugging Face mean
+    cross-entropies, then ``-logsigmoid(beta * .) * 2 / beta``); their beta of 0.4 is set for it.
+    The paper's pi(y|x) is the whole answer's probability (``log_ratio: sequence_sum``, this
+    project's loss before issue 32), whose log-ratio grows with the answer's length, so the same
+    beta saturates the sigmoid far sooner.
+
+    Not followed: their mean is over every answer token of the batch at once, one log-ratio and
+    one loss per batch; here it is per example, then the loss averaged over the batch, as every
+    loss here (Eq. 13).
+    """
+
     name, label = "npo", "NPO"
     frozen_model = "retain_finetuned"
 
     @dataclass(frozen=True)
-    class Hyperparameters:
+    class Hyperparameters(CheckedChoices):
         beta: float = hyperparameter(0.4, "inverse temperature of the preference loss (Eq. 19)", exclusiveMinimum=0)
+        log_ratio: str = hyperparameter(
+            "token_mean", "token_mean: log-ratio of mean answer-token log-probabilities, the authors' code; "
+            "sequence_sum: of whole-answer log-probabilities, the paper's Eq. 19", enum=list(ANSWER_LOGPROBS))
 
     def terms(self, model, batches, hparams, reference_model=None):
         import torch
         import torch.nn.functional as F
 
+        answer_logprob = ANSWER_LOGPROBS[hparams.log_ratio]
         with torch.no_grad():
-            reference = sequence_logprob(reference_model, batches["forget"])
-        log_ratio = sequence_logprob(model, batches["forget"]) - reference  # log pi_theta(y|x) - log pi_ref(y|x)
+            reference = answer_logprob(reference_model, batches["forget"])
+        log_ratio = answer_logprob(model, batches["forget"]) - reference  # log pi_theta(y|x) - log pi_ref(y|x)
         beta = hparams.beta
         return LossTerms(forget=(2 / beta) * F.softplus(beta * log_ratio).mean())
+
+    def table_note(self, hparams):
+        pooled = "mean" if hparams.log_ratio == "token_mean" else "sum"
+        return (f"NPO (beta {hparams.beta:g}): log-ratio of the answer tokens' {pooled} log-probability (the "
+                "authors' code: token mean, for which their beta 0.4 is set; the paper's Eq. 19: whole-answer sum).")
 
 
 @register
@@ -373,14 +483,33 @@ def layer_output(model, layer: int, batch: dict) -> torch.Tensor:
     return captured[0].float()
 
 
-def answer_mse(activations: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean squared distance per hidden unit, averaged over each example's answer tokens, then over
-    the batch (as every answer-token loss here)."""
+def answer_mean(per_token: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each example's mean of ``per_token`` [batch, seq] over its answer tokens: [batch]."""
     from ..models.encoding import IGNORE_INDEX
 
     mask = labels != IGNORE_INDEX
-    per_token = (activations - target).pow(2).mean(-1)
-    return ((per_token * mask).sum(1) / mask.sum(1)).mean()
+    return (per_token * mask).sum(1) / mask.sum(1)
+
+
+def answer_mse(activations: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance per hidden unit, averaged over each example's answer tokens, then over
+    the batch (as every answer-token loss here)."""
+    return answer_mean((activations - target).pow(2).mean(-1), labels).mean()
+
+
+def answer_activation_norm(model, layer: int, encoder, examples: Sequence[Example], batch_size: int) -> float:
+    """The mean norm ||h|| of decoder layer ``layer``'s output over each example's answer tokens,
+    averaged over ``examples`` (as the losses average): the scale of RMU's relative coefficient."""
+    import torch
+
+    device = next(model.parameters()).device
+    per_example = []
+    with torch.no_grad():
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start:start + batch_size]
+            batch = {k: v.to(device) for k, v in encoder.collate([encoder.encode(e) for e in chunk]).items()}
+            per_example.append(answer_mean(layer_output(model, layer, batch).norm(dim=-1), batch["labels"]))
+    return float(torch.cat(per_example).mean())
 
 
 def steering_direction(hidden: int, seed: int) -> torch.Tensor:
@@ -403,10 +532,36 @@ class RMU(Method):
     steering coefficient, h_frozen the frozen vanilla model's. The squared norm is taken per
     hidden unit (divided by the width), as the authors' code and open-unlearning do.
 
+    **The steering coefficient is relative to the model's own activations** (issue 32): by default
+    ``c = steering_coeff * ||h_vanilla||``, the vanilla model's mean activation norm at ``layer``
+    over the forget set's answer tokens (each example's mean, then the mean over the set, as the
+    losses average), computed once before the first step (``resolve_hyperparameters``) and then
+    fixed, as WMDP's c is fixed. WMDP's released settings (centerforaisafety/wmdp, ``run_rmu_zephyr.ipynb``: c 6.5,
+    alpha 1200, layer 7 of Zephyr-7B) are absolute and tuned per model (300 for Mixtral-8x7B at
+    the same layer): a c of 6.5 against a tiny model whose activations have a different norm
+    either barely moves them or swamps them, so the absolute setting does not transfer. The
+    relative rule is that of Adaptive RMU (Dang et al., AAAI 2025, "On Effects of Steering
+    Latent Representation for Large Language Model Unlearning"; RebelsNLU-jaist/llm-unlearning,
+    ``adap_rmu/unlearn.py``: c = scale * the mean norm of the forget batch's activations at the
+    unlearned layer, taken once at the first step, where the model is still the frozen one).
+    The scale, 3, is WMDP's own setting carried over: Zephyr-7B's layer-7 tokens have a norm of
+    about 2 (a third-party measurement, median 2.0 over WMDP and MMLU prompts), so c 6.5 is
+    about 3 times the activation norm; it is also the default of the Adaptive RMU authors' later
+    release (huutiendang/llmu-robustness, ``adaptive_rmu``: scale 3, alpha 1200, Zephyr-7B layer
+    7), while their AAAI code uses 5, stronger than WMDP's own setting. Fixed before any run;
+    not tuned here. ``steering_mode: absolute`` restores WMDP's rule, c = ``steering_coeff``.
+
+    alpha stays WMDP's 1200, unscaled: with c proportional to the activation norm both terms are
+    squared distances between activations of that norm, so rescaling every activation by k
+    multiplies the two terms alike (by k^2) and their ratio, which alpha sets, does not move; the
+    width cancels too (both are per hidden unit), and AdamW's steps do not depend on the loss's
+    overall scale. Adaptive RMU keeps WMDP's 1200 too.
+
     The loss reads the answer tokens' positions (labels != -100, as open-unlearning), not the
     whole prompt: the prompt's question templates and image tokens are shared with the retain
     set's questions, so scrambling them would fight the retain term on the same inputs, while
-    the answer positions are where a profile's facts are recalled. As in the paper, only the MLPs
+    the answer positions are where a profile's facts are recalled (WMDP and Adaptive RMU read
+    every token of their raw-text batches, padding included). As in the paper, only the MLPs
     of a few layers up to ``layer`` train (its code's default: the down-projections of layers
     layer-2..layer, ``updated_layers``); with ``updated_layers`` 0 every parameter of the job's
     module group trains, as the other baselines.
@@ -417,11 +572,16 @@ class RMU(Method):
     frozen_model = "vanilla"
 
     @dataclass(frozen=True)
-    class Hyperparameters:
+    class Hyperparameters(CheckedChoices):
         layer: int = hyperparameter(7, "decoder layer whose output is steered (0 = the first; WMDP: 7 of 32)",
                                     minimum=0)
-        steering_coeff: float = hyperparameter(6.5, "c: norm of the target activation c * u (WMDP: 6.5 for a 7B)",
-                                               exclusiveMinimum=0)
+        steering_coeff: float = hyperparameter(
+            3.0, "c, the norm of the target c * u: relative, this multiple of the vanilla model's mean activation "
+            "norm at `layer` on the forget answers (3: WMDP's 6.5 on Zephyr-7B, whose norm there is about 2); "
+            "absolute, c itself (WMDP: 6.5 for Zephyr-7B)", exclusiveMinimum=0)
+        steering_mode: str = hyperparameter(
+            "relative", "relative: c = steering_coeff x the vanilla model's activation norm (Adaptive RMU's "
+            "rule); absolute: c = steering_coeff (WMDP's rule)", enum=["relative", "absolute"])
         alpha: float = hyperparameter(1200.0, "weight of the retain activation term (WMDP: 1200)", minimum=0)
         updated_layers: int = hyperparameter(3, "train the MLP down-projections of this many layers ending at "
                                                 "`layer`; 0 trains every parameter", minimum=0)
@@ -437,12 +597,24 @@ class RMU(Method):
             raise ValueError(f"RMU trains {', '.join(sorted(chosen))}, none of which is in the job's module group")
         return chosen & candidates
 
+    def resolve_hyperparameters(self, hparams, reference_model, encoder, forget, batch_size):
+        """A relative coefficient resolved to the absolute c it stands for, from the frozen model."""
+        from dataclasses import replace
+
+        if hparams.steering_mode == "absolute":
+            return hparams
+        norm = answer_activation_norm(reference_model, hparams.layer, encoder, forget, batch_size)
+        return replace(hparams, steering_coeff=hparams.steering_coeff * norm, steering_mode="absolute")
+
     def retain_used(self, hparams) -> bool:
         return hparams.alpha != 0
 
     def terms(self, model, batches, hparams, reference_model=None):
         import torch
 
+        if hparams.steering_mode != "absolute":
+            raise ValueError("RMU's relative steering coefficient is resolved by `resolve_hyperparameters` "
+                             "before the first step")
         forget, retain = batches["forget"], batches["retain"]
         activations = layer_output(model, hparams.layer, forget)
         target = hparams.steering_coeff * steering_direction(activations.shape[-1], hparams.direction_seed)
@@ -459,39 +631,65 @@ class MANU(Method):
     Unlearning in Multimodal Large Language Models", ACL 2025, Sec. 3): important neuron selection,
     then pruning, with no gradient step.
 
-    Selection scores every MLP neuron of the language model with the four importance functions of
-    selective pruning (Pochinkov & Schoots 2024), each over the neuron's activations a on a data
-    set's tokens: absolute mean(|a|), frequency mean(1[a > 0]), variance var(a), and RMS
-    sqrt(mean(a^2)). Per modality (the forget and retain people's image questions, and their
-    text-only questions) and function, the score is MANU's ratio I(D_forget) / (I(D_retain) + eps);
-    the eight ratios are put on one scale and summed (``saliency/neurons.py``, ``manu_scores``: the
-    paper defines the functions and the ratio; how its functions and modalities are combined into
-    one ranking is our reading, written there). The ``prune_fraction`` highest-scoring neurons of
-    the whole language model (ranked across layers, MANU's top alpha %) are pruned: their
-    gate/up rows and down-projection column set to zero, stored as any method's changes.
+    The rule is MANU's released code (franciscoliu/MANU, ``prune/prune_incremental.py`` and
+    ``prune/prune_utility.py``) wherever it defines one, fixed before any run (issue 32). Every
+    MLP neuron of the language model is scored with the four importance functions of selective
+    pruning (Pochinkov & Schoots 2024) over its activations a at a data set's tokens: mean |a|,
+    the fraction of tokens with |a| > 0.1 (the code's cut; selective pruning counts a > 0), the
+    standard deviation of a, and sqrt(mean a^2). Per modality, the score is the code's
+    sum_k w_k (I_k(D_forget) / (I_k(D_retain) + 1e-5) - 1) with weights 2, 0, 2, 2 (frequency
+    weighs nothing there, so it is recorded, not used); each modality selects its own
+    ``prune_fraction`` top-scoring neurons (ranked across layers, the code's global top-k %), and
+    the neurons either selected are pruned: gate/up rows and down-projection column set to zero,
+    stored as any method's changes. Where the code pools layers or scores per token position
+    (``saliency/neurons.py`` lists these departures), selective pruning's per-neuron reading is
+    kept.
+
+    Language-model neurons only, for both modalities. The release scores the vision tower's MLP
+    (``fc1``/``fc2`` outputs) on the image questions and the language model's on the text-only
+    ones, then prunes each tower's own top fraction. The vision half is not added here: its hooks
+    file every vision layer under three fixed layer names and prune only layers 21-23 (and
+    language layers 29-31), so it gives no per-neuron rule to follow for a tower of another depth;
+    and the family interface has no vision MLP paths (``models/families.py``, outside this
+    change), whose activation, token positions and pruning differ by family. In its place the
+    image questions rank the language model's neurons too, with their own budget: a neuron that
+    serves the forget people under image inputs is pruned even if the text-only questions would
+    not pick it, so up to twice ``prune_fraction`` of the neurons go (the release prunes its
+    fraction of each tower).
 
     The statistics come from the ``compute_neuron_importance`` stage, on the vanilla model; a
-    sweep over ``prune_fraction`` reads them again. The log lists every pruned neuron by layer.
+    sweep over ``prune_fraction`` reads them again. The log lists, per layer, every pruned neuron,
+    which modality selected it and its score under each.
     """
 
     name, label = "manu", "MANU"
     trains = False
     activation_splits = ("forget_vqa", "forget_text", "retain_vqa", "retain_text")
+    # Each modality's questions, by the suffix of their splits.
+    modalities: ClassVar[dict[str, str]] = {"image": "vqa", "text": "text"}
+    # A calibrated run prunes more until it forgets as much as the oracle: a 1-2-5 series from 1 %
+    # (under MANU's 2 %) to half of the neurons, fixed before any calibrated run.
+    calibration_axis = ("prune_fraction", (0.01, 0.02, 0.05, 0.1, 0.2, 0.5))
 
     @dataclass(frozen=True)
     class Hyperparameters:
-        prune_fraction: float = hyperparameter(0.02, "fraction of the language model's MLP neurons pruned",
+        prune_fraction: float = hyperparameter(0.02, "fraction of the language model's MLP neurons each modality "
+                                                     "selects (MANU: 2 %); the union is pruned",
                                                exclusiveMinimum=0, maximum=1)
 
     def edit(self, model, family, hparams, statistics):
-        from ..saliency.neurons import importance, manu_scores, prune_neurons, select_neurons
+        from ..saliency.neurons import importance, layer_count, manu_scores, prune_neurons, select_neurons
 
-        layers = len(model.get_submodule(family.decoder_layers))
+        layers = layer_count(model, family)
         functions = {split: importance(sums, tokens, family, layers) for split, (sums, tokens) in statistics.items()}
-        scores = manu_scores([functions["forget_vqa"], functions["forget_text"]],
-                             [functions["retain_vqa"], functions["retain_text"]])
-        neurons = select_neurons(scores, hparams.prune_fraction)
+        scores = {modality: manu_scores(functions[f"forget_{suffix}"], functions[f"retain_{suffix}"])
+                  for modality, suffix in self.modalities.items()}
+        chosen = {modality: select_neurons(score, hparams.prune_fraction) for modality, score in scores.items()}
+        neurons = {layer: sorted(set().union(*(selected.get(layer, []) for selected in chosen.values())))
+                   for layer in sorted(set().union(*chosen.values()))}
         prune_neurons(model, family, neurons)
         return [{"layer": layer, "pruned": len(indices), "neurons": indices,
-                 "scores": [round(float(scores[layer, i]), 6) for i in indices]}
-                for layer, indices in sorted(neurons.items())]
+                 "selected_by": {modality: selected.get(layer, []) for modality, selected in chosen.items()},
+                 "scores": {modality: [round(float(score[layer, i]), 6) for i in indices]
+                            for modality, score in scores.items()}}
+                for layer, indices in neurons.items()]

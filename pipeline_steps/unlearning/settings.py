@@ -60,11 +60,14 @@ def loop_fields(method: Method | None = None) -> tuple[dataclasses.Field, ...]:
 def _schema(field: dataclasses.Field, bounds: dict) -> dict:
     """One value, or a sweep axis: a non-empty list of distinct values. JSON schema applies the
     numeric bounds to numbers and ``items`` to arrays only, so one schema checks both, element by
-    element, and a wrong type is reported as such ("'high' is not of type 'number', 'array'")."""
+    element, and a wrong type is reported as such ("'high' is not of type 'number', 'array'"); a
+    string setting's ``enum`` is held to single values by ``if``/``then``."""
     kinds = JSON_TYPES[field.type]
     value = {"type": kinds, **bounds}
     schema = {**value, "type": [*([kinds] if isinstance(kinds, str) else kinds), "array"],
               "items": value, "minItems": 1, "uniqueItems": True}
+    if "enum" in schema:  # unlike the numeric bounds, an enum applies to arrays too: single values only
+        schema["if"], schema["then"] = {"not": {"type": "array"}}, {"enum": schema.pop("enum")}
     if "description" in field.metadata:
         schema["description"] = field.metadata["description"]
     return schema
