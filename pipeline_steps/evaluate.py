@@ -25,13 +25,12 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from .benchmarks.layouts import layout_of
-from .benchmarks.records import ProfileRecord, forget_ratios, read_manifest
+from .benchmarks.records import forget_ratios, read_manifest
 from .cli import StageError, run_stage, stage_parser
 from .evaluation.images import ImageFeatures
-from .evaluation.scoring import PosedItem, accuracy, fills_blank, generate_answers, rouge_l, score_multiple_choice
+from .evaluation.scoring import accuracy, asked_items, fills_blank, generate_answers, rouge_l, score_multiple_choice
 from .models.encoding import Example, PromptEncoder
 from .models.loading import DTYPES, load_model, model_fingerprint
 from .storage import atomic_directory, write_json, write_jsonl
@@ -62,26 +61,6 @@ def build_parser():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     return parser
-
-
-def asked_items(records: list[ProfileRecord], modality: str, kind: str, benchmark: Path,
-                opened: dict | None = None) -> list[PosedItem]:
-    """The ``kind`` items of ``records`` asked in ``modality``. Pass the same ``opened`` dict for
-    every kind of a column: each profile image is then one object, so ``ImageFeatures`` puts it
-    through the vision tower once for all the items about it."""
-    opened = {} if opened is None else opened
-    asked = []
-    for record in records:
-        for item in getattr(record, kind):
-            if item.modality != modality:
-                continue
-            image = None
-            if modality == "vqa":
-                if record.image not in opened:
-                    opened[record.image] = Image.open(benchmark / record.image).convert("RGB")
-                image = opened[record.image]
-            asked.append(PosedItem(item, image, record.id))
-    return asked
 
 
 def main(args) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from .cli import StageError, labelled_paths, run_stage, stage_parser
 from .reporting.equal_forgetting import choose
 from .reporting.estimates import column_estimates, read_items
-from .reporting.labels import method_notes, point_label, scoring_note, variant_label
+from .reporting.labels import calibration_outcomes, method_notes, point_label, scoring_note, variant_label
 from .reporting.tables import Table, to_csv, to_latex, to_markdown
 from .storage import atomic_file, read_json
 from .study.variants import Variant
@@ -83,10 +83,12 @@ def main(args) -> None:
             except ValueError as error:
                 raise StageError(str(error)) from None
             point = choice.point
+            stopped = calibration_outcomes(e["metrics"] for e in points[point])
             table.notes.append(
                 f"{group} / {column_group} / {variant_label(row, args.vary)}: {point_label(point)} "
                 f"(Forget VQA {100 * choice.distance:+.1f} pts from the oracle's on the selection half"
-                + ("" if choice.reached else f"; no point within {100 * args.equal_forgetting:.0f} pts") + ").")
+                + ("" if choice.reached else f"; no point within {100 * args.equal_forgetting:.0f} pts")
+                + ("" if stopped is None else f"; stopped at, per seed: {stopped}") + ").")
         try:
             table.add(group, variant_label(row, args.vary), column_group, column_estimates(points[point], half))
         except ValueError as error:

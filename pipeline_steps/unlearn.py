@@ -23,9 +23,12 @@ training; a non-finite loss stops the job and leaves nothing behind.
 
 from __future__ import annotations
 
+import importlib
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
+
+import torch
 
 from .benchmarks.records import forget_split, retain_split
 from .cli import StageError, run_stage, stage_parser
@@ -37,6 +40,7 @@ from .training.distributed import Processes
 from .training.examples import split_examples
 from .training.precision import TRAINING_DTYPES, enable_gradient_checkpointing, training_accelerator
 from .training.progress import add_progress_arguments, examples_digest, job_progress
+from .unlearning.calibration import Calibration
 from .unlearning.loop import UnlearnSettings, unlearn
 from .unlearning.methods import REGISTRY, get_method
 from .unlearning.settings import describe_hyperparameters, parse_hyperparameters
@@ -71,8 +75,45 @@ def build_parser():
     parser.add_argument("--dtype", choices=TRAINING_DTYPES, default="float32",
                         help="the model's storage dtype; bfloat16 trains in float32 under bfloat16 autocast")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    calibration = parser.add_argument_group(
+        "calibrated equal forgetting (unlearning/calibration.py)",
+        "with --until-oracle, unlearn until Forget VQA on the selection half of the forget people is at most the "
+        "oracle's plus --tolerance, checked before the first step and every --check-every steps (for a method that "
+        "takes no step, along its own axis), and keep the weights there; --epochs is then the most it runs")
+    calibration.add_argument("--until-oracle", type=Path, metavar="MODEL",
+                             help="the oracle: the base model fine-tuned on the retain set only")
+    calibration.add_argument("--tolerance", type=float, default=0.05)
+    calibration.add_argument("--check-every", type=int, default=5, metavar="STEPS")
+    calibration.add_argument("--scoring", choices=("likelihood", "generate"), default="likelihood",
+                             help="how Forget VQA is scored (the evaluation's primary mode)")
+    calibration.add_argument("--eval-batch-size", type=int, default=64)
+    calibration.add_argument("--max-new-tokens", type=int, default=8)
     add_progress_arguments(parser)
     return parser
+
+
+PROBE = "pipeline_steps.unlearning.forgetting_probe"
+
+
+def calibration_for(args, encoder: PromptEncoder, device: str) -> tuple[Calibration | None, object]:
+    """The run's calibration and the probe its checks use (``forgetting_probe.ForgettingProbe``),
+    with the target measured on the oracle (``--until-oracle``); none without it."""
+    if args.until_oracle is None:
+        return None, None
+    if args.check_every < 1 or args.tolerance < 0:
+        raise StageError("--check-every must be at least 1 and --tolerance at least 0")
+    # Loaded by name, as the attack stage loads its kinds: no import names the evaluation code, so
+    # only a calibrated run's job depends on it (workflow/rules/unlearn.smk, its code input).
+    ForgettingProbe = importlib.import_module(PROBE).ForgettingProbe
+    try:
+        probe = ForgettingProbe(args.benchmark, args.forget_ratio, encoder, args.scoring, args.eval_batch_size,
+                                args.max_new_tokens)
+    except ValueError as error:
+        raise StageError(str(error)) from None
+    target = probe(load_model(str(args.until_oracle), dtype=args.dtype, device=device).model)
+    log.info("calibration target: the oracle's Forget VQA on the selection half, %.4f (%d items)", target,
+             len(probe.items))
+    return Calibration(target, args.tolerance, args.check_every), probe
 
 
 def load_mask(mask_dir: Path, model, fingerprint: str, method, hparams) -> tuple[dict, str]:
@@ -138,12 +179,26 @@ def edit_without_training(args, method, hparams, fingerprint: str) -> None:
     statistics = load_statistics(args.neuron_importance, method.activation_splits, fingerprint)
     loaded = load_model(str(args.vanilla), dtype=args.dtype, device="cpu")
     start_values = {name: p.detach().clone() for name, p in loaded.model.named_parameters()}
-    records = method.edit(loaded.model, loaded.family, hparams, statistics)
+    calibration, probe = calibration_for(args, PromptEncoder(loaded.processor), "cpu")
+    if calibration is None:
+        records = method.edit(loaded.model, loaded.family, hparams, statistics)
+    else:  # the method's own axis, from its smallest value, until the calibration's rule stops it
+        setting, values = method.calibration_axis
+        for index, value in enumerate(values):
+            with torch.no_grad():  # each value edits the vanilla weights afresh
+                for name, parameter in loaded.model.named_parameters():
+                    parameter.copy_(start_values[name])
+            hparams = replace(hparams, **{setting: value})
+            records = method.edit(loaded.model, loaded.family, hparams, statistics)
+            if calibration.record(index, probe(loaded.model), **{setting: value}):
+                break
+        log.info("calibration: %s", calibration.summary())
     log.info("%s: %s", args.method, ", ".join(f"layer {r['layer']}: {r['pruned']} neurons" for r in records))
     manifest = {"method": args.method, "vanilla": str(args.vanilla), "vanilla_fingerprint": fingerprint,
                 "benchmark": str(args.benchmark), "forget_ratio": args.forget_ratio,
                 "neuron_importance": str(args.neuron_importance), "module_group": "language", "training": None,
-                "hyperparameters": asdict(hparams), "dtype": args.dtype}
+                "hyperparameters": asdict(hparams), "dtype": args.dtype,
+                "calibration": calibration and calibration.summary()}
     write_outputs(args.out, dict(loaded.model.named_parameters()), start_values, manifest, records)
 
 
@@ -186,11 +241,13 @@ def main(args) -> None:
     start_values = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters()}
     log.info("%s: %d forget and %d retain examples, %d trainable tensors (module group %s)", args.method,
              len(forget), len(retain), len(trainable), modules)
+    encoder = PromptEncoder(loaded.processor)
+    calibration, probe = calibration_for(args, encoder, str(device))
     progress = job_progress(args, fingerprint, examples_digest(forget + retain),
-                            model_fingerprint(args.reference) if args.reference else "")
-    history = unlearn(model, method, PromptEncoder(loaded.processor), forget, retain, settings, hparams,
-                      accelerator, trainable=trainable, mask=mask, reference_model=reference, progress=progress,
-                      start_values=start_values)
+                            *(model_fingerprint(m) if m else "" for m in (args.reference, args.until_oracle)))
+    history = unlearn(model, method, encoder, forget, retain, settings, hparams, accelerator, trainable=trainable,
+                      mask=mask, reference_model=reference, progress=progress, start_values=start_values,
+                      calibration=calibration, probe=probe)
     final = processes.whole_parameters(model, {name: value.dtype for name, value in start_values.items()})
     if not processes.is_main:
         processes.close()
@@ -199,7 +256,8 @@ def main(args) -> None:
                 "benchmark": str(args.benchmark), "forget_ratio": args.forget_ratio, "mask": str(args.mask or ""),
                 "module_group": modules, "reference": str(args.reference or ""), "forget_examples": len(forget),
                 "retain_examples": len(retain), "training": asdict(settings),
-                "hyperparameters": asdict(hparams), "dtype": args.dtype}
+                "hyperparameters": asdict(hparams), "dtype": args.dtype,
+                "calibration": calibration and calibration.summary()}
     write_outputs(args.out, final, start_values, manifest, history)
     progress.clear()
     processes.close()

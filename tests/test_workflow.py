@@ -243,11 +243,15 @@ def test_the_study_config_is_the_embedded_default_with_a_larger_sweep(tmp_path):
     # MANU takes no gradient step: its own axis (pruned fraction) replaces the loop's 24 points.
     block = study["experiments"][0]["unlearn"]
     rows = len(block["methods"]) - 1 + len(study["saliency"]["controls"])
-    assert jobs["unlearn"] == rows * 4 * 2 * 3 + len(block["manu"]["prune_fraction"]) and jobs["evaluate"] == jobs["unlearn"] + 3  # base, vanilla, oracle
+    # And the default's calibrated runs: every row (MANU's too) at its protocol point, once per seed.
+    calibrated = (rows + 1) * len(default["comparison"]["calibration"]["seeds"])
+    assert jobs["unlearn"] == rows * 4 * 2 * 3 + len(block["manu"]["prune_fraction"]) + calibrated
+    assert jobs["evaluate"] == jobs["unlearn"] + 3  # base, vanilla, oracle
     assert jobs["build_mask"] == 1 and jobs["build_control_mask"] == 2
     assert jobs["render_table1"] == jobs["render_equal_forgetting"] == jobs["render_tradeoffs"] == 1
     assert "unlearn/mmunlearner/beta~1.0/modules~all/epochs~4/lr~0.0001/seed~2/weights" in planned.stdout
     assert "unlearn/mmunlearner/beta~1.0/modules~all/control~random/epochs~2/lr~0.0003/seed~0/weights" in planned.stdout
+    assert "unlearn/mmunlearner/beta~1.0/modules~all/epochs~2/lr~0.0003/until~oracle/seed~2/weights" in planned.stdout
 
 
 @pytest.mark.slow

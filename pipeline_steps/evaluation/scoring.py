@@ -19,14 +19,15 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable
 
-from ..benchmarks.records import ChoiceItem, OpenItem
+from ..benchmarks.records import ChoiceItem, OpenItem, ProfileRecord
 from ..models.encoding import Example, multiple_choice_question
 from .generation import generate_answers
 from .likelihood import option_loglikelihoods
 
-__all__ = ["PosedItem", "accuracy", "fills_blank", "generate_answers", "option_loglikelihoods",
+__all__ = ["PosedItem", "accuracy", "asked_items", "fills_blank", "generate_answers", "option_loglikelihoods",
            "parse_choice", "rouge_l", "score_multiple_choice"]
 
 
@@ -75,6 +76,28 @@ def parse_choice(output: str, options: dict[str, str]) -> tuple[str | None, str]
     if len(found) == 1:
         return found[0], "text"
     return None, "none"
+
+
+def asked_items(records: list[ProfileRecord], modality: str, kind: str, benchmark: Path,
+                opened: dict | None = None) -> list[PosedItem]:
+    """The ``kind`` items of ``records`` asked in ``modality``. Pass the same ``opened`` dict for
+    every kind of a column: each profile image is then one object, so ``ImageFeatures`` puts it
+    through the vision tower once for all the items about it."""
+    opened = {} if opened is None else opened
+    asked = []
+    for record in records:
+        for item in getattr(record, kind):
+            if item.modality != modality:
+                continue
+            image = None
+            if modality == "vqa":
+                if record.image not in opened:
+                    from PIL import Image  # here: the workflow imports this module while it parses
+
+                    opened[record.image] = Image.open(benchmark / record.image).convert("RGB")
+                image = opened[record.image]
+            asked.append(PosedItem(item, image, record.id))
+    return asked
 
 
 def score_multiple_choice(model, encoder, asked: list[PosedItem], modes, batch_size: int, max_new_tokens: int,

@@ -112,3 +112,21 @@ def method_notes(evaluations) -> list[str]:
         if note is not None and note not in notes:
             notes.append(note)
     return notes
+
+
+def calibration_outcomes(evaluations) -> str | None:
+    """Where each seed's calibrated run stopped (``unlearning/calibration.py``), for the table's
+    note: ``step 35 (reached), step 40 (overshot), not reached in 332 steps``; None for runs that
+    were not calibrated."""
+    outcomes = []
+    for metrics in evaluations:
+        recorded = unlearn_manifest(metrics) or {}
+        calibration = recorded.get("calibration")
+        if not calibration:
+            return None
+        last = calibration["checks"][-1]
+        where = ", ".join(f"{key} {value}" for key, value in last.items() if key not in ("step", "forget_vqa_selection"))
+        at = where or f"step {last['step']}"
+        outcomes.append(f"not reached ({at} the last)" if calibration["stopped_at"] is None
+                        else f"{at} ({calibration['outcome']})")
+    return ", ".join(outcomes) if outcomes else None

@@ -118,7 +118,25 @@ class StudyPlan:
                                           saliency.get("controls", []))
             settings = {(m, setting_segments(p.swept)): p.settings for m, ps in points.items() for p in ps}
             self._points[key] = {v.name: settings[(v.method, v.settings)] for v in variants}
+            self._points[key] |= self._calibrated_points(variants, self._points[key])
         return self._points[key]
+
+    def _calibrated_points(self, variants: list[Variant], points: dict[str, dict]) -> dict[str, dict]:
+        """The calibrated runs (``comparison.calibration``): every row at its protocol point (its
+        first sweep point), with the calibration's epochs as the most it runs, once per seed."""
+        calibration = self.config.get("comparison", {}).get("calibration")
+        if not calibration:
+            return {}
+        protocol: dict[Variant, Variant] = {}
+        for variant in variants:
+            protocol.setdefault(variant.row, variant)
+        calibrated = {}
+        for variant in protocol.values():
+            settings = points[variant.name]
+            for seed in calibration["seeds"]:
+                loop = settings["loop"] and {**settings["loop"], "epochs": calibration["epochs"], "seed": seed}
+                calibrated[variant.calibrated_at(seed).name] = {**settings, "loop": loop}
+        return calibrated
 
     def variant_names(self, benchmark: str, model: str) -> list[str]:
         """Every unlearned variant an experiment asks for, by name."""
@@ -146,6 +164,8 @@ class StudyPlan:
             inputs["mask"] = artifact("mask", **run, beta=parsed.beta, modules=parsed.modules)
         if method.frozen_model == "retain_finetuned":
             inputs["reference"] = artifact("reference", **run)
+        if parsed.calibrated:
+            inputs["oracle"] = artifact("reference", **run)  # the retain-only model: the calibration's target
         inputs |= {f"neurons_{split}": artifact("neuron_importance", **run, split=split)
                    for split in method.activation_splits}
         return inputs
@@ -161,6 +181,13 @@ class StudyPlan:
             flags.append(f"--reference {inputs['reference']}")
         if method.activation_splits:
             flags.append(f"--neuron-importance {Path(inputs[f'neurons_{method.activation_splits[0]}']).parent}")
+        if "oracle" in inputs:
+            evaluation = self.config["evaluation"]
+            flags.append(f"--until-oracle {inputs['oracle']} " + cli_flags({
+                "tolerance": self.config["comparison"]["forget_tolerance"],
+                "check_every": self.config["comparison"]["calibration"]["check_every"],
+                "scoring": evaluation["primary"], "eval_batch_size": evaluation["batch_size"],
+                "max_new_tokens": evaluation["max_new_tokens"]}))
         return " ".join(flags)
 
     def unlearn_processes(self, model: str) -> int:

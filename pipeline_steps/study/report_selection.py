@@ -8,8 +8,11 @@ of every axis, the shared setting of the paper's protocol. Seeds are repeats of 
 reads every seed of the points it shows and averages them.
 
 * The paper-protocol table (Table 1) and the sweep tables: each row at its protocol point.
-* The equal-forgetting table and the frontier figure: each row at every point; the table picks
-  one per row by the config's rule (``comparison``), the figure draws them all.
+* The equal-forgetting table: with ``comparison.calibration``, each row's calibrated runs (its
+  protocol point unlearned until it forgets as much as the oracle, ``unlearning/calibration.py``,
+  every seed); without, every point of the row, of which the table picks one by the config's rule
+  (``comparison``).
+* The frontier figure: each row at every point, its calibrated one included.
 * Heatmaps and case studies show one model per row: the protocol point's first seed.
 
 A sweep point that only the frontier and the equal-forgetting table read is evaluated on what
@@ -136,8 +139,16 @@ class ReportSelection:
     def table1_cells(self, ratio: str) -> dict[str, str]:
         return self._table_cells(ratio, self.protocol_variants)
 
+    def equal_forgetting_variants(self, benchmark: str, model: str) -> list[str]:
+        """The equal-forgetting table's candidates: with ``comparison.calibration``, each row's
+        calibrated runs (every seed); without, every frontier point, of which the table picks one."""
+        frontier = self.frontier_variants(benchmark, model)
+        if not self.plan.config.get("comparison", {}).get("calibration"):
+            return frontier
+        return [name for name in frontier if Variant.parse(name).calibrated]
+
     def equal_forgetting_cells(self, ratio: str) -> dict[str, str]:
-        return self._table_cells(ratio, self.frontier_variants)
+        return self._table_cells(ratio, self.equal_forgetting_variants)
 
     def sweep_cells(self, benchmark: str, model: str, ratio: str, sweep: str) -> dict[str, str]:
         return self.cells(benchmark, model, ratio, self.sweep_variants(benchmark, model, sweep))

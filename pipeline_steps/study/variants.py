@@ -6,7 +6,9 @@ unlearned one named after its method, with the saliency mask it was restricted t
 method (``mmunlearner/beta~1.0/modules~all``, and ``.../control~random`` for a control mask of the
 same per-tensor sparsity: ``saliency/masks.py``; SalUn's mask is fixed by the method's own
 ``mask_fraction`` setting, so ``salun`` names no mask), then the sweep point it was run at
-(``ga_diff/lr~0.0003/epochs~2/seed~0``). The name is also the variant's directory under
+(``ga_diff/lr~0.0003/epochs~2/seed~0``). A calibrated run of the equal-forgetting comparison is
+its row's protocol point, unlearned until it forgets as much as the oracle, once per seed
+(``ga_diff/lr~0.0003/until~oracle/seed~1``). The name is also the variant's directory under
 ``unlearn/`` and ``eval/``, so a sweep point is a path a user can read.
 
 A sweep point names exactly the settings the config gives as a *list* (an axis), one
@@ -26,6 +28,7 @@ from typing import Iterable
 from ..unlearning.methods import get_method, uses_fisher_ratio_mask
 
 STARTING_POINTS = ("base", "vanilla", "oracle")  # the models that were not unlearned
+CALIBRATED = ("until", "oracle")  # the segment of a calibrated run: unlearned until the oracle's forgetting
 # A setting's name in a variant name, where the field's own name is long.
 SETTING_LABELS = {"learning_rate": "lr", "batch_size": "bs", "weight_decay": "wd", "max_grad_norm": "clip",
                   "warmup_ratio": "warmup"}
@@ -74,6 +77,15 @@ class Variant:
     @property
     def seed(self) -> str | None:
         return dict(self.settings).get("seed")
+
+    @property
+    def calibrated(self) -> bool:
+        """Unlearned until it forgets as much as the oracle (``unlearning/calibration.py``)."""
+        return CALIBRATED in self.settings
+
+    def calibrated_at(self, seed) -> Variant:
+        """This point's calibrated run with ``seed``: ``<point>/until~oracle/seed~<seed>``."""
+        return replace(self, settings=(*self.point.settings, CALIBRATED, ("seed", value_label(seed))))
 
     @property
     def row(self) -> Variant:

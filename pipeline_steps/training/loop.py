@@ -74,8 +74,9 @@ def fit(model: torch.nn.Module, encoder: PromptEncoder, examples: Sequence[Examp
         progress: Progress | None = None) -> list[dict]:
     """Train ``model`` in place; return the logged history (one dict per logged step).
 
-    Each epoch goes once through ``examples`` in shuffled batches. With ``progress``, the loop
-    saves its state as it goes and, if an earlier run of the same job left one, starts from it.
+    Each epoch goes once through ``examples`` in shuffled batches, until the objective says it is
+    ``finished``. With ``progress``, the loop saves its state as it goes and, if an earlier run of
+    the same job left one, starts from it.
     """
     objective = objective or Objective()
     caches = {name: EncodedExamples(encoder, paired) for name, paired in
@@ -113,10 +114,13 @@ def fit(model: torch.nn.Module, encoder: PromptEncoder, examples: Sequence[Examp
         return {k: v.to(device) for k, v in encoder.collate([caches[name][i] for i in local]).items()}, weight
 
     bar = tqdm(total=total_steps, initial=step, desc=description, mininterval=5, disable=not accelerator.is_main_process)
+    stopped = objective.finished(model, step)
     for epoch in range(first_epoch, settings.epochs):
+        if stopped:
+            break
         order = pending if pending is not None else batches(range(len(examples)), settings.batch_size, rng)
         pending = None
-        while order:
+        while order and not stopped:
             own = order.pop(0)
             global_batches = {objective.batch_name: own, **dict.fromkeys(objective.aligned_examples, own),
                               **objective.paired_batches(rng)}
@@ -144,7 +148,9 @@ def fit(model: torch.nn.Module, encoder: PromptEncoder, examples: Sequence[Examp
             step += 1
             window.append(values)
             bar.update()
-            if step % settings.log_every == 0 or step == total_steps or (objective.log_epoch_ends and not order):
+            stopped = objective.finished(model, step)
+            if (step % settings.log_every == 0 or step == total_steps or stopped
+                    or (objective.log_epoch_ends and not order)):
                 entry = {"step": step, "epoch": epoch, **objective.loss_fields(window),
                          "grad_norm": float(whole(grad_norm))}
                 if scheduler is not None:

@@ -66,6 +66,13 @@ class Objective:
         """Further fields of an entry logged at the end of an epoch."""
         return {}
 
+    def finished(self, model: torch.nn.Module, step: int) -> bool:
+        """Whether training stops here, after ``step`` steps, before the loop's planned end. The
+        loop asks before the first step and after every step, before it saves its progress (so a
+        resumed run stops where the first one would have); an objective that stops at a condition
+        (calibrated unlearning, ``unlearning/calibration.py``) answers True from then on."""
+        return False
+
     def state(self) -> dict:
         """What the objective needs, beyond the loop's own state, to resume bit-identically."""
         return {}

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -35,6 +35,7 @@ from ..training.distributed import Processes, whole
 from ..training.loop import batches, fit
 from ..training.objective import Objective
 from ..training.progress import Progress
+from .calibration import Calibration
 from .methods import LossTerms, Method
 from .settings import UnlearnSettings
 
@@ -45,10 +46,13 @@ def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forg
             retain: Sequence[Example], settings: UnlearnSettings, hparams, accelerator: Accelerator,
             *, trainable: set[str], mask: dict[str, torch.Tensor] | None = None,
             reference_model: torch.nn.Module | None = None, progress: Progress | None = None,
-            start_values: dict[str, torch.Tensor] | None = None) -> list[dict]:
+            start_values: dict[str, torch.Tensor] | None = None, calibration: Calibration | None = None,
+            probe=None) -> list[dict]:
     """Unlearn in place; return the per-step log. With ``progress``, resumable as ``fit``.
 
-    ``start_values`` is the model's starting state on the host, if the caller already holds one."""
+    ``start_values`` is the model's starting state on the host, if the caller already holds one.
+    With a ``calibration`` and its ``probe`` (``forgetting_probe.ForgettingProbe``), the run stops
+    at the calibration's rule (``unlearning/calibration.py``), which records its checks."""
     if method.needs_mask and mask is None:
         raise ValueError(f"method '{method.name}' needs a saliency mask")
     if method.uses_retain and not retain:
@@ -65,7 +69,8 @@ def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forg
     hparams = resolved
     objective = Unlearning(method, hparams, settings, retain, trainable=trainable, mask=mask,
                            reference_model=reference_model, start_values=start_values,
-                           alternatives=method.alternative_answers(forget))
+                           alternatives=method.alternative_answers(forget), calibration=calibration,
+                           probe=probe and (lambda model: probe(model, accelerator.autocast)))
     return fit(model, encoder, forget, settings, accelerator, objective, description=method.name, progress=progress)
 
 
@@ -80,8 +85,10 @@ class Unlearning(Objective):
     def __init__(self, method: Method, hparams, settings: UnlearnSettings, retain: Sequence[Example], *,
                  trainable: set[str], mask: dict[str, torch.Tensor] | None,
                  reference_model: torch.nn.Module | None, start_values: dict[str, torch.Tensor],
-                 alternatives: dict[str, list[Example]] | None = None):
+                 alternatives: dict[str, list[Example]] | None = None, calibration: Calibration | None = None,
+                 probe: Callable[[torch.nn.Module], float] | None = None):
         self.method, self.hparams, self.settings = method, hparams, settings
+        self.calibration, self.probe = calibration, probe
         self.paired_examples = {"retain": retain} if method.uses_retain else {}
         self.aligned_examples = alternatives or {}  # the forget examples with other answers
         self.trainable, self.mask, self.reference_model = trainable, mask, reference_model
@@ -100,6 +107,7 @@ class Unlearning(Objective):
         self.decay_region = {name: (self.masks[name] if needs_mask and not retain_used else None)
                              for name in self.params}
         self.total_entries = sum(p.numel() for p in self.named.values())
+        self.processes = processes
         return list(self.params.values())
 
     def paired_batches(self, rng: random.Random) -> dict[str, list[int]]:
@@ -142,11 +150,31 @@ class Unlearning(Objective):
     def epoch_end_fields(self) -> dict[str, float]:
         return {"changed_fraction": changed_entries(self.named, self.start_values) / self.total_entries}
 
+    def finished(self, model: torch.nn.Module, step: int) -> bool:
+        """A calibrated run stops at its rule's check; every process measures the same items, and
+        the mean over processes decides, so all of them stop at the same step."""
+        calibration = self.calibration
+        if calibration is None or calibration.stopped_at is not None:
+            return calibration is not None
+        if not calibration.due(step) or (calibration.checks and calibration.checks[-1]["step"] == step):
+            return False  # a resumed run does not measure its last check again
+        value = self.processes.sum(torch.tensor(self.probe(model), dtype=torch.float64,
+                                                device=self.processes.device)).item() / self.processes.count
+        stop = calibration.record(step, value)
+        log.info("step %d: Forget VQA on the selection half %.4f (target %.4f + %.2f)%s", step, value,
+                 calibration.target, calibration.tolerance, ": stopping" if stop else "")
+        return stop
+
     def state(self) -> dict:
-        return {"retain_queue": self.retain_queue}
+        state = {"retain_queue": self.retain_queue}
+        if self.calibration is not None:
+            state["calibration"] = {"checks": self.calibration.checks, "stopped_at": self.calibration.stopped_at}
+        return state
 
     def restore(self, state: dict) -> None:
         self.retain_queue = state["retain_queue"]
+        if self.calibration is not None:
+            self.calibration.checks, self.calibration.stopped_at = state["calibration"]["checks"], state["calibration"]["stopped_at"]
 
 
 @torch.no_grad()

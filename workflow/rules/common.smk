@@ -51,6 +51,15 @@ def attack_sources(wc):
     return sorted(set(stage_sources("pipeline_steps.attack")) | set(stage_sources(kind_module)))
 
 
+def unlearn_sources(wc):
+    """The code an unlearn job runs: the stage, and for a calibrated run the measurement it stops
+    on (the evaluation's scoring, loaded by name), so editing the evaluation reruns only those."""
+    sources = set(stage_sources("pipeline_steps.unlearn"))
+    if Variant.parse(wc.variant).calibrated:
+        sources |= set(stage_sources("pipeline_steps.unlearning.forgetting_probe"))
+    return sorted(sources)
+
+
 def threads(wc):
     return plan.model(wc.model)["threads"]
 

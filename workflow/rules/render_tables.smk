@@ -1,5 +1,6 @@
 """Stage 10: the tables from evaluation results on disk: Table 1 (methods at the paper's protocol),
-the equal-forgetting table (each method at the sweep point the config's rule picks), the
+the equal-forgetting table (each method at its calibrated point, or the sweep point the config's
+rule picks), the
 module-group ablation (Table 2) and a beta sweep when several are configured, and case studies
 (Table 3). Each reads the metrics and per-item predictions of the variants it compares (every seed,
 for the intervals); which those are: ``pipeline_steps/study/report_selection.py``."""
@@ -40,7 +41,9 @@ rule render_equal_forgetting:
         tex=f"{pattern('equal_forgetting')}.tex",
     params:
         cells=lambda wc: labelled_flags("--cell", reports.equal_forgetting_cells(wc.ratio).items()),
-        title=lambda wc: f"Equal forgetting: each method at its sweep point nearest the oracle, forget ratio {wc.ratio}%.",
+        title=lambda wc: (f"Equal forgetting: each method unlearned until its Forget VQA reaches the oracle's, forget ratio {wc.ratio}%."
+                          if config["comparison"].get("calibration") else
+                          f"Equal forgetting: each method at its sweep point nearest the oracle, forget ratio {wc.ratio}%."),
         tolerance=config["comparison"]["forget_tolerance"],
         stem=subpath(output.csv, strip_suffix=".csv"),
     conda:

@@ -8,7 +8,7 @@ rule unlearn:
         unpack(lambda wc: plan.unlearn_inputs(wc.benchmark, wc.model, wc.ratio, wc.variant)),
         vanilla=pattern("vanilla"),
         benchmark=pattern("benchmark"),
-        code=stage_sources("pipeline_steps.unlearn"),
+        code=unlearn_sources,
     output:
         weights=pattern("unlearned"),
         log=pattern("unlearn_log"),
