@@ -116,16 +116,20 @@ def test_the_plan_runs_each_row_at_its_protocol_point_until_the_oracle_once_per_
 
     from pipeline_steps.study.plan import StudyPlan
     from pipeline_steps.study.report_selection import ReportSelection
+    from pipeline_steps.study.variants import Variant
 
     config = yaml.safe_load((REPO / "config" / "small.yaml").read_text())
     config["experiments"][0]["unlearn"]["methods"] = ["ga", "mmunlearner"]
     config["experiments"][0]["unlearn"]["shared"] |= {"learning_rate": [1e-3, 3e-4]}
     config["comparison"] = {"forget_tolerance": 0.05, "calibration": {"epochs": 4, "check_every": 3, "seeds": [0, 1]}}
     plan, run = StudyPlan(config), ("mini", "mini_llava", "10")
-    calibrated = ["ga/lr~0.001/until~oracle/seed~0", "ga/lr~0.001/until~oracle/seed~1",
-                  "mmunlearner/beta~1.0/modules~all/lr~0.001/until~oracle/seed~0",
-                  "mmunlearner/beta~1.0/modules~all/lr~0.001/until~oracle/seed~1"]
-    assert [v for v in plan.variant_names("mini", "mini_llava") if "until~" in v] == calibrated
+    calibrated = ["calibrated/ga/lr~0.001/seed~0", "calibrated/ga/lr~0.001/seed~1",
+                  "calibrated/mmunlearner/beta~1.0/modules~all/lr~0.001/seed~0",
+                  "calibrated/mmunlearner/beta~1.0/modules~all/lr~0.001/seed~1"]
+    assert [v for v in plan.variant_names("mini", "mini_llava") if v.startswith("calibrated/")] == calibrated
+    parsed = Variant.parse(calibrated[2])
+    assert parsed.calibrated and parsed.row == Variant.parse("mmunlearner/beta~1.0/modules~all")
+    assert parsed.point.name == "calibrated/mmunlearner/beta~1.0/modules~all/lr~0.001"
     flags = plan.unlearn_flags(*run, calibrated[1])
     assert "--epochs 4" in flags and "--seed 1" in flags and "--learning-rate 0.001" in flags
     assert ("--until-oracle results/mini/mini_llava/forget~10/reference --tolerance 0.05 --check-every 3 "
@@ -139,7 +143,7 @@ def test_the_plan_runs_each_row_at_its_protocol_point_until_the_oracle_once_per_
     assert set(calibrated) < set(reports.frontier_variants("mini", "mini_llava"))
     del config["comparison"]["calibration"]
     plan = StudyPlan(config)
-    assert not [v for v in plan.variant_names("mini", "mini_llava") if "until~" in v]
+    assert not [v for v in plan.variant_names("mini", "mini_llava") if v.startswith("calibrated/")]
 
 
 def test_a_method_that_takes_no_step_walks_its_own_axis_until_the_rule_stops_it(benchmark, tiny_models, tmp_path,
@@ -179,7 +183,7 @@ def test_the_equal_forgetting_table_says_where_each_seed_stopped(tmp_path):
     cells = [f"llava|{v}|mllmu={write_evaluation(tmp_path, v, values(*x))}"
              for v, x in (("vanilla", (0.9, 0.9)), ("oracle", (0.3, 0.9)))]
     for seed, (stopped_at, outcome) in stops.items():
-        variant = f"ga/until~oracle/seed~{seed}"
+        variant = f"calibrated/ga/seed~{seed}"
         metrics = write_evaluation(tmp_path, variant, values((0.3, 0.2), 0.6))
         unlearned = tmp_path / "unlearn" / variant
         unlearned.mkdir(parents=True)
@@ -192,6 +196,6 @@ def test_the_equal_forgetting_table_says_where_each_seed_stopped(tmp_path):
     call_stage("render_tables", "--title", "t", "--equal-forgetting", "0.05",
                *[a for c in cells for a in ("--cell", c)], "--out", tmp_path / "table")
     text = (tmp_path / "table.md").read_text()
-    assert ("llava / mllmu / GA: until oracle (Forget VQA +0.0 pts from the oracle's on the selection half; "
+    assert ("llava / mllmu / GA: calibrated from shared settings until the oracle's forgetting (Forget VQA +0.0 pts from the oracle's on the selection half; "
             "stopped at, per seed: step 35 (reached), step 40 (overshot), not reached (step 330 the last)).") in text
     assert markdown_cells(tmp_path / "table.md")["GA"][0].startswith("20.0 ±")  # the report half

@@ -251,7 +251,7 @@ def test_the_study_config_is_the_embedded_default_with_a_larger_sweep(tmp_path):
     assert jobs["render_table1"] == jobs["render_equal_forgetting"] == jobs["render_tradeoffs"] == 1
     assert "unlearn/mmunlearner/beta~1.0/modules~all/epochs~4/lr~0.0001/seed~2/weights" in planned.stdout
     assert "unlearn/mmunlearner/beta~1.0/modules~all/control~random/epochs~2/lr~0.0003/seed~0/weights" in planned.stdout
-    assert "unlearn/mmunlearner/beta~1.0/modules~all/epochs~2/lr~0.0003/until~oracle/seed~2/weights" in planned.stdout
+    assert "unlearn/calibrated/mmunlearner/beta~1.0/modules~all/epochs~2/lr~0.0003/seed~2/weights" in planned.stdout
 
 
 @pytest.mark.slow

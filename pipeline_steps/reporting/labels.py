@@ -71,8 +71,9 @@ def variant_label(variant: str, vary: str = "method") -> str:
 def point_label(variant: str) -> str:
     """The operating point of a variant, as a reader reads it: ``lr 0.0003, epochs 2`` (the seed,
     a repeat of the point, left out), or ``shared settings`` for a variant that sweeps nothing."""
-    settings = Variant.parse(variant).point.settings
-    return ", ".join(f"{label} {value}" for label, value in settings) or "shared settings"
+    parsed = Variant.parse(variant)
+    settings = ", ".join(f"{label} {value}" for label, value in parsed.point.settings) or "shared settings"
+    return f"calibrated from {settings} until the oracle's forgetting" if parsed.calibrated else settings
 
 
 def column_label(column: str, arrow: str = "↓/↑") -> str:

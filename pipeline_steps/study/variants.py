@@ -7,9 +7,11 @@ method (``mmunlearner/beta~1.0/modules~all``, and ``.../control~random`` for a c
 same per-tensor sparsity: ``saliency/masks.py``; SalUn's mask is fixed by the method's own
 ``mask_fraction`` setting, so ``salun`` names no mask), then the sweep point it was run at
 (``ga_diff/lr~0.0003/epochs~2/seed~0``). A calibrated run of the equal-forgetting comparison is
-its row's protocol point, unlearned until it forgets as much as the oracle, once per seed
-(``ga_diff/lr~0.0003/until~oracle/seed~1``). The name is also the variant's directory under
-``unlearn/`` and ``eval/``, so a sweep point is a path a user can read.
+its row's protocol point, unlearned until it forgets as much as the oracle, once per seed, under
+the prefix ``calibrated/`` (``calibrated/ga_diff/lr~0.0003/seed~1``): a prefix, not a segment
+after the point's, so no variant's directory holds another's (``ga`` and its calibrated runs).
+The name is also the variant's directory under ``unlearn/`` and ``eval/``, so a sweep point is a
+path a user can read.
 
 A sweep point names exactly the settings the config gives as a *list* (an axis), one
 ``/<setting>~<value>`` segment each in the order of the method's settings, and no others: the
@@ -28,12 +30,12 @@ from typing import Iterable
 from ..unlearning.methods import get_method, uses_fisher_ratio_mask
 
 STARTING_POINTS = ("base", "vanilla", "oracle")  # the models that were not unlearned
-CALIBRATED = ("until", "oracle")  # the segment of a calibrated run: unlearned until the oracle's forgetting
+CALIBRATED = "calibrated"  # the prefix of a calibrated run: unlearned until the oracle's forgetting
 # A setting's name in a variant name, where the field's own name is long.
 SETTING_LABELS = {"learning_rate": "lr", "batch_size": "bs", "weight_decay": "wd", "max_grad_norm": "clip",
                   "warmup_ratio": "warmup"}
 _SEGMENT = r"[a-z][a-z0-9_]*~[^/~\s]+"
-GRAMMAR = re.compile(r"^(?P<method>[a-z][a-z0-9_]*)"
+GRAMMAR = re.compile(rf"^(?P<calibrated>{CALIBRATED}/)?(?P<method>[a-z][a-z0-9_]*)"
                      r"(/beta~(?P<beta>[^/~\s]+)/modules~(?P<modules>[a-z]+)(/control~(?P<control>[a-z_]+))?)?"
                      rf"(?P<settings>(/{_SEGMENT})*)$")
 
@@ -63,12 +65,14 @@ class Variant:
     modules: str | None = None  # the mask's module group, for a masked method
     control: str | None = None  # a control mask's kind; None: the paper's Fisher-ratio mask
     settings: tuple[tuple[str, str], ...] = ()  # (label, value) of each swept setting, in the name's order
+    calibrated: bool = False  # unlearned until it forgets as much as the oracle (unlearning/calibration.py)
 
     @property
     def name(self) -> str:
         mask = "" if self.beta is None else f"/beta~{self.beta}/modules~{self.modules}"
         mask += "" if self.control is None else f"/control~{self.control}"
-        return self.method + mask + "".join(f"/{label}~{value}" for label, value in self.settings)
+        prefix = f"{CALIBRATED}/" if self.calibrated else ""
+        return prefix + self.method + mask + "".join(f"/{label}~{value}" for label, value in self.settings)
 
     @property
     def unlearned(self) -> bool:
@@ -78,19 +82,14 @@ class Variant:
     def seed(self) -> str | None:
         return dict(self.settings).get("seed")
 
-    @property
-    def calibrated(self) -> bool:
-        """Unlearned until it forgets as much as the oracle (``unlearning/calibration.py``)."""
-        return CALIBRATED in self.settings
-
     def calibrated_at(self, seed) -> Variant:
-        """This point's calibrated run with ``seed``: ``<point>/until~oracle/seed~<seed>``."""
-        return replace(self, settings=(*self.point.settings, CALIBRATED, ("seed", value_label(seed))))
+        """This point's calibrated run with ``seed``: ``calibrated/<point>/seed~<seed>``."""
+        return replace(self, settings=(*self.point.settings, ("seed", value_label(seed))), calibrated=True)
 
     @property
     def row(self) -> Variant:
         """The method (and mask) alone: what a table row compares, whatever point it was run at."""
-        return replace(self, settings=())
+        return replace(self, settings=(), calibrated=False)
 
     @property
     def point(self) -> Variant:
@@ -102,9 +101,11 @@ class Variant:
         match = GRAMMAR.match(name)
         if not match:
             raise ValueError(f"'{name}' is not a variant name (base, vanilla, oracle, a method, "
-                             "method/beta~B/modules~G, then optionally /setting~value per swept setting)")
+                             "method/beta~B/modules~G, then optionally /setting~value per swept setting; "
+                             f"a calibrated run prefixed {CALIBRATED}/)")
         settings = tuple(tuple(s.split("~")) for s in match["settings"].split("/")[1:])
-        variant = cls(match["method"], match["beta"], match["modules"], match["control"], settings)
+        variant = cls(match["method"], match["beta"], match["modules"], match["control"], settings,
+                      match["calibrated"] is not None)
         if variant.unlearned and uses_fisher_ratio_mask(get_method(variant.method)) != (variant.beta is not None):
             raise ValueError(f"'{name}' is not a variant name: method '{variant.method}' "
                              + ("is masked: name its mask (method/beta~B/modules~G)" if variant.beta is None
