@@ -154,8 +154,10 @@ class Unlearning(Objective):
         """A calibrated run stops at its rule's check; every process measures the same items, and
         the mean over processes decides, so all of them stop at the same step."""
         calibration = self.calibration
-        if calibration is None or calibration.stopped_at is not None:
-            return calibration is not None
+        if calibration is None:
+            return False
+        if calibration.stopped_at is not None:
+            return True
         if not calibration.due(step) or (calibration.checks and calibration.checks[-1]["step"] == step):
             return False  # a resumed run does not measure its last check again
         value = self.processes.sum(torch.tensor(self.probe(model), dtype=torch.float64,
@@ -174,7 +176,8 @@ class Unlearning(Objective):
     def restore(self, state: dict) -> None:
         self.retain_queue = state["retain_queue"]
         if self.calibration is not None:
-            self.calibration.checks, self.calibration.stopped_at = state["calibration"]["checks"], state["calibration"]["stopped_at"]
+            saved = state["calibration"]
+            self.calibration.checks, self.calibration.stopped_at = saved["checks"], saved["stopped_at"]
 
 
 @torch.no_grad()
