@@ -83,6 +83,8 @@ def main(args) -> None:
             except ValueError as error:
                 raise StageError(str(error)) from None
             point = choice.point
+            if not choice.reached:
+                table.unranked.add((group, variant_label(row, args.vary)))
             stopped = calibration_outcomes(e["metrics"] for e in points[point])
             table.notes.append(
                 f"{group} / {column_group} / {variant_label(row, args.vary)}: {point_label(point)} "
@@ -101,6 +103,9 @@ def main(args) -> None:
     if selecting:
         table.notes.insert(0, "Chosen on the selection half of the people (even positions in each column's sorted "
                            "profile ids), reported on the other half:")
+    if table.unranked:
+        table.notes.insert(0, f"‡: no point within {100 * args.equal_forgetting:.0f} pts of the oracle's Forget VQA "
+                           "on the selection half, so not at equal forgetting with the others: shown, not ranked.")
     for suffix, render in FORMATS.items():
         with atomic_file(args.out.with_name(f"{args.out.name}.{suffix}")) as handle:
             handle.write(render(table))

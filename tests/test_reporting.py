@@ -454,11 +454,14 @@ def test_equal_forgetting_chooses_on_the_selection_half_and_reports_the_other(tm
     assert "50.0 ±" in cells_of["GA_Diff"][0] and "40.0 ±" in cells_of["GA_Diff"][2]  # the report half
     # 30 points below the oracle is nearer than 40 above; 0 of the report half's 50 questions: Wilson's
     # interval [0, 7.1 %].
-    assert cells_of["GA"][0] == "0.0 ± 3.6% (-30.0) †"
+    assert cells_of["GA"][0] == "0.0 ± 3.6% (-30.0) ‡"
     text = (tmp_path / "table.md").read_text()
     assert "llava / mllmu / GA_Diff: lr 0.0003 (Forget VQA +0.0 pts from the oracle's on the selection half)." in text
     assert "llava / mllmu / GA: lr 0.001 (Forget VQA -30.0 pts from the oracle's on the selection half; " \
         "no point within 5 pts)." in text
+    # Not at equal forgetting with GA_Diff: shown, marked ‡ in every column, never ranked against it.
+    assert all(cell.endswith(" ‡") for cell in cells_of["GA"]) and "‡: no point within 5 pts" in text
+    assert all(cell.startswith("**") for cell in cells_of["GA_Diff"])  # the one row ranked: best alone
     with pytest.raises(SystemExit, match="several operating points"):
         call_stage("render_tables", "--title", "t", *cells, "--out", tmp_path / "other")
 

@@ -44,6 +44,9 @@ class Table:
     # (row group, row label) -> column group -> column -> value
     cells: dict[tuple[str, str], dict[str, dict[str, Estimate]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # printed under the table
+    # (row group, row) of rows shown but not ranked: in the equal-forgetting table, a method that
+    # never reached the oracle's forgetting is not at equal forgetting with the others.
+    unranked: set[tuple[str, str]] = field(default_factory=set)
 
     def add(self, row_group: str, row: str, column_group: str, values: dict[str, Estimate]) -> None:
         where = f"metrics for {row_group} / {row} / {column_group}"
@@ -79,12 +82,14 @@ class Table:
         return self.value(group, ORACLE_ROW, column_group, column)
 
     def marks(self) -> dict[tuple[str, str, str, str], str]:
-        """(row group, row, column group, column) -> "best", "runner_up", "tie" or "over_unlearned"."""
+        """(row group, row, column group, column) -> "best", "runner_up", "tie", "over_unlearned" or
+        "unranked"."""
         marks = {}
         for group in self.row_groups:
-            ranked = [row for row in self.rows(group) if row not in REFERENCE_ROWS]
+            ranked = [row for row in self.rows(group) if row not in REFERENCE_ROWS and (group, row) not in self.unranked]
             for column_group in self.column_groups:
                 for column in self.columns[column_group]:
+                    marks |= {(group, row, column_group, column): "unranked" for g, row in self.unranked if g == group}
                     values = {row: self.value(group, row, column_group, column) for row in ranked}
                     values = {row: v for row, v in values.items() if v is not None}
                     oracle = self.oracle(group, column_group, column)
@@ -175,7 +180,7 @@ def to_csv(table: Table) -> str:
     return buffer.getvalue()
 
 
-MARKDOWN = {"best": "**{}**", "runner_up": "<u>{}</u>", "tie": "{} ≈", "over_unlearned": "{} †"}
+MARKDOWN = {"best": "**{}**", "runner_up": "<u>{}</u>", "tie": "{} ≈", "over_unlearned": "{} †", "unranked": "{} ‡"}
 LEGEND = ("Mean ± half-width of the 95 % interval (people resampled; multiple choice never narrower than "
           "Wilson's interval over the questions). Bold: best, underlined: runner-up, each only where the paired "
           "95 % interval of its difference from the next (the same people resampled for both) excludes 0; "
@@ -201,13 +206,13 @@ def to_markdown(table: Table) -> str:
 def latex_escape(text: str) -> str:
     for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
                           ("~", r"\textasciitilde{}"), ("β", r"$\beta$"), ("±", r"$\pm$"), ("≈", r"$\approx$"),
-                          ("†", r"$\dagger$")):
+                          ("†", r"$\dagger$"), ("‡", r"$\ddagger$")):
         text = text.replace(char, escaped)
     return text
 
 
 LATEX = {"best": r"\textbf{{{}}}", "runner_up": r"\underline{{{}}}", "tie": "{} $\\approx$",
-         "over_unlearned": "{} $\\dagger$"}
+         "over_unlearned": "{} $\\dagger$", "unranked": "{} $\\ddagger$"}
 
 
 def to_latex(table: Table) -> str:
