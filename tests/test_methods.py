@@ -37,13 +37,18 @@ def perturbed_copy(model):
 
 
 def answer_hidden(model, encoder, examples, layer):
-    """Per example, decoder layer ``layer``'s output at the answer tokens, read from the model's
-    own ``hidden_states`` (entry 0 is the embeddings), one unpadded example at a time."""
+    """Per example, decoder layer ``layer``'s output at the positions that predict its answer
+    tokens, read from the model's own ``hidden_states`` (entry 0 is the embeddings), one unpadded
+    example at a time: from the last prompt position to the one before the last answer token
+    (the answer is the end of the row)."""
     result = []
     for example in examples:
         encoded = encoder.encode(example)
         hidden = model(**single_inputs(encoded), output_hidden_states=True).hidden_states[layer + 1][0].float()
-        result.append(hidden[encoded["labels"] != IGNORE_INDEX])
+        answer = (encoded["labels"].reshape(-1) != IGNORE_INDEX).nonzero().reshape(-1)
+        first, last = int(answer[0]), int(answer[-1])
+        assert last == hidden.shape[0] - 1 and len(answer) == last - first + 1
+        result.append(hidden[first - 1:last])
     return result
 
 

@@ -32,6 +32,16 @@ def answer_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, 
     return logits[:, :-1], labels[:, -span:]
 
 
+def predicting_positions(labels: torch.Tensor) -> torch.Tensor:
+    """``[B, L]`` mask of the positions whose outputs predict an answer token: one to the left of
+    each answer token, since a causal model's output at position t is read for token t + 1 (the
+    positions whose logits ``answer_logits`` returns). Losses on hidden states (RMU) read these,
+    so they act where the answer is produced, as every likelihood loss does."""
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    mask[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return mask
+
+
 def answer_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-example mean negative log-likelihood of the answer tokens (paper Eq. 13), shape [batch]."""
     per_token = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX,

@@ -484,10 +484,11 @@ def layer_output(model, layer: int, batch: dict) -> torch.Tensor:
 
 
 def answer_mean(per_token: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Each example's mean of ``per_token`` [batch, seq] over its answer tokens: [batch]."""
-    from ..models.encoding import IGNORE_INDEX
+    """Each example's mean of ``per_token`` [batch, seq] over the positions that predict its answer
+    tokens (``predicting_positions``): [batch]."""
+    from ..training.losses import predicting_positions
 
-    mask = labels != IGNORE_INDEX
+    mask = predicting_positions(labels)
     return (per_token * mask).sum(1) / mask.sum(1)
 
 
@@ -498,8 +499,8 @@ def answer_mse(activations: torch.Tensor, target: torch.Tensor, labels: torch.Te
 
 
 def answer_activation_norm(model, layer: int, encoder, examples: Sequence[Example], batch_size: int) -> float:
-    """The mean norm ||h|| of decoder layer ``layer``'s output over each example's answer tokens,
-    averaged over ``examples`` (as the losses average): the scale of RMU's relative coefficient."""
+    """The mean norm ||h|| of decoder layer ``layer``'s output over the positions that predict each
+    example's answer tokens, averaged over ``examples`` (as the losses average): the scale of RMU's relative coefficient."""
     import torch
 
     device = next(model.parameters()).device
@@ -534,7 +535,7 @@ class RMU(Method):
 
     **The steering coefficient is relative to the model's own activations** (issue 32): by default
     ``c = steering_coeff * ||h_vanilla||``, the vanilla model's mean activation norm at ``layer``
-    over the forget set's answer tokens (each example's mean, then the mean over the set, as the
+    over the positions predicting the forget answers (each example's mean, then the mean over the set, as the
     losses average), computed once before the first step (``resolve_hyperparameters``) and then
     fixed, as WMDP's c is fixed. WMDP's released settings (centerforaisafety/wmdp, ``run_rmu_zephyr.ipynb``: c 6.5,
     alpha 1200, layer 7 of Zephyr-7B) are absolute and tuned per model (300 for Mixtral-8x7B at
@@ -557,11 +558,16 @@ class RMU(Method):
     width cancels too (both are per hidden unit), and AdamW's steps do not depend on the loss's
     overall scale. Adaptive RMU keeps WMDP's 1200 too.
 
-    The loss reads the answer tokens' positions (labels != -100, as open-unlearning), not the
-    whole prompt: the prompt's question templates and image tokens are shared with the retain
-    set's questions, so scrambling them would fight the retain term on the same inputs, while
-    the answer positions are where a profile's facts are recalled (WMDP and Adaptive RMU read
-    every token of their raw-text batches, padding included). As in the paper, only the MLPs
+    The loss reads the positions that predict the answer tokens (``predicting_positions``: the
+    last prompt position and every answer position but the last), the positions whose logits
+    every likelihood loss and score here reads, not the whole prompt: the prompt's question
+    templates and image tokens are shared with the retain set's questions, so scrambling them
+    would fight the retain term on the same inputs, while the answer is recalled there (WMDP and
+    Adaptive RMU read every token of their raw-text batches, padding included). open-unlearning
+    reads the answer tokens' own positions (labels != -100), one to the right: that leaves out
+    the position that predicts an answer's first token, which decides a multiple-choice option
+    by likelihood, and includes the last one, which predicts nothing (issue 32: RMU read that
+    way left every column at vanilla's). As in the paper, only the MLPs
     of a few layers up to ``layer`` train (its code's default: the down-projections of layers
     layer-2..layer, ``updated_layers``); with ``updated_layers`` 0 every parameter of the job's
     module group trains, as the other baselines.
