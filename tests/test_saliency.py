@@ -10,7 +10,9 @@ from safetensors import safe_open
 
 from pipeline_steps import build_mask
 from pipeline_steps.models.encoding import Example, PromptEncoder
+from pipeline_steps.models.families import PARTS, family_of, parts_reached
 from pipeline_steps.models.loading import load_model, model_fingerprint
+from pipeline_steps.saliency import reach
 from pipeline_steps.saliency.fisher import estimate_fisher
 from pipeline_steps.saliency.masks import MaskStats, salun_keep, select
 from pipeline_steps.training.examples import fisher_split_source, split_examples
@@ -94,6 +96,34 @@ def test_fisher_of_a_union_is_the_sum_of_sums(model):
     both = estimate_fisher(model, encoder, examples, batch_size=4)
     assert a.count + b.count == both.count
     assert_close_per_tensor({n: a.sums[n] + b.sums[n] for n in both.sums}, {n: t.double() for n, t in both.sums.items()})
+
+
+@pytest.mark.parametrize("estimator", ["per_sample", "batch"])
+def test_text_only_examples_leave_the_vision_tower_and_connector_at_zero(model, estimator):
+    """What ``saliency/reach.py`` rests on: without an image the vision tower and the connector
+    never run, so a text split's sums there are exactly zero (not small), and the split says it
+    has no images; an image split reaches every part."""
+    model, encoder = model
+    family = family_of(model.config.model_type)
+    for make, images in ((text_examples, False), (vqa_examples, True)):
+        result = estimate_fisher(model, encoder, make(), batch_size=2, estimator=estimator)
+        assert result.images is images
+        reached = {part: any(bool(t.any()) for n, t in result.sums.items() if family.module_of(n) == part)
+                   for part in PARTS}
+        assert reached == {part: part in parts_reached(images) for part in PARTS}
+        assert reach.counts_by_part(result.count, result.images) == \
+            {part: result.count if reached[part] else 0 for part in PARTS}
+
+
+@pytest.mark.slow
+def test_fisher_files_say_how_many_examples_reach_each_part(benchmark, tiny_models, tmp_path):
+    """compute_fisher records, per part, the examples its mean is over: a text split's never
+    reach the vision tower or the connector."""
+    call_stage("compute_fisher", "--model", tiny_models["llava"], "--benchmark", benchmark, "--forget-ratio", "5",
+               "--split", "forget_text", "--batch-size", "16", "--out", tmp_path / "f", "--device", "cpu")
+    metadata = TensorFile(tmp_path / "f").metadata
+    count = int(metadata["sample_count"])
+    assert count > 0 and reach.read_counts(metadata, "f") == {"vision": 0, "connector": 0, "language": count}
 
 
 def test_every_module_needs_a_per_sample_rule():
