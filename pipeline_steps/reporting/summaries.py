@@ -156,7 +156,8 @@ def mask_summary(tensors: TensorFile) -> Summary:
     overall = counted["overall"]
     # SalUn's mask has a kept fraction and a |gradient| threshold where MMUnlearner's has a beta.
     built = ({"mask": "salun", "fraction": number(meta.get("fraction")), "threshold": number(meta.get("threshold"))}
-             if meta.get("mask") == "salun" else {"beta": number(meta.get("beta"))})
+             if meta.get("mask") == "salun" else
+             {"beta": number(meta.get("beta")), "preserve count by part": meta.get("preserve_count_by_part")})
     summary = Summary("mask", str(tensors.index_path), {
         **built, "module group": meta.get("modules"), "estimator": meta.get("estimator"),
         "model": f"{meta.get('model_type')} (fingerprint {meta.get('model_fingerprint')})",
