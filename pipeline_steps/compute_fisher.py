@@ -75,7 +75,7 @@ def main(args) -> None:
         "forget_ratio": str(args.forget_ratio),
         "sample_count": str(result.count),
         reach.COUNTS: reach.encode(reach.counts_by_part(result.count, result.images)),
-        "count_unit": "examples" if args.estimator == "per_sample" else "batches",
+        "count_unit": "batches" if args.estimator == "batch" else "examples",
         "examples": str(len(examples)), "estimator": args.estimator, "batch_size": str(args.batch_size),
         "loss": LOSS_DEFINITION, "accumulation_dtype": "float32", "model_dtype": args.dtype,
         "model_type": loaded.model.config.model_type, "model_fingerprint": fingerprint,

@@ -336,6 +336,7 @@ def test_salun_gradient_file_is_the_gradient_of_the_summed_forget_loss(benchmark
     examples = split_examples(benchmark, [fisher_split_source("forget_vqa", 10)[0]], ["vqa"])
     assert len(examples) % 5  # a last, partial batch: a sum of batch means would weigh it differently
     assert stored.metadata["kind"] == "gradient_sum" and stored.metadata["sample_count"] == str(len(examples))
+    assert stored.metadata["count_unit"] == "examples"
     model.eval()
     params = dict(model.named_parameters())
     batch = encoder.collate([encoder.encode(e) for e in examples])
