@@ -32,6 +32,7 @@ from pipeline_steps.benchmarks.synthetic.portraits import draw_portrait  # noqa:
 from pipeline_steps.benchmarks.synthetic.world import ATTRIBUTES, sample_world  # noqa: E402
 from pipeline_steps.models.encoding import Example, PromptEncoder  # noqa: E402
 from pipeline_steps.models.tiny import TinyArchitecture, build_tiny  # noqa: E402
+from pipeline_steps.saliency import reach  # noqa: E402
 from pipeline_steps.saliency.fisher import estimate_fisher  # noqa: E402
 from pipeline_steps.saliency.tensor_files import write_tensors  # noqa: E402
 from pipeline_steps.training.losses import answer_logits, answer_nll  # noqa: E402
@@ -119,6 +120,7 @@ def mask_memory(args) -> None:
         files = []
         for split in ("forget_vqa", "forget_text", "retain_vqa", "retain_text"):
             metadata = {"kind": "fisher_diagonal_sum", "sample_count": "100", "model_fingerprint": "synthetic",
+                        reach.COUNTS: reach.encode(reach.counts_by_part(100, images=split.endswith("_vqa"))),
                         "model_type": "llava", "estimator": "per_sample"}
             write_tensors(scratch / split, specs, lambda n: torch.rand(specs[n][1], generator=generator), metadata)
             files.append(scratch / split)

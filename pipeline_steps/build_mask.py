@@ -5,7 +5,10 @@
         --out results/.../masks/beta~1/modules~all
 
 S_T is the Fisher of ``--target``; S_P the Fisher of the union of ``--preserve`` (paper Eq. 6 by
-default), or of ``--preserve-vision`` for the vision encoder's tensors when given. The mask is
+default), or of ``--preserve-vision`` for the vision encoder's tensors when given. Each is, tensor
+by tensor, the mean over the examples of its splits that reach the tensor: text-only splits count
+for the language model's tensors only, never for the vision tower's or the connector's, which
+they never run through (``saliency/reach.py``; the authors' rule too). The mask is
 m = 1[S_T >= beta * S_P] (see ``saliency/masks.py`` for zeros, ties and infinities); module
 groups are the paper's Table 2: ``language`` (LM + connector), ``vision`` (vision encoder),
 ``all``. Writes ``mask.safetensors`` (bool, every trainable tensor, False outside the group) and
@@ -33,7 +36,8 @@ from pathlib import Path
 import torch
 
 from .cli import StageError, run_stage, stage_parser
-from .models.families import MODULE_GROUPS, family_of
+from .models.families import MODULE_GROUPS, PARTS, family_of
+from .saliency import reach
 from .saliency.masks import CONTROLS, MaskStats, control_mask, salun_selection, select
 from .saliency.tensor_files import TensorFile, index_path, write_tensors
 from .storage import write_json
@@ -71,6 +75,14 @@ def open_fisher(path: Path, kind: str = "fisher_diagonal_sum") -> TensorFile:
     if fisher.metadata.get("kind") != kind:
         raise StageError(f"{fisher.index_path} is not a {what} file written by compute_fisher")
     return fisher
+
+
+def counts_by_part(fisher: TensorFile) -> dict[str, int]:
+    """How many of a Fisher file's examples reach each part of the model (``saliency/reach.py``)."""
+    try:
+        return reach.read_counts(fisher.metadata, str(fisher.index_path))
+    except ValueError as error:
+        raise StageError(str(error)) from None
 
 
 def check_compatible(target: TensorFile, others: list[TensorFile]) -> None:
@@ -185,23 +197,31 @@ def main(args) -> None:
     preserve = [open_fisher(p) for p in args.preserve]
     preserve_vision = [open_fisher(p) for p in args.preserve_vision] if args.preserve_vision else preserve
     check_compatible(target, preserve + preserve_vision)
+    counts = {f.index_path: counts_by_part(f) for f in [target, *preserve, *preserve_vision]}
     family = family_of(target.metadata["model_type"])
-    target_count = int(target.metadata["sample_count"])
+    # Per part, the preserve splits whose examples reach it: the others' sums there are zero and
+    # their examples are not in its mean.
+    sources_of = {part: [f for f in (preserve_vision if part == "vision" else preserve) if counts[f.index_path][part]]
+                  for part in PARTS}
+    preserve_counts = {part: sum(counts[f.index_path][part] for f in sources) for part, sources in sources_of.items()}
+    for part in sorted({family.module_of(n) for n in target.names() if family.in_group(n, args.modules)}):
+        if not preserve_counts[part]:
+            log.warning("no preserve split reaches the %s (all text-only?): each of its entries with a positive "
+                        "target saliency is selected", part)
     stats = MaskStats()
 
     def mask_of(name: str):
         """The mask of one tensor, chunk by chunk (a generator: ``write_tensors`` consumes it)."""
         part = family.module_of(name)
         total = math.prod(target.spec(name)[1])
-        sources = preserve_vision if part == "vision" else preserve
-        preserve_count = sum(int(f.metadata["sample_count"]) for f in sources)
+        target_count, sources, preserve_count = counts[target.index_path][part], sources_of[part], preserve_counts[part]
         selected = 0
         for start in range(0, total, CHUNK):
             count = min(CHUNK, total - start)
             if family.in_group(name, args.modules):
-                preserve_sum = read_without_nan(sources[0], name, start, count).double()
-                for other in sources[1:]:
-                    preserve_sum += read_without_nan(other, name, start, count)
+                preserve_sum = torch.zeros(count, dtype=torch.float64)
+                for source in sources:
+                    preserve_sum += read_without_nan(source, name, start, count)
                 chunk = select(read_without_nan(target, name, start, count), target_count, preserve_sum,
                                preserve_count, args.beta)
             else:
@@ -215,6 +235,8 @@ def main(args) -> None:
     metadata = {"kind": "saliency_mask", "beta": repr(args.beta), "modules": args.modules,
                 "target": str(target.index_path), "preserve": " ".join(str(f.index_path) for f in preserve),
                 "preserve_vision": " ".join(str(f.index_path) for f in preserve_vision),
+                "target_count_by_part": reach.encode(counts[target.index_path]),
+                "preserve_count_by_part": reach.encode(preserve_counts),
                 "model_type": target.metadata["model_type"], "model_fingerprint": target.metadata["model_fingerprint"],
                 "estimator": target.metadata["estimator"]}
     write_tensors(args.out / "mask", specs, mask_of, metadata, max_shard_bytes=int(args.max_shard_gb * 2**30))

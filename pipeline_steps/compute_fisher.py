@@ -7,9 +7,11 @@ Splits are ``{forget,retain,real}_{vqa,text}``: the image-grounded or text-only 
 the forget profiles, the retain profiles or the real-world profiles. Writes
 ``<out>.safetensors`` (sharded behind ``<out>.safetensors.index.json`` past ``--max-shard-gb``):
 for every trainable tensor, under the model's own parameter name, the fp32 sum of squared
-gradients; the metadata holds the sample count, estimator, loss definition, dtypes and the
-model's fingerprint. With ``--estimator gradient`` the file holds instead the signed gradient of
-the split's summed loss (kind ``gradient_sum``), SalUn's saliency (``saliency/fisher.py``).
+gradients; the metadata holds the sample count and how many of the samples reach each part of
+the model (``sample_count_by_part``: a text-only split never reaches the vision tower or the
+connector, ``saliency/reach.py``), estimator, loss definition, dtypes and the model's
+fingerprint. With ``--estimator gradient`` the file holds instead the signed gradient of the
+split's summed loss (kind ``gradient_sum``), SalUn's saliency (``saliency/fisher.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from accelerate import Accelerator
 from .cli import run_stage, stage_parser
 from .models.encoding import PromptEncoder
 from .models.loading import DTYPES, load_model, model_fingerprint, resolve_device
+from .saliency import reach
 from .saliency.fisher import ESTIMATORS, LOSS_DEFINITION, estimate_fisher
 from .saliency.tensor_files import write_tensors
 from .training.distributed import Processes
@@ -70,7 +73,9 @@ def main(args) -> None:
     metadata = {
         "kind": KINDS.get(args.estimator, "fisher_diagonal_sum"), "split": args.split,
         "forget_ratio": str(args.forget_ratio),
-        "sample_count": str(result.count), "count_unit": "examples" if args.estimator == "per_sample" else "batches",
+        "sample_count": str(result.count),
+        reach.COUNTS: reach.encode(reach.counts_by_part(result.count, result.images)),
+        "count_unit": "batches" if args.estimator == "batch" else "examples",
         "examples": str(len(examples)), "estimator": args.estimator, "batch_size": str(args.batch_size),
         "loss": LOSS_DEFINITION, "accumulation_dtype": "float32", "model_dtype": args.dtype,
         "model_type": loaded.model.config.model_type, "model_fingerprint": fingerprint,

@@ -10,7 +10,9 @@ from safetensors import safe_open
 
 from pipeline_steps import build_mask
 from pipeline_steps.models.encoding import Example, PromptEncoder
+from pipeline_steps.models.families import PARTS, family_of, parts_reached
 from pipeline_steps.models.loading import load_model, model_fingerprint
+from pipeline_steps.saliency import reach
 from pipeline_steps.saliency.fisher import estimate_fisher
 from pipeline_steps.saliency.masks import MaskStats, salun_keep, select
 from pipeline_steps.training.examples import fisher_split_source, split_examples
@@ -96,6 +98,34 @@ def test_fisher_of_a_union_is_the_sum_of_sums(model):
     assert_close_per_tensor({n: a.sums[n] + b.sums[n] for n in both.sums}, {n: t.double() for n, t in both.sums.items()})
 
 
+@pytest.mark.parametrize("estimator", ["per_sample", "batch"])
+def test_text_only_examples_leave_the_vision_tower_and_connector_at_zero(model, estimator):
+    """What ``saliency/reach.py`` rests on: without an image the vision tower and the connector
+    never run, so a text split's sums there are exactly zero (not small), and the split says it
+    has no images; an image split reaches every part."""
+    model, encoder = model
+    family = family_of(model.config.model_type)
+    for make, images in ((text_examples, False), (vqa_examples, True)):
+        result = estimate_fisher(model, encoder, make(), batch_size=2, estimator=estimator)
+        assert result.images is images
+        reached = {part: any(bool(t.any()) for n, t in result.sums.items() if family.module_of(n) == part)
+                   for part in PARTS}
+        assert reached == {part: part in parts_reached(images) for part in PARTS}
+        assert reach.counts_by_part(result.count, result.images) == \
+            {part: result.count if reached[part] else 0 for part in PARTS}
+
+
+@pytest.mark.slow
+def test_fisher_files_say_how_many_examples_reach_each_part(benchmark, tiny_models, tmp_path):
+    """compute_fisher records, per part, the examples its mean is over: a text split's never
+    reach the vision tower or the connector."""
+    call_stage("compute_fisher", "--model", tiny_models["llava"], "--benchmark", benchmark, "--forget-ratio", "5",
+               "--split", "forget_text", "--batch-size", "16", "--out", tmp_path / "f", "--device", "cpu")
+    metadata = TensorFile(tmp_path / "f").metadata
+    count = int(metadata["sample_count"])
+    assert count > 0 and reach.read_counts(metadata, "f") == {"vision": 0, "connector": 0, "language": count}
+
+
 def test_every_module_needs_a_per_sample_rule():
     odd = torch.nn.Sequential(torch.nn.Conv1d(2, 2, 3))
     with pytest.raises(ValueError, match="no per-sample gradient rule.*Conv1d.*'batch' estimator"):
@@ -171,15 +201,21 @@ def test_tensor_file_refuses_a_tensor_unlike_its_declaration(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def fisher_file(path, tensors, count=4, fingerprint="abc", model_type="llava", kind="fisher_diagonal_sum"):
+def fisher_file(path, tensors, count=4, fingerprint="abc", model_type="llava", kind="fisher_diagonal_sum",
+                images=True, counted_by_part=True):
+    """A Fisher file as compute_fisher writes it (``counted_by_part=False``: as it did before the
+    per-part counts, ``saliency/reach.py``)."""
     metadata = {"kind": kind, "sample_count": str(count), "model_fingerprint": fingerprint,
                 "model_type": model_type, "estimator": "per_sample" if kind == "fisher_diagonal_sum" else "gradient"}
+    if counted_by_part:
+        metadata[reach.COUNTS] = reach.encode(reach.counts_by_part(count, images))
     write_tensors(path, {n: (t.dtype, tuple(t.shape)) for n, t in tensors.items()}, tensors.__getitem__, metadata)
     return path
 
 
 LANG = "model.language_model.layers.0.mlp.up_proj.weight"
 VISION = "model.vision_tower.encoder.layers.0.mlp.fc1.weight"
+CONNECTOR = "model.multi_modal_projector.linear_1.weight"
 
 
 def test_build_mask_stage_selects_within_the_module_group(tmp_path):
@@ -198,7 +234,38 @@ def test_build_mask_stage_selects_within_the_module_group(tmp_path):
         assert stats["overall"]["selected"] == sum(sum(v) for v in expected.values())
 
 
+def test_preserve_saliency_is_the_mean_over_the_examples_that_reach_each_tensor(tmp_path):
+    """S_P of a vision-tower or connector tensor is the retain-VQA mean alone (the text split never
+    reaches it); of a language-model tensor, the mean over both splits' examples together. By hand,
+    with S_T = 1 everywhere (forget VQA: sums 4 over 4 examples)."""
+    ones = torch.full((4,), 4.0)
+    target = fisher_file(tmp_path / "forget_vqa", {LANG: ones, CONNECTOR: ones, VISION: ones}, count=4)
+    image_side = torch.tensor([1.5, 2.7, 3.3, 6.0])  # over 3 retain VQA examples: mean [0.5, 0.9, 1.1, 2.0]
+    retain_vqa = fisher_file(tmp_path / "retain_vqa", {LANG: torch.tensor([0.3, 1.5, 3.0, 6.0]),
+                                                       CONNECTOR: image_side, VISION: image_side}, count=3)
+    zeros = torch.zeros(4)  # the text examples never reach the vision tower or the connector
+    retain_text = fisher_file(tmp_path / "retain_text", {LANG: torch.tensor([2.4, 6.6, 9.0, 1.2]),
+                                                         CONNECTOR: zeros, VISION: zeros}, count=6, images=False)
+    # Language model: S_P = (retain VQA sums + retain text sums) / (3 + 6) = [0.3, 0.9, 1.333, 0.8]
+    # (retain VQA alone would be [0.1, 0.5, 1.0, 2.0], retain text alone [0.4, 1.1, 1.5, 0.2]).
+    # Vision tower and connector: S_P = [0.5, 0.9, 1.1, 2.0]; divided by all 9 preserve examples,
+    # as before this rule, it was [0.167, 0.3, 0.367, 0.667], and every entry was selected at beta 1.
+    expected = {1.0: {LANG: [True, True, False, True], "image side": [True, True, False, False]},
+                2.0: {LANG: [True, False, False, False], "image side": [True, False, False, False]},
+                0.75: {LANG: [True, True, True, True], "image side": [True, True, True, False]}}
+    assert select(ones, 4, image_side, 9, 1.0).all()  # the old division by all 9 at beta 1
+    for beta, masks in expected.items():
+        out = tmp_path / f"beta~{beta}"
+        call_stage("build_mask", "--target", target, "--preserve", retain_text, retain_vqa, "--beta", str(beta),
+                   "--modules", "all", "--out", out)
+        mask = TensorFile(out / "mask")
+        assert mask.get(LANG).tolist() == masks[LANG], beta
+        assert mask.get(VISION).tolist() == mask.get(CONNECTOR).tolist() == masks["image side"], beta
+        assert json.loads(mask.metadata["preserve_count_by_part"]) == {"vision": 3, "connector": 3, "language": 9}
+
+
 @pytest.mark.parametrize("problem,message", [
+    ("old", "has no 'sample_count_by_part' .* rerun compute_fisher"),
     ("fingerprint", "has model_fingerprint 'other'"),
     ("missing", f"tensor '{VISION}' is missing"),
     ("shape", f"tensor '{LANG}' has shape \\[2\\]"),
@@ -214,7 +281,8 @@ def test_build_mask_refuses_mismatched_or_corrupt_inputs(tmp_path, problem, mess
     elif problem == "nan":
         bad[VISION] = torch.tensor([1.0, float("nan")])
     target = fisher_file(tmp_path / "t", good)
-    preserve = fisher_file(tmp_path / "p", bad, fingerprint="other" if problem == "fingerprint" else "abc")
+    preserve = fisher_file(tmp_path / "p", bad, fingerprint="other" if problem == "fingerprint" else "abc",
+                           counted_by_part=problem != "old")
     with pytest.raises(SystemExit, match=message):
         call_stage("build_mask", "--target", target, "--preserve", preserve, "--out", tmp_path / "out")
     assert not list((tmp_path / "out").glob("mask*")) if (tmp_path / "out").exists() else True
@@ -268,6 +336,7 @@ def test_salun_gradient_file_is_the_gradient_of_the_summed_forget_loss(benchmark
     examples = split_examples(benchmark, [fisher_split_source("forget_vqa", 10)[0]], ["vqa"])
     assert len(examples) % 5  # a last, partial batch: a sum of batch means would weigh it differently
     assert stored.metadata["kind"] == "gradient_sum" and stored.metadata["sample_count"] == str(len(examples))
+    assert stored.metadata["count_unit"] == "examples"
     model.eval()
     params = dict(model.named_parameters())
     batch = encoder.collate([encoder.encode(e) for e in examples])

@@ -11,6 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MODULE_GROUPS = ("language", "vision", "all")
+PARTS = ("vision", "connector", "language")  # what ``Family.module_of`` returns
+
+
+def parts_reached(images: bool) -> tuple[str, ...]:
+    """The parts of the model an example's loss depends on. With an image, every part; without
+    one, only the language model: the vision tower and the connector never run, so a text-only
+    example's gradient there is not small but absent (identically zero), in both families."""
+    return PARTS if images else ("language",)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import torch
 
 from ..cli import StageError
 from ..models.families import Family, family_of
+from ..saliency import reach
 from ..saliency.masks import MaskStats
 from ..saliency.tensor_files import TensorFile
 
@@ -124,6 +125,7 @@ def fisher_summary(tensors: TensorFile) -> Summary:
     summary = Summary("gradient" if gradient else "fisher", str(tensors.index_path), {
         "split": meta.get("split"), "forget ratio": number(meta.get("forget_ratio")),
         "sample count": number(meta.get("sample_count")), "count unit": meta.get("count_unit"),
+        "count by part": meta.get(reach.COUNTS),
         "examples": number(meta.get("examples")), "estimator": meta.get("estimator"),
         "batch size": number(meta.get("batch_size")),
         "model": f"{meta.get('model_type')} (fingerprint {meta.get('model_fingerprint')})",
@@ -154,7 +156,8 @@ def mask_summary(tensors: TensorFile) -> Summary:
     overall = counted["overall"]
     # SalUn's mask has a kept fraction and a |gradient| threshold where MMUnlearner's has a beta.
     built = ({"mask": "salun", "fraction": number(meta.get("fraction")), "threshold": number(meta.get("threshold"))}
-             if meta.get("mask") == "salun" else {"beta": number(meta.get("beta"))})
+             if meta.get("mask") == "salun" else
+             {"beta": number(meta.get("beta")), "preserve count by part": meta.get("preserve_count_by_part")})
     summary = Summary("mask", str(tensors.index_path), {
         **built, "module group": meta.get("modules"), "estimator": meta.get("estimator"),
         "model": f"{meta.get('model_type')} (fingerprint {meta.get('model_fingerprint')})",

@@ -47,6 +47,7 @@ class FisherResult:
     sums: dict[str, torch.Tensor]  # parameter name -> sum of squared gradients (of gradients), fp32, on CPU
     count: int  # examples (per_sample, gradient) or batches (batch)
     estimator: str
+    images: bool  # the examples' (all or none have one): which parts of the model they reach (``reach.py``)
 
 
 def _rows_per_unit(rows: int, batch_size: int, image_rows: torch.Tensor | None) -> list[int]:
@@ -281,7 +282,7 @@ def estimate_fisher(model: nn.Module, encoder: PromptEncoder, examples: Sequence
         for total in sums.values():
             processes.sum(total)
         count = int(processes.sum(torch.tensor(count, dtype=torch.long, device=device)))
-    return FisherResult({n: s.cpu() for n, s in sums.items()}, count, estimator)
+    return FisherResult({n: s.cpu() for n, s in sums.items()}, count, estimator, examples[0].image is not None)
 
 
 def _accumulate_and_free(total: torch.Tensor, estimator: str):

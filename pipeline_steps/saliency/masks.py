@@ -1,8 +1,9 @@
 """The MMUnlearner mask m = 1[S_T >= beta * S_P] (paper Eq. 7), tensor by tensor.
 
 S_T and S_P are Fisher means: a file holds the sum of squared gradients and the number of terms,
-so the Fisher of a union of splits is exact (sum of sums over sum of counts). The comparison
-never divides:
+so the Fisher of a union of splits is exact (sum of sums over sum of counts), each tensor's mean
+taken over the examples that reach it (``reach.py``: text-only examples do not count for the vision
+tower and the connector). The comparison never divides:
 
     selected  <=>  sum_T * n_P >= beta * n_T * sum_P   and   sum_T > 0
 
