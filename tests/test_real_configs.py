@@ -105,6 +105,16 @@ def test_real_config_plans_the_paper_dag_with_a_gpu_per_gpu_stage(real_workspace
     assert sum(f"{fsdp} --num_processes 4 -m pipeline_steps.unlearn " in line for line in unlearn) == r * (variants - pruning)
     assert sum("--method manu" in line and "python -m pipeline_steps.unlearn " in line and fsdp not in line
                for line in unlearn) == r * pruning
+    # The authors' retain schedule for the baselines their code runs that way; one retain batch per
+    # forget step for the other retain-based methods; none for a method without a retain term.
+    for line in unlearn:
+        method = get_method(re.search(r"--method (\w+)", line).group(1))
+        schedule = re.search(r"--retain-schedule (\w+)", line)
+        if not (method.uses_retain and method.trains):
+            assert schedule is None, line
+        else:
+            authors = method.name in ("ga_diff", "kl_min", "mmunlearner")
+            assert schedule.group(1) == ("all_per_epoch" if authors else "one_per_step"), line
 
 
 def clear_instead(config):

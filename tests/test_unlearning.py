@@ -397,3 +397,48 @@ def test_the_retain_schedule_resumes_bit_identically(loaded, tmp_path):
     assert resumed == straight and len(steps) == 2 + 2  # the last two steps: 2 + 2 retain batches
     for name, parameter in fresh.model.named_parameters():
         assert torch.equal(parameter.detach(), straight_weights[name]), name
+
+
+def test_the_retain_schedule_is_a_setting_of_the_methods_with_a_retain_term_only():
+    """A shared value reaches every method with a retain term and no other (their jobs' flags do
+    not change); the command line refuses it for a method without one."""
+    from pipeline_steps.unlearning.methods import REGISTRY
+    from pipeline_steps.unlearning.settings import resolve
+
+    block = {"methods": sorted(REGISTRY),
+             "shared": {"epochs": 1, "batch_size": 2, "learning_rate": 1e-3, "retain_schedule": "all_per_epoch"}}
+    for name, method in REGISTRY.items():
+        loop = resolve(name, block)["loop"]
+        assert loop.get("retain_schedule") == ("all_per_epoch" if method.uses_retain and method.trains else None), name
+    with pytest.raises(ValueError, match="retain_schedule takes one of one_per_step, all_per_epoch"):
+        UnlearnSettings(epochs=1, batch_size=2, learning_rate=1e-3, retain_schedule="every_epoch")
+
+
+def test_unlearn_stage_refuses_the_retain_schedule_for_a_method_without_a_retain_term(benchmark, tiny_models,
+                                                                                    tmp_path):
+    with pytest.raises(SystemExit, match="method 'ga' has no retain term"):
+        call_stage("unlearn", "--vanilla", tiny_models["llava"], "--benchmark", benchmark, "--forget-ratio", "10",
+                   "--method", "ga", "--retain-schedule", "all_per_epoch", "--out", tmp_path / "out", "--device", "cpu")
+    assert not (tmp_path / "out").exists()
+
+
+def test_each_methods_retain_term_is_its_joint_steps_retain_term(loaded):
+    """A retain-only step of the authors' schedule minimises exactly the retain term of the joint step."""
+    from pipeline_steps.unlearning.methods import REGISTRY
+
+    _, model = loaded
+    encoder = PromptEncoder(model.processor)
+    batches = {"forget": encoder.collate([encoder.encode(e) for e in forget_examples()[:2]]),
+               "retain": encoder.collate([encoder.encode(e) for e in retain_examples()[:3]])}
+    reference = load_model(model.source).model.eval()
+    for name, method in REGISTRY.items():
+        if not method.uses_retain:
+            continue
+        hparams = parse_hyperparameters(method, ["steering_mode=absolute", "layer=1"] if name == "rmu" else [])
+        if method.alternative_answers(forget_examples()[:2]):
+            batches["refusal"] = encoder.collate([encoder.encode(e) for e in method.alternative_answers(
+                forget_examples()[:2])["refusal"]])
+        with torch.no_grad():
+            joint = method.terms(model.model, batches, hparams, reference).retain
+            alone = method.retain_term(model.model, batches["retain"], hparams, reference)
+        assert torch.equal(joint, alone), name

@@ -134,7 +134,8 @@ def spread(retain_batches: list[list[int]], forget_steps: int) -> list[list[list
 
 class Unlearning(Objective):
     """One method's unlearning step: forget batch (and, for a method that asks, the same examples
-    with other answers), cycled retain batch, masked forget gradient."""
+    with other answers), retain batch by the retain schedule (and its retain-only steps), masked
+    forget gradient."""
 
     batch_name = "forget"
     decay_in_optimizer = False  # decayed only where a gradient can arrive, in before_optimizer_step
