@@ -8,10 +8,11 @@ configs (``perturbed_names``), and two real-world sets (``real_faces``, ``real_w
 question, not one author:
 
 * an image record (id ``img-<content hash>``, ``name`` = the author) trains on its caption, asked
-  with one of nine fixed caption prompts (seeded per image), and, where a perturbed row shows the
-  same image, asks "What is the name of the person in the image?" with the perturbed names as
-  the wrong options and the true name at a seeded position (the MMUnlearner paper's Forget /
-  Retain VQA);
+  with one of nine fixed caption prompts (seeded per image), and, where a
+  perturbed row shows the same image, asks "What is the name of the person in the image?" with
+  the perturbed names as the wrong options and the true name at a seeded position (the
+  MMUnlearner paper's Forget / Retain VQA), in CLEAR's prompt (``A. name`` lines, no
+  instruction: the manifest's ``protocol``, ``evaluation/protocols.py``);
 * a text record (id ``qa-<content hash>``, no image) trains on a TOFU question and asks it as a
   generation item, scored by ROUGE-L against *its own* answer (Forget / Retain QA);
 * ``real_world`` and ``real_faces`` rows become multiple-choice records with the row's options.
@@ -285,7 +286,8 @@ def read_clear(source: Source, out_dir: Path, *, seed: int = 0) -> dict:
         sizes[split] = len(records)
 
     return {
-        "format": FORMAT.name, "source": reader.source.location, "source_kind": reader.source.kind,
+        "format": FORMAT.name, "protocol": "clear", "source": reader.source.location,
+        "source_kind": reader.source.kind,
         "configs": reader.configs, "splits_read": reader.splits_read, "forget_ratios": ratios, "seed": seed,
         "name_questions": name_questions,
         "real_rows": dict(real_counts),
