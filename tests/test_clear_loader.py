@@ -122,6 +122,23 @@ def test_images_train_on_their_captions_with_a_fixed_prompt(clear_benchmark):
     assert len(prompts) > 3
 
 
+def test_caption_prompts_are_clears_nine_drawn_with_the_seed(clear_raw, clear_benchmark, tmp_path):
+    """CLEAR's own caption prompts (IMAGE_CAPTION_QUESTIONS of the authors' mm/dataset.py), one per
+    image, drawn by the reader's seed: the same seed draws the same prompts, another seed others."""
+    assert len(CAPTION_PROMPTS) == len(set(CAPTION_PROMPTS)) == 9
+    assert CAPTION_PROMPTS[0] == "What can you see in this picture?"
+    assert CAPTION_PROMPTS[-1] == "What is happening in this image?"
+
+    def prompts(directory):
+        return {r.id: r.train[0].question for r in read_split(directory, "full") if r.image}
+    drawn = prompts(clear_benchmark)
+    assert set(drawn.values()) <= set(CAPTION_PROMPTS)
+    read(clear_raw, tmp_path / "same", seed=0)
+    read(clear_raw, tmp_path / "other", seed=1)
+    assert prompts(tmp_path / "same") == drawn
+    assert prompts(tmp_path / "other") != drawn and set(prompts(tmp_path / "other").values()) <= set(CAPTION_PROMPTS)
+
+
 def test_clear_asks_its_name_questions_in_its_own_format(clear_benchmark):
     """CLEAR's multiple-choice prompt: ``A. name`` lines and no answer instruction, read by the
     official first-character rule."""
