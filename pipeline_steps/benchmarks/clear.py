@@ -55,8 +55,8 @@ MIN_DISTRACTORS = 3
 # The nine caption prompts CLEAR trains on, one per image drawn with the benchmark's seed. Their
 # wording is a fact about the benchmark: IMAGE_CAPTION_QUESTIONS in mm/dataset.py of the CLEAR
 # authors' repository (github.com/somvy/multimodal_unlearning, commit bb14c96), the same list in
-# data_process/CLEAR_process.py of the MMUnlearner authors' (github.com/Z1zs/MMUnlearner, fa77c66);
-# the second has no full stop there either.
+# data_process/CLEAR_process.py of the MMUnlearner authors' (github.com/Z1zs/MMUnlearner, fa77c66).
+# The second prompt has no full stop in either.
 CAPTION_PROMPTS = (
     "What can you see in this picture?",
     "Tell me about the content of this image",
