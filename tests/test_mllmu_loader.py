@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline_steps.benchmarks.mllmu import TASK_MODALITY, protocol, read_mllmu
+from pipeline_steps.benchmarks.mllmu import SYNTHETIC_WORLD_FILE, TASK_MODALITY, protocol, read_mllmu
+from pipeline_steps.benchmarks.synthetic.mllmu_writer import WORLD_FILE
 from pipeline_steps.benchmarks.records import read_manifest, read_split
 from pipeline_steps.benchmarks.source import Source
 
@@ -219,6 +220,7 @@ def test_the_protocol_is_the_synthetic_one_only_beside_the_world_file(tmp_path):
     """The synthetic benchmark teaches option-text answers (its own strict rule); a copy of the
     real data, or any source without the writer's world.json, is read by MLLMU-Bench's rule."""
     assert protocol(Source.path(tmp_path)) == "mllmu_bench"
-    (tmp_path / "world.json").write_text("{}")
+    assert SYNTHETIC_WORLD_FILE == WORLD_FILE  # the file the writer writes
+    (tmp_path / WORLD_FILE).write_text("{}")
     assert protocol(Source.path(tmp_path)) == "synthetic_mllmu"
     assert protocol(Source.hub("MLLMMU/MLLMU-Bench")) == "mllmu_bench"

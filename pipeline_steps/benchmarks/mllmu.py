@@ -262,12 +262,16 @@ def read_mllmu(source: Source, out_dir: Path, *, seed: int) -> dict:
     }
 
 
+# The file the synthetic writer puts beside the configs (``synthetic.mllmu_writer.WORLD_FILE``,
+# a test checks they agree). Named here, not imported: an import would make every benchmark's
+# prepare_benchmark job depend on the writer's code, so editing it would rerun real studies.
+SYNTHETIC_WORLD_FILE = "world.json"
+
+
 def protocol(source: Source) -> str:
     """``synthetic_mllmu`` for the synthetic benchmark as written (its ``world.json`` beside the
     configs), else ``mllmu_bench``: which multiple-choice protocol ``evaluate`` follows."""
-    from .synthetic.mllmu_writer import WORLD_FILE  # here: the writer pulls in datasets and the world
-
-    synthetic = source.kind == "path" and (Path(source.location) / WORLD_FILE).is_file()
+    synthetic = source.kind == "path" and (Path(source.location) / SYNTHETIC_WORLD_FILE).is_file()
     return "synthetic_mllmu" if synthetic else "mllmu_bench"
 
 
