@@ -40,7 +40,8 @@ def official_letter(output: str, options: dict[str, str]) -> str | None:
     """MLLMU-Bench's and CLEAR's rule: delete every non-alphanumeric character, take the first
     character, upper-case it. The answer is that letter if it is an option's, else None: an empty
     output, or "The answer is B" ("T"). "chef (B)" reads "C" (the first letter of "chef"), and
-    is right only if C is the right option."""
+    is right only if C is the right option. (The MMUnlearner authors' MLLMU_eval.py and
+    CLEAR_eval.py, commit fa77c66, read their answers so.)"""
     first = _NOT_ALPHANUMERIC.sub("", output)[:1].upper()
     return first if first in options else None
 
