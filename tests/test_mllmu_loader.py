@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline_steps.benchmarks.mllmu import TASK_MODALITY, read_mllmu
+from pipeline_steps.benchmarks.mllmu import SYNTHETIC_WORLD_FILE, TASK_MODALITY, protocol, read_mllmu
+from pipeline_steps.benchmarks.synthetic.mllmu_writer import WORLD_FILE
 from pipeline_steps.benchmarks.records import read_manifest, read_split
 from pipeline_steps.benchmarks.source import Source
 
@@ -21,6 +22,7 @@ def test_prepared_benchmark_has_every_split(benchmark):
     assert manifest["forget_ratios"] == [5, 10, 15]
     assert manifest["vqa_training_pairs_from"] == {"ft_Data metadata": 40}
     assert manifest["text_training_pairs_from"] == "ft_Text"
+    assert manifest["protocol"] == "synthetic_mllmu"  # the synthetic writer's world.json is beside the configs
     names = {p.stem for p in (benchmark / "splits").glob("*.jsonl")}
     assert names == {"full", "real_world", "test", "forget_5", "forget_10", "forget_15", "retain_95",
                      "retain_90", "retain_85", "holdout"}
@@ -212,3 +214,13 @@ def test_the_manifest_accounts_for_every_row(raw_benchmark, tmp_path):
     last_test_id = pq.read_table(shard(raw_benchmark, "Test_Set", 1)).column("ID")[-1].as_py()
     assert rows["Test_Set"]["skipped"] == {"no transformed images": {"count": 1, "ids": [last_test_id]}}
     assert len(read_split(out, "test")) == 39
+
+
+def test_the_protocol_is_the_synthetic_one_only_beside_the_world_file(tmp_path):
+    """The synthetic benchmark teaches option-text answers (its own strict rule); a copy of the
+    real data, or any source without the writer's world.json, is read by MLLMU-Bench's rule."""
+    assert protocol(Source.path(tmp_path)) == "mllmu_bench"
+    assert SYNTHETIC_WORLD_FILE == WORLD_FILE  # the file the writer writes
+    (tmp_path / WORLD_FILE).write_text("{}")
+    assert protocol(Source.path(tmp_path)) == "synthetic_mllmu"
+    assert protocol(Source.hub("MLLMMU/MLLMU-Bench")) == "mllmu_bench"

@@ -15,6 +15,11 @@ records what it found in the manifest:
 * an optional ``Holdout_Set`` config (``Retain_Set``'s columns) holds people no model is
   trained on, for membership-inference attacks; it becomes the ``holdout`` split.
 
+The manifest's ``protocol`` says how ``generate`` asks and reads a multiple-choice question
+(``evaluation/protocols.py``): ``mllmu_bench``, or ``synthetic_mllmu`` for a local copy that holds
+the synthetic writer's ``world.json`` (the embedded benchmark teaches its tiny models to answer
+with the option's text, ``synthetic/mllmu_writer.lettered_answer``).
+
 A profile repeated within a config is one record (the manifest's ``rows`` counts the merged
 rows); two different rows under one ID are refused, since which is right cannot be told.
 Column cells a revision stores as JSON strings instead of structs are parsed either way.
@@ -248,12 +253,26 @@ def read_mllmu(source: Source, out_dir: Path, *, seed: int) -> dict:
         write_split(out_dir, "holdout", splits["holdout"])
 
     return {
-        "format": FORMAT.name, "source": reader.source.location, "source_kind": reader.source.kind,
+        "format": FORMAT.name, "protocol": protocol(source), "source": reader.source.location,
+        "source_kind": reader.source.kind,
         "configs": reader.configs, "splits_read": reader.splits_read, "forget_ratios": ratios,
         "vqa_training_pairs_from": found, "text_training_pairs_from": text_pairs_from, "seed": seed,
         "splits": {name: len(records) for name, records in splits.items()},
         "rows": reader.ledger.as_dict(),
     }
+
+
+# The file the synthetic writer puts beside the configs (``synthetic.mllmu_writer.WORLD_FILE``,
+# a test checks they agree). Named here, not imported: an import would make every benchmark's
+# prepare_benchmark job depend on the writer's code, so editing it would rerun real studies.
+SYNTHETIC_WORLD_FILE = "world.json"
+
+
+def protocol(source: Source) -> str:
+    """``synthetic_mllmu`` for the synthetic benchmark as written (its ``world.json`` beside the
+    configs), else ``mllmu_bench``: which multiple-choice protocol ``evaluate`` follows."""
+    synthetic = source.kind == "path" and (Path(source.location) / SYNTHETIC_WORLD_FILE).is_file()
+    return "synthetic_mllmu" if synthetic else "mllmu_bench"
 
 
 def _check_partition(ratio: int, forget: list[ProfileRecord], retain: list[ProfileRecord],
