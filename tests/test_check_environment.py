@@ -129,7 +129,9 @@ def test_a_source_is_either_a_hub_id_or_a_local_path(kind, value, capsys):
 
 
 def test_memory_estimates_of_the_paper_models():
-    """The numbers config/README.md quotes (LLaVA-1.5-7B: 7.06 B parameters, width 4096, 32 layers)."""
+    """The numbers config/README.md quotes (LLaVA-1.5-7B: 7.06 B parameters, width 4096, 32 layers), but
+    for Fisher: this shape leaves out the vision tower and the largest tensor, whose Fisher numbers
+    are in test_fisher_estimates_of_the_paper_models_quoted_in_the_config_readme."""
     llava = ModelShape(7_063_427_072, 4096, 32)
     plan = RunPlan(16, 4, 2, 4, 16, ("ga", "ga_diff", "kl_min", "npo", "mmunlearner"))
     bf16 = {stage: e["bytes"] / GIB for stage, e in memory_estimates(llava, "bfloat16", plan).items()}
