@@ -196,12 +196,14 @@ class StudyPlan:
 
     def unlearn_job_processes(self, benchmark: str, model: str, variant: str) -> int:
         """A job's processes: the model's, or one for a method that takes no gradient step (a
-        weight edit on the host, ``manu``), which asks for no GPU (``unlearn_job_gpus``)."""
-        return self.unlearn_processes(model) if self.unlearn_job(benchmark, model, variant)[0].trains else 1
+        weight edit on the host, ``manu``), which asks for no GPU (``unlearn_job_gpus``), and one
+        for a LoRA job (``lora_r``), whose adapters fit one GPU and which does not run sharded."""
+        method, settings = self.unlearn_job(benchmark, model, variant)
+        return self.unlearn_processes(model) if method.trains and not settings["loop"]["lora_r"] else 1
 
     def unlearn_job_gpus(self, benchmark: str, model: str, variant: str) -> int:
         trains = self.unlearn_job(benchmark, model, variant)[0].trains
-        return self.gpus(model, self.unlearn_processes(model)) if trains else 0
+        return self.gpus(model, self.unlearn_job_processes(benchmark, model, variant)) if trains else 0
 
     # --- attacks ---------------------------------------------------------------------------------
 
