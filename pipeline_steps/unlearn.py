@@ -19,8 +19,9 @@ takes no gradient step (``manu``) edits the vanilla weights from the neuron stat
 parameters changed; for ``manu``, the pruned neurons of each layer) and ``manifest.json`` (the
 exact settings). ``--lora-r`` trains LoRA adapters instead of the weights (the authors' baselines
 on MLLMU-Bench), merged before anything is written, so the outputs are those of a full run and the
-manifest's ``lora`` says rank, alpha, dropout and layers; a masked or pruning method refuses it. A mask that does not fit the model is refused before
-training; a non-finite loss stops the job and leaves nothing behind.
+manifest's ``lora`` says rank, alpha, dropout and layers; a masked or pruning method refuses it.
+A mask that does not fit the model is refused before training; a non-finite loss stops the job
+and leaves nothing behind.
 """
 
 from __future__ import annotations

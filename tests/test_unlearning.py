@@ -308,8 +308,8 @@ def test_lora_unlearning_changes_only_adapter_weights_and_merges(benchmark, tiny
     monkeypatch.setattr(adapters, "merge_lora", check_then_merge)
     hook = optimizer_hooks.register_optimizer_step_pre_hook(before_step)
     try:
-        call_stage("unlearn", "--vanilla", vanilla, "--benchmark", benchmark, "--forget-ratio", "10", "--method",
-                   "ga_diff", "--out", tmp_path / "out", "--epochs", "1", "--batch-size", "8", "--learning-rate",
+        call_stage("unlearn", "--vanilla", vanilla, "--benchmark", benchmark, "--forget-ratio", "5", "--method",
+                   "ga", "--out", tmp_path / "out", "--epochs", "1", "--batch-size", "16", "--learning-rate",
                    "1e-2", "--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0.1", "--device", "cpu")
     finally:
         hook.remove()
@@ -344,3 +344,21 @@ def test_a_method_that_needs_the_weights_refuses_lora_before_any_work(benchmark,
         call_stage("unlearn", "--vanilla", tiny_models["llava"], "--benchmark", benchmark, "--forget-ratio", "10",
                    "--method", "mmunlearner", "--lora-r", "8", "--out", tmp_path / "out", "--device", "cpu")
     assert not (tmp_path / "out").exists()
+
+
+def test_lora_adapts_only_the_linear_layers_the_method_trains(tiny_models):
+    """RMU trains two MLP down-projections: through LoRA, only those two weights change (its
+    steered layer found through PEFT's wrapper), and the model keeps its own parameter names."""
+    loaded = load_model(str(tiny_models["llava"]))
+    method = get_method("rmu")
+    hparams = parse_hyperparameters(method, ["layer=1", "updated_layers=2"])
+    start = {n: p.detach().clone() for n, p in loaded.model.named_parameters()}
+    trainable = method.trainable(loaded.model, loaded.family, hparams, set(start))
+    settings = UnlearnSettings(epochs=1, batch_size=2, learning_rate=1e-2, seed=0, lora_r=2)
+    frozen = load_model(str(tiny_models["llava"])).model
+    unlearn(loaded.model, method, PromptEncoder(loaded.processor), forget_examples(), retain_examples(), settings,
+            hparams, Accelerator(cpu=True), trainable=trainable, reference_model=frozen)
+    params = dict(loaded.model.named_parameters())
+    assert params.keys() == start.keys()
+    assert {n for n, p in params.items() if not torch.equal(p.detach(), start[n])} == trainable == {
+        f"model.language_model.layers.{i}.mlp.down_proj.weight" for i in (0, 1)}

@@ -54,6 +54,11 @@ def is_adapted(model: torch.nn.Module) -> bool:
     return isinstance(model, PeftModel)
 
 
+def base_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model an adapted ``model`` wraps (its modules at their usual paths), or ``model``."""
+    return model.get_base_model() if is_adapted(model) else model
+
+
 @torch.no_grad()
 def merged_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The parameters of the model an adapted ``model`` stands for, by the base model's names:

@@ -479,8 +479,11 @@ class IdkDPO(Method):
 
 def layer_output(model, layer: int, batch: dict) -> torch.Tensor:
     """The output of the language model's decoder layer ``layer`` on ``batch``: [batch, seq, hidden]."""
+    from ..training.adapters import base_model
+
     captured = []
-    module = family_of(model.config.model_type).decoder_layer(model, layer)
+    # Found in the base model of a LoRA-adapted one (a PEFT wrapper moves every module path).
+    module = family_of(model.config.model_type).decoder_layer(base_model(model), layer)
     handle = module.register_forward_hook(lambda _, __, output: captured.append(
         output[0] if isinstance(output, tuple) else output))
     # The layers above ``layer`` still run (their output is unused): stopping the forward early
