@@ -221,13 +221,13 @@ def edit_without_training(args, method, hparams, fingerprint: str) -> None:
 def main(args) -> None:
     method = get_method(args.method)
     hparams = parse_hyperparameters(method, args.hparam)
+    if args.lora_r and method.lora_refusal:
+        raise StageError(f"method '{args.method}' cannot unlearn through LoRA (--lora-r {args.lora_r}): "
+                         f"{method.lora_refusal}; run it without --lora-r")
     if method.activation_splits and args.neuron_importance is None:
         raise StageError(f"method '{args.method}' needs --neuron-importance (the compute_neuron_importance outputs)")
     if not method.trains:
         return edit_without_training(args, method, hparams, model_fingerprint(args.vanilla))
-    if args.lora_r and method.lora_refusal:
-        raise StageError(f"method '{args.method}' cannot unlearn through LoRA (--lora-r {args.lora_r}): "
-                         f"{method.lora_refusal}; run it without --lora-r")
     if method.needs_mask and args.mask is None:
         raise StageError(f"method '{args.method}' needs --mask")
     if method.frozen_model == "retain_finetuned" and args.reference is None:

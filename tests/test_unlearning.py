@@ -338,11 +338,14 @@ def test_lora_unlearning_changes_only_adapter_weights_and_merges(benchmark, tiny
     assert manifest["training"]["lora_r"] == 4
 
 
-def test_a_method_that_needs_the_weights_refuses_lora_before_any_work(benchmark, tiny_models, tmp_path):
-    with pytest.raises(SystemExit, match="method 'mmunlearner' cannot unlearn through LoRA .--lora-r 8.: its "
-                                         "Fisher-ratio mask .* run it without --lora-r"):
+@pytest.mark.parametrize("method,reason", [("mmunlearner", "its Fisher-ratio mask"), ("salun", "its saliency mask"),
+                                           ("manu", "it prunes")])
+def test_a_method_that_needs_the_weights_refuses_lora_before_any_work(benchmark, tiny_models, tmp_path, method,
+                                                                      reason):
+    with pytest.raises(SystemExit, match=f"method '{method}' cannot unlearn through LoRA .--lora-r 8.: {reason}"
+                                         ".* run it without --lora-r"):
         call_stage("unlearn", "--vanilla", tiny_models["llava"], "--benchmark", benchmark, "--forget-ratio", "10",
-                   "--method", "mmunlearner", "--lora-r", "8", "--out", tmp_path / "out", "--device", "cpu")
+                   "--method", method, "--lora-r", "8", "--out", tmp_path / "out", "--device", "cpu")
     assert not (tmp_path / "out").exists()
 
 
@@ -362,3 +365,13 @@ def test_lora_adapts_only_the_linear_layers_the_method_trains(tiny_models):
     assert params.keys() == start.keys()
     assert {n for n, p in params.items() if not torch.equal(p.detach(), start[n])} == trainable == {
         f"model.language_model.layers.{i}.mlp.down_proj.weight" for i in (0, 1)}
+
+
+def test_lora_unlearning_refuses_a_sharded_launch_before_loading(benchmark, tiny_models, tmp_path, monkeypatch):
+    from pipeline_steps.training.distributed import Processes
+
+    monkeypatch.setattr(Processes, "shards", property(lambda self: True))  # as under an FSDP launch of 2
+    with pytest.raises(SystemExit, match=r"LoRA unlearning \(--lora-r\) does not run sharded"):
+        call_stage("unlearn", "--vanilla", tiny_models["llava"], "--benchmark", benchmark, "--forget-ratio", "5",
+                   "--method", "ga", "--lora-r", "4", "--out", tmp_path / "out", "--device", "cpu")
+    assert not (tmp_path / "out").exists()
