@@ -18,7 +18,7 @@ from pipeline_steps.unlearning.methods import get_method
 from pipeline_steps.unlearning.settings import parse_hyperparameters
 from pipeline_steps.unlearning.weights import apply_changes, save_changes
 
-from helpers import call_stage, forget_examples, full_logprobs, mask_file, random_mask, retain_examples
+from helpers import call_stage, forget_examples, full_logprobs, mask_file, random_mask, retain_examples, stage_output
 
 
 def run(loaded_model, method, *, mask=None, trainable=None, retain_weight=1.0, steps_epochs=3, weight_decay=0.1,
@@ -336,6 +336,7 @@ def test_lora_unlearning_changes_only_adapter_weights_and_merges(benchmark, tiny
     assert manifest["lora"] == {"r": 4, "alpha": 8.0, "dropout": 0.1, "target_modules": "all-linear",
                                 "adapted_modules": len(linear)}
     assert manifest["training"]["lora_r"] == 4
+    assert json.loads(stage_output("inspect", tmp_path / "out", "--json"))["facts"]["lora"] == manifest["lora"]
 
 
 @pytest.mark.parametrize("method,reason", [("mmunlearner", "its Fisher-ratio mask"), ("salun", "its saliency mask"),
