@@ -173,8 +173,10 @@ class StudyPlan:
     def unlearn_flags(self, benchmark: str, model: str, ratio: str, variant: str) -> str:
         method, settings = self.unlearn_job(benchmark, model, variant)
         inputs = self.unlearn_inputs(benchmark, model, ratio, variant)
-        flags = [f"--method {method.name}", cli_flags(settings["loop"]),
-                 hyperparameter_flags(settings["hyperparameters"])]
+        loop = settings["loop"]
+        if not loop.get("lora_r"):  # the stage's default, unsaid: a full-parameter job's params stay as they were
+            loop = {key: value for key, value in loop.items() if not key.startswith("lora_")}
+        flags = [f"--method {method.name}", cli_flags(loop), hyperparameter_flags(settings["hyperparameters"])]
         if "mask" in inputs:
             flags.append(f"--mask {Path(inputs['mask']).parent}")
         if "reference" in inputs:
