@@ -78,6 +78,7 @@ def variant_summary(changes_path: Path, vanilla: Path | None = None) -> Summary:
              "module group": manifest.get("module_group"), "mask": manifest.get("mask") or None,
              "reference": manifest.get("reference") or None, "learning rate": training.get("learning_rate"),
              "epochs": training.get("epochs"), "hyper-parameters": manifest.get("hyperparameters"),
+             **({"lora": manifest["lora"]} if manifest.get("lora") else {}),  # adapters, merged (unlearn --lora-r)
              **last_step(directory / "train_log.jsonl")}
     notes = [] if manifest else [f"no manifest.json next to {changes.index_path.name}: settings unknown"]
     if vanilla is None:
