@@ -47,13 +47,15 @@ def unlearned(vanilla, out):
 
 @pytest.mark.parametrize("method,launcher,schedule", [
     ("mmunlearner", "replicated", "one_per_step"), ("mmunlearner", "sharded", "one_per_step"),
-    ("kl_min", "sharded", "one_per_step"),
+    ("kl_min", "sharded", "one_per_step"), ("ga_diff-lora", "replicated", "one_per_step"),
     # Its retain-only steps too: one epoch, 251 optimizer steps (14 forget batches), at a tenth of the
     # rate: at 1e-3 float noise grew to 3 % of the update over them, geometrically from about the
     # 10th forget batch on (measured for GA_Diff on two replicated processes: ascent amplifies it).
     ("mmunlearner", "sharded", "all_per_epoch"),
 ])
 def test_unlearning_on_two_processes_matches_one(tiny_models, benchmark, tmp_path, method, launcher, schedule):
+    # LoRA adapters (seeded alike in every process), without dropout, whose masks depend on the share.
+    method, lora = method.removesuffix("-lora"), method.endswith("-lora")
     vanilla = tiny_models["llava"]
     generator = torch.Generator().manual_seed(0)
 
@@ -69,7 +71,7 @@ def test_unlearning_on_two_processes_matches_one(tiny_models, benchmark, tmp_pat
             *(["--mask", mask] if method == "mmunlearner" else []), "--batch-size", "5",
             "--epochs", "2" if schedule == "one_per_step" else "1", "--retain-schedule", schedule,
             "--learning-rate", "1e-3" if schedule == "one_per_step" else "1e-4", "--weight-decay", "0.01",
-            "--device", "cpu", "--progress-dir", "none"]
+            *(["--lora-r", "4", "--lora-dropout", "0"] if lora else []), "--device", "cpu", "--progress-dir", "none"]
     run_stage("unlearn", *args, "--out", tmp_path / "one")
     launch_two("unlearn", *args, "--out", tmp_path / "two", launcher=launcher)
     before = dict(load_model(str(vanilla)).model.named_parameters())
