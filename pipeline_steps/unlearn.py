@@ -45,9 +45,9 @@ from .training.examples import split_examples
 from .training.precision import TRAINING_DTYPES, enable_gradient_checkpointing, training_accelerator
 from .training.progress import add_progress_arguments, examples_digest, job_progress
 from .unlearning.calibration import Calibration
-from .unlearning.loop import UnlearnSettings, unlearn
+from .unlearning.loop import UnlearnSettings, check_all_per_epoch, unlearn
 from .unlearning.methods import REGISTRY, get_method
-from .unlearning.settings import describe_hyperparameters, parse_hyperparameters
+from .unlearning.settings import RETAIN_SCHEDULES, describe_hyperparameters, parse_hyperparameters
 from .unlearning.weights import save_changes
 
 log = logging.getLogger("unlearn")
@@ -80,6 +80,9 @@ def build_parser():
                         help="one of the method's own hyper-parameters (see below); unset ones keep their defaults")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=1)
+    parser.add_argument("--retain-schedule", choices=sorted(RETAIN_SCHEDULES), default="one_per_step",
+                        help="for a method with a retain term: " + "; ".join(
+                            f"{name}: {meaning}" for name, meaning in RETAIN_SCHEDULES.items()))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", choices=TRAINING_DTYPES, default="float32",
                         help="the model's storage dtype; bfloat16 trains in float32 under bfloat16 autocast")
@@ -224,6 +227,9 @@ def main(args) -> None:
     if args.lora_r and method.lora_refusal:
         raise StageError(f"method '{args.method}' cannot unlearn through LoRA (--lora-r {args.lora_r}): "
                          f"{method.lora_refusal}; run it without --lora-r")
+    if args.retain_schedule != "one_per_step" and not method.uses_retain:
+        raise StageError(f"method '{args.method}' has no retain term: --retain-schedule {args.retain_schedule} "
+                         "does not apply to it")
     if method.activation_splits and args.neuron_importance is None:
         raise StageError(f"method '{args.method}' needs --neuron-importance (the compute_neuron_importance outputs)")
     if not method.trains:
@@ -234,6 +240,11 @@ def main(args) -> None:
         raise StageError(f"method '{args.method}' needs --reference (the base model fine-tuned on the retain set)")
     forget = split_examples(args.benchmark, [forget_split(args.forget_ratio)], ["vqa"])
     retain = split_examples(args.benchmark, [retain_split(args.forget_ratio)], ["vqa"]) if method.uses_retain else []
+    if args.retain_schedule == "all_per_epoch":  # refused before any model is loaded
+        try:
+            check_all_per_epoch(method, hparams, len(forget), len(retain), args.batch_size)
+        except ValueError as error:
+            raise StageError(str(error)) from None
     # Under `accelerate launch --num_processes N` each process gets its own device and a share of
     # every batch (training/distributed.py); the main process writes the outputs.
     accelerator = training_accelerator(args.device, args.dtype)
@@ -259,7 +270,8 @@ def main(args) -> None:
     settings = UnlearnSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                                weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed,
                                log_every=args.log_every, warmup_ratio=args.warmup_ratio, lora_r=args.lora_r,
-                               lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout)
+                               lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                               retain_schedule=args.retain_schedule)
     # On the host (a 7B copy would cost 14 GB of GPU): compared against at epoch ends and when saving.
     start_values = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters()}
     log.info("%s: %d forget and %d retain examples, %d trainable tensors (module group %s)", args.method,

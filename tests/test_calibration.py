@@ -71,6 +71,37 @@ def test_a_calibrated_run_takes_the_plain_runs_steps_and_stops_at_its_check(load
     assert len(history) == 9 and [c["step"] for c in never.checks] == [0, 2, 4, 6, 8] and never.stopped_at is None
 
 
+def test_a_calibrated_run_checks_after_whole_steps_under_the_authors_retain_schedule(loaded):
+    """Under ``all_per_epoch`` a step is still a forget batch: checks every 2 forget batches, each
+    after the step's retain-only optimizer steps (6 forget, 10 retain examples, batches of 2: 1, 2
+    and 2 retain batches a step, so 5 optimizer steps an epoch)."""
+    import torch.optim.optimizer as optimizer_hooks
+
+    from pipeline_steps.models.encoding import Example
+
+    _, model = loaded
+    optimizer_steps, checked_after = [], []
+
+    def probe(_, autocast):
+        checked_after.append(len(optimizer_steps))
+        return [0.9, 0.8, 0.2][len(checked_after) - 1]
+
+    method = get_method("ga_diff")
+    settings = UnlearnSettings(epochs=3, batch_size=2, learning_rate=1e-3, seed=0, retain_schedule="all_per_epoch")
+    rule = Calibration(target=0.25, tolerance=0.0, check_every=2)
+    retain = [Example(f"Which city is person {i} from?", f"city{i}", None) for i in range(10)]
+    handle = optimizer_hooks.register_optimizer_step_post_hook(lambda *_: optimizer_steps.append(1))
+    try:
+        history = unlearn(model.model, method, PromptEncoder(model.processor), forget_examples(), retain, settings,
+                          parse_hyperparameters(method, []), Accelerator(cpu=True),
+                          trainable={name for name, _ in model.model.named_parameters()}, calibration=rule, probe=probe)
+    finally:
+        handle.remove()
+    assert [c["step"] for c in rule.checks] == [0, 2, 4] and rule.stopped_at == 4
+    assert checked_after == [0, 1 + 2, 5 + 1]  # steps 1-2 take 1 + 2 optimizer steps, step 3 2 and step 4 1
+    assert [e["retain_batches"] for e in history] == [1, 2, 2, 1]
+
+
 def test_a_resumed_calibrated_run_keeps_its_checks_and_stops_where_it_stopped():
     from pipeline_steps.unlearning.loop import Unlearning
 

@@ -114,6 +114,15 @@ def test_real_config_plans_the_paper_dag_with_a_gpu_per_gpu_stage(real_workspace
     assert sum("--lora" in line for line in unlearn) == r * len(lora)  # a full-parameter job's flags are as before
     assert sum("--method manu" in line and "python -m pipeline_steps.unlearn " in line and fsdp not in line
                for line in unlearn) == r * pruning
+    # The authors' retain schedule for the baselines their code runs that way; the default (one
+    # retain batch per forget step, the flag left out) for every other method.
+    for line in unlearn:
+        method = re.search(r"--method (\w+)", line).group(1)
+        schedule = re.search(r"--retain-schedule (\w+)", line)
+        if method in ("ga_diff", "kl_min", "mmunlearner"):
+            assert schedule and schedule.group(1) == "all_per_epoch", line
+        else:
+            assert schedule is None, line
 
 
 def clear_instead(config):

@@ -81,15 +81,21 @@ def test_killed_finetune_resumes_bit_identically(tiny_models, benchmark, tmp_pat
 
 
 @pytest.mark.slow
-def test_killed_unlearning_resumes_bit_identically(tiny_models, benchmark, tmp_path):
+@pytest.mark.parametrize("schedule, epochs, batch", [("one_per_step", 3, 2), ("all_per_epoch", 1, 4)])
+def test_killed_unlearning_resumes_bit_identically(tiny_models, benchmark, tmp_path, schedule, epochs, batch):
+    """Under the authors' retain schedule too (about 9 retain-only steps per forget step here; one
+    epoch, as it costs about as much as three of the default: test_unlearning resumes it across an
+    epoch's end): a step, and so saved progress, is a forget batch with all its retain batches."""
     args = ["--vanilla", tiny_models["llava"], "--benchmark", benchmark, "--forget-ratio", "10", "--method", "ga_diff",
-            "--epochs", "3", "--batch-size", "2", "--learning-rate", "1e-3", "--weight-decay", "0.01", "--device", "cpu"]
+            "--epochs", epochs, "--batch-size", batch, "--learning-rate", "1e-3", "--weight-decay", "0.01",
+            "--retain-schedule", schedule, "--device", "cpu"]
     run_to_end(command("unlearn", *args, "--out", tmp_path / "straight", "--progress-dir", "none"),
                tmp_path / "straight.log")
     forget = json.loads((tmp_path / "straight" / "manifest.json").read_text())["forget_examples"]
     resumed = tmp_path / "resumed"
     cmd = command("unlearn", *args, "--out", resumed, "--save-every-minutes", "0")
-    killed_at = kill_part_way(cmd, tmp_path / "resumed.progress", 3 * math.ceil(forget / 2), tmp_path / "killed.log")
+    killed_at = kill_part_way(cmd, tmp_path / "resumed.progress", epochs * math.ceil(forget / batch),
+                              tmp_path / "killed.log")
     assert not resumed.exists()
     run_to_end(cmd, tmp_path / "resume.log")
     assert resumed_step(tmp_path / "resume.log") >= killed_at
@@ -97,6 +103,10 @@ def test_killed_unlearning_resumes_bit_identically(tiny_models, benchmark, tmp_p
     assert straight.names() == again.names() and straight.names()
     assert all(torch.equal(straight.get(name), again.get(name)) for name in straight.names())
     assert (tmp_path / "straight" / "train_log.jsonl").read_text() == (resumed / "train_log.jsonl").read_text()
+    if schedule == "all_per_epoch":  # every retain batch once per epoch
+        manifest = json.loads((tmp_path / "straight" / "manifest.json").read_text())
+        log = [json.loads(line) for line in (resumed / "train_log.jsonl").read_text().splitlines()]
+        assert sum(entry["retain_batches"] for entry in log) == epochs * math.ceil(manifest["retain_examples"] / batch)
 
 
 @pytest.mark.slow

@@ -267,6 +267,183 @@ def test_examples_are_encoded_once_and_only_when_read(loaded):
     assert 0 < len(retain_read) <= 3 * 3 * 2 < len(retain)  # 3 epochs of 3 steps, 2 retain examples each
 
 
+class RecordingEncoder(PromptEncoder):
+    """Records the answers of every batch the loop collates, in order: which examples each
+    optimizer step's forward pass reads."""
+
+    def __init__(self, processor):
+        super().__init__(processor)
+        self.answers, self.collated = {}, []
+
+    def encode(self, example):
+        encoded = super().encode(example)
+        self.answers[id(encoded)] = example.answer
+        return encoded
+
+    def collate(self, items):
+        self.collated.append([self.answers[id(item)] for item in items])
+        return super().collate(items)
+
+
+def scheduled_run(model, method_name, retain_schedule, *, forget, retain, epochs=2, progress=None,
+                  hparams=(), retain_weight=None):
+    """Unlearn with batches of 2 under ``retain_schedule``; (log, collated batches, optimizer steps),
+    the optimizer steps counted by torch's global step hook."""
+    encoder = RecordingEncoder(model.processor)
+    settings = UnlearnSettings(epochs=epochs, batch_size=2, learning_rate=1e-3, weight_decay=0.01, seed=0,
+                               retain_schedule=retain_schedule)
+    method = get_method(method_name)
+    steps = []
+    handle = optimizer_hooks.register_optimizer_step_post_hook(lambda *_: steps.append(len(encoder.collated)))
+    try:
+        history = unlearn(model.model, method, encoder, forget, retain, settings,
+                          parse_hyperparameters(method, list(hparams)), Accelerator(cpu=True),
+                          trainable={name for name, _ in model.model.named_parameters()},
+                          reference_model=load_model(model.source).model.eval() if method.frozen_model else None,
+                          progress=progress)
+    finally:
+        handle.remove()
+    return history, encoder.collated, steps
+
+
+def city_examples(count):
+    return [Example(f"Which city is person {i} from?", f"city{i}", None) for i in range(count)]
+
+
+@pytest.mark.parametrize("method_name", ["ga_diff", "kl_min"])
+def test_the_retain_schedule_takes_the_configured_number_of_retain_steps(loaded, method_name):
+    """The authors' schedule: with 2 forget and 5 retain batches an epoch reads each retain batch
+    once, the joint step takes the forget batch and the first retain batch of its share (2, then
+    3), and each further retain batch takes a retain-only optimizer step: 5 optimizer steps per
+    epoch, as many as retain batches."""
+    _, model = loaded
+    forget, retain = forget_examples()[:4], city_examples(10)
+    history, collated, steps = scheduled_run(model, method_name, "all_per_epoch", forget=forget, retain=retain)
+    forget_answers = {e.answer for e in forget}
+    kinds = "".join("F" if set(batch) <= forget_answers else "R" for batch in collated
+                    if set(batch) <= forget_answers or all(a.startswith("city") for a in batch))
+    assert len(kinds) == len(collated), "a batch mixed forget and retain examples"
+    assert kinds == "FRRFRRR" * 2  # the joint step reads forget then retain; then retain-only steps
+    assert len(steps) == 2 * 5  # one optimizer step per retain batch: 5 per epoch
+    # Every optimizer step is preceded by its forward passes: after the joint step 2 batches, after
+    # a retain-only step one more.
+    assert steps == [2, 3, 5, 6, 7, 9, 10, 12, 13, 14]
+    retain_batches = [batch for batch in collated if batch[0].startswith("city")]
+    for epoch in (retain_batches[:5], retain_batches[5:]):
+        read = sorted(answer for batch in epoch for answer in batch)
+        assert read == sorted(e.answer for e in retain)  # each retain example exactly once an epoch
+    assert retain_batches[:5] != retain_batches[5:]  # reshuffled each epoch
+    assert [(e["step"], e["epoch"], e["retain_batches"]) for e in history] == [(1, 0, 2), (2, 0, 3), (3, 1, 2),
+                                                                                (4, 1, 3)]
+
+
+def test_the_default_retain_schedule_is_one_cycled_retain_batch_per_forget_step(loaded):
+    """The default: one joint step per forget batch, the retain batches cycled across epochs (the
+    second epoch continues the first's cycle: 5 retain batches, 2 steps an epoch)."""
+    _, model = loaded
+    forget, retain = forget_examples()[:4], city_examples(10)
+    history, collated, steps = scheduled_run(model, "ga_diff", "one_per_step", forget=forget, retain=retain, epochs=3)
+    assert len(steps) == 6 and steps == [2, 4, 6, 8, 10, 12]
+    retain_batches = collated[1::2]
+    assert all(batch[0].startswith("city") for batch in retain_batches)
+    first_cycle = sorted(answer for batch in retain_batches[:5] for answer in batch)
+    assert first_cycle == sorted(e.answer for e in retain)  # one cycle spans the epochs' 6 steps
+    assert all("retain_batches" not in entry for entry in history)
+
+
+@pytest.mark.parametrize("method_name, hparams, message", [
+    ("ga", [], "has no retain term"),
+    ("ga_diff", ["retain_weight=0"], "retain term off"),
+    ("ga_diff", [], "at least one retain batch per forget batch"),
+])
+def test_the_authors_retain_schedule_is_refused_where_it_cannot_apply(loaded, method_name, hparams, message):
+    _, model = loaded
+    retain = city_examples(2) if message.startswith("at least") else city_examples(10)
+    with pytest.raises(ValueError, match=message):
+        scheduled_run(model, method_name, "all_per_epoch", forget=forget_examples(), retain=retain, hparams=hparams)
+
+
+def test_the_retain_schedule_resumes_bit_identically(loaded, tmp_path):
+    """Killed after any whole step of the authors' schedule (mid-epoch included), a rerun from the
+    saved progress ends on the same weights and log as a straight run."""
+    from pipeline_steps.training.progress import Progress
+
+    _, model = loaded
+    forget, retain = forget_examples(), city_examples(10)  # 3 forget steps an epoch, 1 + 2 + 2 retain batches
+    straight, _, _ = scheduled_run(model, "ga_diff", "all_per_epoch", forget=forget, retain=retain)
+    straight_weights = {n: p.detach().clone() for n, p in model.model.named_parameters()}
+
+    class Killed(Exception):
+        pass
+
+    class KilledAfter(Progress):
+        def __init__(self, n):
+            super().__init__(tmp_path / "progress", {"job": "schedule"}, every_minutes=0)
+            self.saves_left = n
+
+        def maybe_save(self, state):
+            super().maybe_save(state)
+            self.saves_left -= 1
+            if self.saves_left == 0:
+                raise Killed
+
+    fresh = load_model(model.source)
+    with pytest.raises(Killed):
+        scheduled_run(fresh, "ga_diff", "all_per_epoch", forget=forget, retain=retain, progress=KilledAfter(4))
+    assert torch.load(tmp_path / "progress" / "state.pt", weights_only=False)["step"] == 4  # epoch 2, step 1
+    fresh = load_model(model.source)
+    resumed, collated, steps = scheduled_run(fresh, "ga_diff", "all_per_epoch", forget=forget, retain=retain,
+                                             progress=Progress(tmp_path / "progress", {"job": "schedule"}, 0))
+    assert resumed == straight and len(steps) == 2 + 2  # the last two steps: 2 + 2 retain batches
+    for name, parameter in fresh.model.named_parameters():
+        assert torch.equal(parameter.detach(), straight_weights[name]), name
+
+
+def test_the_retain_schedule_is_a_setting_of_the_methods_with_a_retain_term_only():
+    """A shared value reaches every method with a retain term and no other (their jobs' flags do
+    not change); the command line refuses it for a method without one."""
+    from pipeline_steps.unlearning.methods import REGISTRY
+    from pipeline_steps.unlearning.settings import resolve
+
+    block = {"methods": sorted(REGISTRY),
+             "shared": {"epochs": 1, "batch_size": 2, "learning_rate": 1e-3, "retain_schedule": "all_per_epoch"}}
+    for name, method in REGISTRY.items():
+        loop = resolve(name, block)["loop"]
+        assert loop.get("retain_schedule") == ("all_per_epoch" if method.uses_retain and method.trains else None), name
+    with pytest.raises(ValueError, match="retain_schedule takes one of one_per_step, all_per_epoch"):
+        UnlearnSettings(epochs=1, batch_size=2, learning_rate=1e-3, retain_schedule="every_epoch")
+
+
+def test_unlearn_stage_refuses_the_retain_schedule_for_a_method_without_a_retain_term(benchmark, tiny_models,
+                                                                                    tmp_path):
+    with pytest.raises(SystemExit, match="method 'ga' has no retain term"):
+        call_stage("unlearn", "--vanilla", tiny_models["llava"], "--benchmark", benchmark, "--forget-ratio", "10",
+                   "--method", "ga", "--retain-schedule", "all_per_epoch", "--out", tmp_path / "out", "--device", "cpu")
+    assert not (tmp_path / "out").exists()
+
+
+def test_each_methods_retain_term_is_its_joint_steps_retain_term(loaded):
+    """A retain-only step of the authors' schedule minimises exactly the retain term of the joint step."""
+    from pipeline_steps.unlearning.methods import REGISTRY
+
+    _, model = loaded
+    encoder = PromptEncoder(model.processor)
+    batches = {"forget": encoder.collate([encoder.encode(e) for e in forget_examples()[:2]]),
+               "retain": encoder.collate([encoder.encode(e) for e in retain_examples()[:3]])}
+    reference = load_model(model.source).model.eval()
+    for name, method in REGISTRY.items():
+        if not method.uses_retain:
+            continue
+        hparams = parse_hyperparameters(method, ["steering_mode=absolute", "layer=1"] if name == "rmu" else [])
+        if method.alternative_answers(forget_examples()[:2]):
+            batches["refusal"] = encoder.collate([encoder.encode(e) for e in method.alternative_answers(
+                forget_examples()[:2])["refusal"]])
+        with torch.no_grad():
+            joint = method.terms(model.model, batches, hparams, reference).retain
+            alone = method.retain_term(model.model, batches["retain"], hparams, reference)
+        assert torch.equal(joint, alone), name
+
+
 # --- LoRA unlearning (UnlearnSettings.lora_r; training/adapters.py) ------------------------------
 
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl"])

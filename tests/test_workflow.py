@@ -43,6 +43,11 @@ def broken(change) -> dict:
      "experiments[1].unlearn.methods[5]: 'undial' is not one of"),
     (broken(lambda c: c["experiments"][0]["unlearn"]["npo"].update(gamma=1.0)),
      "experiments[1].unlearn.npo: Additional properties are not allowed ('gamma' was unexpected)"),
+    # A method without a retain term has no retain schedule; a method with one takes the two schedules.
+    (broken(lambda c: c["experiments"][0]["unlearn"]["npo"].update(retain_schedule="all_per_epoch")),
+     "experiments[1].unlearn.npo: Additional properties are not allowed ('retain_schedule' was unexpected)"),
+    (broken(lambda c: c["experiments"][0]["unlearn"].update(ga_diff={"retain_schedule": "every_epoch"})),
+     "experiments[1].unlearn.ga_diff.retain_schedule: 'every_epoch' is not one of ['one_per_step', 'all_per_epoch']"),
     (broken(lambda c: c["experiments"][0]["unlearn"]["npo"].update(beta=0)),
      "experiments[1].unlearn.npo.beta: 0 is less than or equal to the minimum of 0"),
     (broken(lambda c: c["experiments"][0]["unlearn"]["shared"].pop("epochs")),

@@ -176,6 +176,8 @@ class StudyPlan:
         loop = settings["loop"]
         if not loop.get("lora_r"):  # the stage's default, unsaid: a full-parameter job's params stay as they were
             loop = {key: value for key, value in loop.items() if not key.startswith("lora_")}
+        if loop.get("retain_schedule") == "one_per_step":  # the stage's default, unsaid, likewise
+            loop = {key: value for key, value in loop.items() if key != "retain_schedule"}
         flags = [f"--method {method.name}", cli_flags(loop), hyperparameter_flags(settings["hyperparameters"])]
         if "mask" in inputs:
             flags.append(f"--mask {Path(inputs['mask']).parent}")

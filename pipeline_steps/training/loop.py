@@ -7,7 +7,9 @@ the per-example mean answer NLL (paper Eq. 13-14); unlearning's is in ``unlearni
 
 Each example is encoded once, when the loop first reads it (``EncodedExamples``). Shuffling is
 seeded, so a run is reproducible, and a run killed part-way resumes bit-identically from its saved
-progress (``training/progress.py``). Under
+progress (``training/progress.py``). A step is one batch of the loop's own: one optimizer step, unless the
+objective takes further ones with it (``Objective.further_steps``); steps are what the schedule,
+the log and saved progress count. Under
 a multi-process launch every process draws the same global batches and takes its share of each;
 gradients are summed once per step, after the objective's backward pass
 (``training/distributed.py``).
@@ -113,6 +115,29 @@ def fit(model: torch.nn.Module, encoder: PromptEncoder, examples: Sequence[Examp
         local, weight = processes.share(indices)
         return {k: v.to(device) for k, v in encoder.collate([caches[name][i] for i in local]).items()}, weight
 
+    def optimizer_step(global_batches: dict[str, list[int]]) -> tuple[dict[str, float], torch.Tensor]:
+        """One optimizer step on these global batches: its terms' values and the gradient norm."""
+        step_batches, weights = {}, {}
+        for name, indices in global_batches.items():
+            step_batches[name], weights[name] = local_batch(name, indices)
+        with accelerator.autocast():
+            terms = objective.terms(model, step_batches)
+        # Each process's terms weighted by its share of the global batch (training/distributed.py).
+        terms = {name: term * weights[name] for name, term in terms.items()}
+        values = {name: processes.sum(term.detach().clone()).item() for name, term in terms.items()}
+        for name, value in values.items():
+            if not math.isfinite(value):
+                raise FloatingPointError(f"{description}: the {name} loss is {value} at step {step}; nothing "
+                                         "was written. Lower the learning rate or the number of epochs, or "
+                                         "check the data")
+        objective.backward(terms)
+        processes.sum_gradients(parameters)
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
+        objective.before_optimizer_step()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return values, grad_norm
+
     bar = tqdm(total=total_steps, initial=step, desc=description, mininterval=5, disable=not accelerator.is_main_process)
     stopped = objective.finished(model, step)
     for epoch in range(first_epoch, settings.epochs):
@@ -122,31 +147,16 @@ def fit(model: torch.nn.Module, encoder: PromptEncoder, examples: Sequence[Examp
         pending = None
         while order and not stopped:
             own = order.pop(0)
-            global_batches = {objective.batch_name: own, **dict.fromkeys(objective.aligned_examples, own),
-                              **objective.paired_batches(rng)}
-            step_batches, weights = {}, {}
-            for name, indices in global_batches.items():
-                step_batches[name], weights[name] = local_batch(name, indices)
-            with accelerator.autocast():
-                terms = objective.terms(model, step_batches)
-            # Each process's terms weighted by its share of the global batch (training/distributed.py).
-            terms = {name: term * weights[name] for name, term in terms.items()}
-            values = {name: processes.sum(term.detach().clone()).item() for name, term in terms.items()}
-            for name, value in values.items():
-                if not math.isfinite(value):
-                    raise FloatingPointError(f"{description}: the {name} loss is {value} at step {step}; nothing "
-                                             "was written. Lower the learning rate or the number of epochs, or "
-                                             "check the data")
-            objective.backward(terms)
-            processes.sum_gradients(parameters)
-            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
-            objective.before_optimizer_step()
-            optimizer.step()
+            # A step: one batch of the loop's own, and any further optimizer steps its objective takes
+            # with it (the log's grad_norm is the first's); the learning rate moves once per step.
+            values, grad_norm = optimizer_step({objective.batch_name: own,
+                                                **dict.fromkeys(objective.aligned_examples, own),
+                                                **objective.paired_batches(rng)})
+            further = [optimizer_step(global_batches)[0] for global_batches in objective.further_steps()]
             if scheduler is not None:
                 scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
             step += 1
-            window.append(values)
+            window.append(objective.step_values([values, *further]))
             bar.update()
             stopped = objective.finished(model, step)
             if (step % settings.log_every == 0 or step == total_steps or stopped

@@ -47,6 +47,19 @@ class Objective:
         """Global batches of ``paired_examples`` (indices by batch name) to go with this step's own."""
         return {}
 
+    def further_steps(self) -> list[dict[str, list[int]]]:
+        """Optimizer steps this step takes after its first, each on global batches of
+        ``paired_examples`` only (indices by batch name): none by default. They belong to the step:
+        the step count, the learning-rate schedule, ``finished``, the log and saved progress count
+        steps (one per batch of the loop's own), not optimizer steps. Called after ``paired_batches``
+        of the same step (unlearning's ``all_per_epoch`` retain schedule, ``unlearning/loop.py``)."""
+        return []
+
+    def step_values(self, values: list[dict[str, float]]) -> dict[str, float]:
+        """A step's term values, for the log's window, from those of each of its optimizer steps
+        (its first, then ``further_steps``'): the first step's by default."""
+        return values[0]
+
     def terms(self, model: torch.nn.Module, batches: dict[str, dict]) -> dict[str, torch.Tensor]:
         """This step's loss terms, each named after the batch it is a mean over: the loop weights a
         term by this process's share of that batch (``training/distributed.py``)."""

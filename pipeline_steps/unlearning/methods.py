@@ -130,6 +130,12 @@ class Method:
     def terms(self, model, batches: dict[str, dict], hparams, reference_model=None) -> LossTerms:
         raise NotImplementedError
 
+    def retain_term(self, model, batch: dict, hparams, reference_model=None) -> torch.Tensor:
+        """The retain term alone, on one retain batch, as ``terms`` computes it: what a retain-only
+        optimizer step of the ``all_per_epoch`` retain schedule minimises (``unlearning/loop.py``).
+        Every method with ``uses_retain`` defines it (``register`` checks), and its ``terms`` uses it."""
+        raise NotImplementedError
+
     def edit(self, model, family: Family, hparams, statistics: dict[str, tuple[dict, int]]) -> list[dict]:
         """A method that does not train changes ``model`` in place from ``statistics`` (split ->
         (activation sums, token count)) and returns the records of its log."""
@@ -182,6 +188,8 @@ def register(cls: type[Method]) -> type[Method]:
     if cls.trains == (cls.edit is not Method.edit) or cls.trains == (cls.calibration_axis is not None):
         raise TypeError(f"{cls.__name__} must define `edit` and `calibration_axis` exactly when it does not "
                         "train (trains=False)")
+    if cls.uses_retain != (cls.retain_term is not Method.retain_term):
+        raise TypeError(f"{cls.__name__} must define `retain_term` exactly when it uses retain examples")
     if (cls.needs_mask or not cls.trains) and cls.lora_refusal is None:
         raise TypeError(f"{cls.__name__} acts on the weights' own entries (a mask, or an edit): say why it refuses "
                         "LoRA (lora_refusal)")
@@ -239,7 +247,10 @@ class GradientDifference(Method):
 
     def terms(self, model, batches, hparams, reference_model=None):
         return LossTerms(forget=-mean_nll(model, batches["forget"]),
-                         retain=hparams.retain_weight * mean_nll(model, batches["retain"]))
+                         retain=self.retain_term(model, batches["retain"], hparams))
+
+    def retain_term(self, model, batch, hparams, reference_model=None):
+        return hparams.retain_weight * mean_nll(model, batch)
 
 
 @register
@@ -260,7 +271,9 @@ class KLMinimisation(Method):
     sequence, prompt, image and padding tokens included, and divided by the batch size, which
     scales it with the sequence length and the batch's padding; here it is the per-token KL over
     the answer tokens, averaged per example then per batch, as every loss here (Eq. 13). Their
-    forget and retain batches also take separate optimizer steps, here one step sums the terms.
+    forget and retain batches also take separate optimizer steps, here one step sums the terms
+    (their schedule, every retain batch once per epoch, is ``retain_schedule: all_per_epoch``:
+    the retain batches beyond a step's first then take steps of their own, ``unlearning/loop.py``).
     """
 
     name, label = "kl_min", "KL_Min"
@@ -276,14 +289,18 @@ class KLMinimisation(Method):
                                                 "false: the KL alone (the paper's Eq. 18)")
 
     def terms(self, model, batches, hparams, reference_model=None):
+        retain = self.retain_term(model, batches["retain"], hparams, reference_model)
+        return LossTerms(forget=-mean_nll(model, batches["forget"]), retain=retain)
+
+    def retain_term(self, model, batch, hparams, reference_model=None):
         import torch
 
         from ..models.encoding import IGNORE_INDEX
         from ..training.losses import answer_logits, answer_nll
 
-        logits, targets = answer_logits(model, batches["retain"])
+        logits, targets = answer_logits(model, batch)
         with torch.no_grad():
-            reference_logits, _ = answer_logits(reference_model, batches["retain"])
+            reference_logits, _ = answer_logits(reference_model, batch)
         current = torch.log_softmax(logits.float(), dim=-1)
         vanilla = torch.log_softmax(reference_logits.float(), dim=-1)
         first, second = (vanilla, current) if hparams.kl_direction == "vanilla_first" else (current, vanilla)
@@ -292,7 +309,7 @@ class KLMinimisation(Method):
         retain = ((per_token * mask).sum(1) / mask.sum(1)).mean()
         if hparams.retain_nll:  # from the same logits: no second forward pass
             retain = retain + answer_nll(logits, targets).mean()
-        return LossTerms(forget=-mean_nll(model, batches["forget"]), retain=hparams.retain_weight * retain)
+        return hparams.retain_weight * retain
 
     def table_note(self, hparams):
         kl = "KL(p_vanilla || p_theta)" if hparams.kl_direction == "vanilla_first" else "KL(p_theta || p_vanilla)"
@@ -432,7 +449,10 @@ class SimNPO(Method):
         beta = hparams.beta
         # -log sigmoid(z) = softplus(-z), with z = beta * nll - gamma: finite for any nll.
         forget = (2 / beta) * F.softplus(hparams.gamma - beta * nll).mean()
-        return LossTerms(forget=forget, retain=hparams.retain_weight * mean_nll(model, batches["retain"]))
+        return LossTerms(forget=forget, retain=self.retain_term(model, batches["retain"], hparams))
+
+    def retain_term(self, model, batch, hparams, reference_model=None):
+        return hparams.retain_weight * mean_nll(model, batch)
 
 
 @register
@@ -474,7 +494,10 @@ class IdkDPO(Method):
         dispreferred = sequence_logprob(model, batches["forget"]) - reference["forget"]
         beta = hparams.beta
         forget = (2 / beta) * F.softplus(-beta * (preferred - dispreferred)).mean()  # -(2/beta) log sigmoid
-        return LossTerms(forget=forget, retain=hparams.retain_weight * mean_nll(model, batches["retain"]))
+        return LossTerms(forget=forget, retain=self.retain_term(model, batches["retain"], hparams))
+
+    def retain_term(self, model, batch, hparams, reference_model=None):
+        return hparams.retain_weight * mean_nll(model, batch)
 
 
 def layer_output(model, layer: int, batch: dict) -> torch.Tensor:
@@ -629,19 +652,21 @@ class RMU(Method):
         return hparams.alpha != 0
 
     def terms(self, model, batches, hparams, reference_model=None):
-        import torch
-
         if hparams.steering_mode != "absolute":
             raise ValueError("RMU's relative steering coefficient is resolved by `resolve_hyperparameters` "
                              "before the first step")
-        forget, retain = batches["forget"], batches["retain"]
+        forget = batches["forget"]
         activations = layer_output(model, hparams.layer, forget)
         target = hparams.steering_coeff * steering_direction(activations.shape[-1], hparams.direction_seed)
-        with torch.no_grad():
-            frozen = layer_output(reference_model, hparams.layer, retain)
         return LossTerms(forget=answer_mse(activations, target.to(activations.device), forget["labels"]),
-                         retain=hparams.alpha * answer_mse(layer_output(model, hparams.layer, retain), frozen,
-                                                           retain["labels"]))
+                         retain=self.retain_term(model, batches["retain"], hparams, reference_model))
+
+    def retain_term(self, model, batch, hparams, reference_model=None):
+        import torch
+
+        with torch.no_grad():
+            frozen = layer_output(reference_model, hparams.layer, batch)
+        return hparams.alpha * answer_mse(layer_output(model, hparams.layer, batch), frozen, batch["labels"])
 
 
 @register

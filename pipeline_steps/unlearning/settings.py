@@ -21,7 +21,9 @@ setting's bounds, as a single value is.
 
 A method that takes no gradient step (``manu``, which prunes) has no loop settings: the shared
 ones do not reach it (a learning-rate axis does not multiply its jobs), and its own block may set
-only its hyper-parameters.
+only its hyper-parameters. Likewise ``retain_schedule`` is a loop setting of the methods with a
+retain term only: a shared value does not reach GA or NPO (their jobs do not change), and their
+own block may not set it (the config check refuses it, as the unlearn stage refuses the flag).
 """
 
 from __future__ import annotations
@@ -40,6 +42,15 @@ JSON_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "str": "st
               "float | None": ["number", "null"]}
 
 
+# How a method with a retain term draws its retain batches (``unlearning/loop.py`` says how a step
+# with several is taken): the first is this project's schedule, and the default.
+RETAIN_SCHEDULES = {
+    "one_per_step": "one retain batch per forget step, the retain batches cycled in a seeded order",
+    "all_per_epoch": "every retain batch once per epoch, spread evenly over the epoch's forget steps, one "
+                     "optimizer step each (the authors' GA_Diff, KL_Min and MMUnlearner code)",
+}
+
+
 @dataclass(frozen=True)
 class UnlearnSettings(LoopSettings):
     """The shared loop's settings as unlearning uses them: every method alike, a constant learning
@@ -48,23 +59,39 @@ class UnlearnSettings(LoopSettings):
     ``lora_r`` > 0 trains LoRA adapters of that rank (``lora_alpha``, ``lora_dropout``) on the
     linear layers the method would train, merged into the weights when the run ends
     (``training/adapters.py``); 0 trains the weights themselves. A method that acts on the weights'
-    own entries refuses it (``Method.lora_refusal``)."""
+    own entries refuses it (``Method.lora_refusal``).
+
+    ``retain_schedule`` is how a method with a retain term draws its retain batches
+    (``RETAIN_SCHEDULES``)."""
 
     lora_r: int = 0
     lora_alpha: float = 16.0
     lora_dropout: float = 0.05
+    retain_schedule: str = dataclasses.field(default="one_per_step", metadata={"description": "; ".join(
+        f"{name}: {meaning}" for name, meaning in RETAIN_SCHEDULES.items())})
+
+    def __post_init__(self):
+        if self.retain_schedule not in RETAIN_SCHEDULES:
+            raise ValueError(f"retain_schedule takes one of {', '.join(RETAIN_SCHEDULES)}, not "
+                             f"'{self.retain_schedule}'")
 
 
 # Bounds of the loop's settings (the methods declare theirs on their fields).
 LOOP_BOUNDS = {"epochs": {"minimum": 1}, "batch_size": {"minimum": 1}, "learning_rate": {"exclusiveMinimum": 0},
                "weight_decay": {"minimum": 0}, "max_grad_norm": {"exclusiveMinimum": 0}, "log_every": {"minimum": 1},
                "warmup_ratio": {"minimum": 0, "maximum": 1}, "lora_r": {"minimum": 0},
-               "lora_alpha": {"exclusiveMinimum": 0}, "lora_dropout": {"minimum": 0, "exclusiveMaximum": 1}}
+               "lora_alpha": {"exclusiveMinimum": 0}, "lora_dropout": {"minimum": 0, "exclusiveMaximum": 1},
+               "retain_schedule": {"enum": list(RETAIN_SCHEDULES)}}
 
 
 def loop_fields(method: Method | None = None) -> tuple[dataclasses.Field, ...]:
-    """The loop's settings (of ``method``: none for a method that takes no gradient step)."""
-    return dataclasses.fields(UnlearnSettings) if method is None or method.trains else ()
+    """The loop's settings (of ``method``: none for a method that takes no gradient step, and no
+    ``retain_schedule`` for one without a retain term)."""
+    if method is None:
+        return dataclasses.fields(UnlearnSettings)
+    if not method.trains:
+        return ()
+    return tuple(f for f in dataclasses.fields(UnlearnSettings) if f.name != "retain_schedule" or method.uses_retain)
 
 
 def _schema(field: dataclasses.Field, bounds: dict) -> dict:
