@@ -95,7 +95,7 @@ def write_tensors(stem: Path | str, specs: dict[str, tuple[torch.dtype, tuple[in
                 for chunk in produced:
                     if chunk.dtype != dtype:
                         raise ValueError(f"a chunk of tensor '{name}' is {chunk.dtype}, declared {dtype}")
-                    handle.write(chunk.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+                    handle.write(chunk.detach().to("cpu").contiguous().view(torch.uint8).numpy())  # no bytes copy
                     written += chunk.numel()
                 if written != math.prod(shape):
                     raise ValueError(f"tensor '{name}' got {written} elements, declared {math.prod(shape)}")
