@@ -27,6 +27,14 @@ gradient and optimizer moment. Gradients are then reduce-scattered in every back
 two backward passes stay correct because masking is elementwise: each process multiplies its
 shard of the summed forget gradient by the same shard of the mask before the retain gradient is
 added to it, which equals masking every process's gradient before summing.
+
+On the host, a sharded process keeps only its part too: of the start weights (``HostCopy``, the
+rows of each tensor its shard holds, in the storage dtype, compared against at epoch ends and
+when writing) and of the mask (read from its file row-wise, ``Processes.place``), and the changes
+are written one tensor at a time, each gathered to the main process only then
+(``unlearning/weights.py``'s ``write_changes``): 0.75 bytes per parameter per process at 4
+processes, against 3 (and 5 on the main process) when every process kept whole copies
+(``perf/host_memory.py``, ``docs/performance.md``).
 """
 
 from __future__ import annotations
