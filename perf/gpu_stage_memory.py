@@ -76,7 +76,9 @@ def build_model(family: str, corpus: list[str], args) -> tuple[torch.nn.Module, 
     return type(model)(model.config), processor
 
 
-def tokens_per_example(model_dir: Path, benchmark: Path) -> int:
+def tokens_per_example(model_dir: Path, benchmark: Path) -> tuple[int, int | None]:
+    """Tokens of one VQA example, and the patches its image puts through the vision tower where the
+    processor decides them (Qwen2-VL: ``image_grid_thw``; None: the model's fixed image size)."""
     from PIL import Image
 
     from pipeline_steps.models.loading import load_model
@@ -86,7 +88,8 @@ def tokens_per_example(model_dir: Path, benchmark: Path) -> int:
     pair = next(p for p in record.train if p.modality == "vqa")
     encoded = PromptEncoder(loaded.processor).encode(
         Example(pair.question, pair.answer, Image.open(benchmark / record.image).convert("RGB")))
-    return int(encoded["input_ids"].shape[-1])
+    grid = encoded.get("image_grid_thw")
+    return int(encoded["input_ids"].shape[-1]), (int(grid.prod()) if grid is not None else None)
 
 
 def measure(name: str, module, argv: list[str], on_gpu: bool) -> dict:
@@ -134,7 +137,7 @@ def main() -> None:
     save_model(model.to(torch.bfloat16), processor, model_dir)
     parameters = sum(p.numel() for p in model.parameters())
     del model
-    tokens = tokens_per_example(model_dir, benchmark)
+    tokens, patches = tokens_per_example(model_dir, benchmark)
     print(f"{args.family}: {parameters / 1e9:.2f} B parameters, {tokens} tokens per VQA example, on {device}")
 
     common = ["--benchmark", benchmark, "--device", device, "--dtype", "bfloat16"]
@@ -160,6 +163,8 @@ def main() -> None:
     results = [measure(name, module, argv, on_gpu) for name, module, argv in runs]
 
     shape = model_shape(str(model_dir))
+    if patches is not None:  # the measured images' patches, not the estimate's assumed 1024 x 1024
+        shape = replace(shape, vision_patches=patches)
     plan = RunPlan(LORA_R, BATCHES["finetune"], BATCHES["fisher"], BATCHES["unlearn"], BATCHES["evaluate"],
                    ("kl_min",), tokens=tokens, gradient_checkpointing=True)
     estimates = memory_estimates(shape, "bfloat16", plan)

@@ -10,6 +10,13 @@ for MLLMU-Bench six multiple-choice accuracies plus the Test split; for CLEAR fo
 the ROUGE-L of the Forget and Retain text questions. Multiple choice is reported for every scoring
 mode, with counts.
 
+``generate`` follows the benchmark's protocol (``evaluation/protocols.py``, named by the prepared
+benchmark's manifest): its prompt and its strict parse, which is what ``multiple_choice.generate``
+and the table report. ``generate_lenient`` holds the same items read leniently
+(``scoring.parse_choice``, an option's text anywhere counts) and ``generate_parse_rules`` counts
+the lenient rules that read them: a diagnostic of how much leniency would inflate a score, never
+a table's number. ``generate_rejected`` counts the outputs the strict rule read no option from.
+
 ``--outputs`` chooses which of the three item kinds are scored: multiple choice (by every
 ``--scoring`` mode), open generation (ROUGE-L) and fill-in-the-blank. Open answers are the
 expensive part (greedy decoding), and a sweep point that reports only Table 1's accuracies need
@@ -30,6 +37,7 @@ from .benchmarks.layouts import layout_of
 from .benchmarks.records import forget_ratios, read_manifest
 from .cli import StageError, run_stage, stage_parser
 from .evaluation.images import ImageFeatures
+from .evaluation.protocols import protocol_of
 from .evaluation.scoring import accuracy, asked_items, fills_blank, generate_answers, rouge_l, score_multiple_choice
 from .models.encoding import Example, PromptEncoder
 from .models.loading import DTYPES, load_model, model_fingerprint
@@ -69,7 +77,12 @@ def main(args) -> None:
     if args.forget_ratio not in forget_ratios(args.benchmark):
         raise StageError(f"benchmark {args.benchmark} has no forget ratio {args.forget_ratio} "
                          f"(it has {forget_ratios(args.benchmark)})")
-    layout = layout_of(read_manifest(args.benchmark))
+    manifest = read_manifest(args.benchmark)
+    layout = layout_of(manifest)
+    try:
+        protocol = protocol_of(manifest)
+    except ValueError as error:
+        raise StageError(f"benchmark {args.benchmark}: {error}") from None
     torch.manual_seed(args.seed)
     loaded = load_model(args.model, dtype=args.dtype, device=args.device)
     if args.changes:
@@ -78,7 +91,7 @@ def main(args) -> None:
     encoder = PromptEncoder(loaded.processor)
     predictions: list[dict] = []
     choice: dict[str, dict] = {mode: {} for mode in args.scoring}
-    generation, blanks, parse_rules = {}, {}, Counter()
+    generation, blanks, parse_rules, lenient, rejected = {}, {}, Counter(), {}, Counter()
 
     images = ImageFeatures(model, args.batch_size)
     for column, (records, modality) in layout.records(args.benchmark, args.forget_ratio).items():
@@ -87,11 +100,15 @@ def main(args) -> None:
         asked = (asked_items(records, modality, "multiple_choice", args.benchmark, opened)
                  if "multiple_choice" in args.outputs else [])
         rows = score_multiple_choice(model, encoder, asked, args.scoring, args.batch_size, args.max_new_tokens,
-                                     images, column)
+                                     images, column, protocol)
         for mode in args.scoring:
             if asked:
                 choice[mode][column] = accuracy(row[mode]["correct"] for row in rows)
-        parse_rules.update(row["generate"]["parse"] for row in rows if "generate" in row)
+        generated = [row["generate"] for row in rows if "generate" in row]
+        if generated:
+            lenient[column] = accuracy(reading["lenient"]["correct"] for reading in generated)
+            rejected[column] = sum(reading["prediction"] is None for reading in generated)
+        parse_rules.update(reading["lenient"]["parse"] for reading in generated)
         predictions += rows
 
         for kind, store in (("generation", generation), ("fill_blank", blanks)):
@@ -123,8 +140,10 @@ def main(args) -> None:
         "model": args.model, "changes": str(args.changes or ""), "benchmark": str(args.benchmark), "forget_ratio": args.forget_ratio,
         "seed": args.seed, "primary_scoring": args.primary, "outputs": args.outputs,
         "scoring_modes": args.scoring if "multiple_choice" in args.outputs else [],
+        "protocol": protocol.name, "generate_rule": protocol.rule,
         "table": {key: measures[column.measure](column.group) for key, column in layout.columns.items()},
-        "multiple_choice": choice, "generate_parse_rules": dict(parse_rules),
+        "multiple_choice": choice, "generate_lenient": lenient, "generate_rejected": dict(rejected),
+        "generate_parse_rules": dict(parse_rules),
         "generation_rouge_l": generation, "fill_blank": blanks,
     }
     with atomic_directory(args.out) as scratch:

@@ -27,14 +27,12 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-from peft import LoraConfig, get_peft_model
-
 from .benchmarks.records import MODALITIES
 from .cli import run_stage, stage_parser
 from .models.encoding import PromptEncoder
 from .models.loading import DTYPES, load_model, model_fingerprint, save_model
 from .storage import atomic_directory, write_json, write_jsonl
+from .training.adapters import ALL_LINEAR, attach_lora, lora_record, merge_lora
 from .training.loop import fit
 from .training.settings import TrainSettings
 from .training.distributed import Processes
@@ -80,10 +78,7 @@ def main(args) -> None:
     if args.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     if args.lora_r:
-        torch.manual_seed(args.seed)  # LoRA's initial A matrices are random: seed them, or runs differ
-        model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha,
-                                                 lora_dropout=args.lora_dropout, target_modules="all-linear",
-                                                 bias="none"))
+        model = attach_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.seed)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("%d training pairs; %d trainable parameters", len(examples), trainable)
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
@@ -96,14 +91,13 @@ def main(args) -> None:
         processes.close()
         return
     # Back to the storage dtype (the loop trained in float32); LoRA merges into the stored weights.
-    merged = (model.merge_and_unload() if args.lora_r else model).to(DTYPES[args.dtype])
+    merged = (merge_lora(model) if args.lora_r else model).to(DTYPES[args.dtype])
     with atomic_directory(args.out) as scratch:
         save_model(merged, loaded.processor, scratch)
         write_json(scratch / "finetune_manifest.json", {
             "base": args.base, "benchmark": str(args.benchmark), "split": args.split, "rehearsal": args.rehearsal,
             "modalities": args.modalities, "training_pairs": len(examples), "training": asdict(settings),
-            "lora": ({"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
-                      "target_modules": "all-linear"} if args.lora_r else None),
+            "lora": (lora_record(args.lora_r, args.lora_alpha, args.lora_dropout, ALL_LINEAR) if args.lora_r else None),
             "trainable_parameters": trainable})
         write_jsonl(scratch / "train_log.jsonl", history)
     progress.clear()

@@ -26,7 +26,9 @@ import torch
 from .benchmarks.synthetic.instrument import GROUPS, attribute_of, diagnostic_items, read_world
 from .cli import labelled_paths, run_stage, stage_parser
 from .evaluate import SCORING_MODES
+from .benchmarks.records import read_manifest
 from .evaluation.images import ImageFeatures
+from .evaluation.protocols import protocol_of
 from .evaluation.scoring import accuracy, score_multiple_choice
 from .models.encoding import PromptEncoder
 from .models.loading import load_model
@@ -53,6 +55,7 @@ def build_parser():
 
 
 def measure(model_dir: str, groups, args) -> tuple[dict, list[dict]]:
+    protocol = protocol_of(read_manifest(args.benchmark))  # generate: the synthetic benchmark's strict rule
     loaded = load_model(model_dir, device=args.device)
     model, encoder = loaded.model.eval(), PromptEncoder(loaded.processor)
     images = ImageFeatures(model, args.batch_size)
@@ -60,7 +63,7 @@ def measure(model_dir: str, groups, args) -> tuple[dict, list[dict]]:
     with torch.no_grad():
         for group, asked in groups.items():
             scored = score_multiple_choice(model, encoder, asked, SCORING_MODES, args.batch_size,
-                                           args.max_new_tokens, images, group)
+                                           args.max_new_tokens, images, group, protocol)
             results[group] = {mode: accuracy(row[mode]["correct"] for row in scored) for mode in SCORING_MODES}
             rows += scored
     return results, rows

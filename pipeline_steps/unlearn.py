@@ -17,8 +17,11 @@ takes no gradient step (``manu``) edits the vanilla weights from the neuron stat
 ``weights.safetensors`` (only the tensors that changed, applied to the vanilla model by
 ``evaluate --changes``), ``train_log.jsonl`` (per step: losses, gradient norm, fraction of
 parameters changed; for ``manu``, the pruned neurons of each layer) and ``manifest.json`` (the
-exact settings). A mask that does not fit the model is refused before
-training; a non-finite loss stops the job and leaves nothing behind.
+exact settings). ``--lora-r`` trains LoRA adapters instead of the weights (the authors' baselines
+on MLLMU-Bench), merged before anything is written, so the outputs are those of a full run and the
+manifest's ``lora`` says rank, alpha, dropout and layers; a masked or pruning method refuses it.
+A mask that does not fit the model is refused before training; a non-finite loss stops the job
+and leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from .models.encoding import PromptEncoder
 from .models.loading import load_model, model_fingerprint
 from .saliency.tensor_files import TensorFile
 from .storage import atomic_directory, write_json, write_jsonl
+from .training.adapters import ALL_LINEAR, linear_modules, lora_record
 from .training.distributed import HostCopy, Processes
 from .training.examples import split_examples
 from .training.precision import TRAINING_DTYPES, enable_gradient_checkpointing, training_accelerator
@@ -67,6 +71,11 @@ def build_parser():
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--max-grad-norm", type=float, default=1.0)
     parser.add_argument("--warmup-ratio", type=float, help="warm-up then cosine learning rate (default: constant)")
+    parser.add_argument("--lora-r", type=int, default=0,
+                        help="train LoRA adapters of this rank on the linear layers the method trains, merged into "
+                             "the weights at the end; 0 (default) trains the weights themselves")
+    parser.add_argument("--lora-alpha", type=float, default=16.0)
+    parser.add_argument("--lora-dropout", type=float, default=0.05)
     parser.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE",
                         help="one of the method's own hyper-parameters (see below); unset ones keep their defaults")
     parser.add_argument("--seed", type=int, default=0)
@@ -146,6 +155,13 @@ def load_mask(mask_dir: Path, model, fingerprint: str, method, hparams) -> tuple
     return stored, stored.metadata["modules"]
 
 
+def lora_targets(model, trainable: set[str]) -> str | list[str]:
+    """The layers a LoRA run adapted (those of the method's trainable set): ``all-linear`` when
+    that is every linear layer but the output head, else their names."""
+    targets = linear_modules(model, trainable)
+    return ALL_LINEAR if targets == linear_modules(model) else targets
+
+
 def write_outputs(out: Path, save_weights, manifest: dict, log_records: list[dict]) -> None:
     """The job's three files, appearing together: the changed tensors (``save_weights(stem, metadata)``
     writes them and returns their counts), the manifest (with the counts) and the log."""
@@ -207,6 +223,9 @@ def edit_without_training(args, method, hparams, fingerprint: str) -> None:
 def main(args) -> None:
     method = get_method(args.method)
     hparams = parse_hyperparameters(method, args.hparam)
+    if args.lora_r and method.lora_refusal:
+        raise StageError(f"method '{args.method}' cannot unlearn through LoRA (--lora-r {args.lora_r}): "
+                         f"{method.lora_refusal}; run it without --lora-r")
     if method.activation_splits and args.neuron_importance is None:
         raise StageError(f"method '{args.method}' needs --neuron-importance (the compute_neuron_importance outputs)")
     if not method.trains:
@@ -221,6 +240,9 @@ def main(args) -> None:
     # every batch (training/distributed.py); the main process writes the outputs.
     accelerator = training_accelerator(args.device, args.dtype)
     processes = Processes(accelerator)
+    if args.lora_r and processes.shards:
+        raise StageError("LoRA unlearning (--lora-r) does not run sharded (an FSDP launch): launch it as one process "
+                         "(a 7B model's adapters fit one GPU) or replicated (accelerate launch --multi_gpu)")
     device = accelerator.device
     fingerprint = model_fingerprint(args.vanilla)
     loaded = load_model(str(args.vanilla), dtype=args.dtype, device=str(device))
@@ -238,7 +260,8 @@ def main(args) -> None:
             parameter.requires_grad_(False)
     settings = UnlearnSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                                weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed,
-                               log_every=args.log_every, warmup_ratio=args.warmup_ratio)
+                               log_every=args.log_every, warmup_ratio=args.warmup_ratio, lora_r=args.lora_r,
+                               lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout)
     # On the host (a 7B copy would cost 14 GB of GPU): compared against at epoch ends and when saving.
     # Only this process's part of each tensor (its shard, in a sharded run), taken once sharded.
     start_values = HostCopy(model)
@@ -251,6 +274,9 @@ def main(args) -> None:
     history = unlearn(model, method, encoder, forget, retain, settings, hparams, accelerator, trainable=trainable,
                       mask=mask, reference_model=reference, progress=progress, start_values=start_values,
                       calibration=calibration, probe=probe)
+    # LoRA's adapters are merged into ``model`` by now: its weights are saved as a full run's are.
+    lora = lora_record(settings.lora_r, settings.lora_alpha, settings.lora_dropout, lora_targets(model, trainable),
+                       len(linear_modules(model, trainable))) if settings.lora_r else None
     # What changed, counted on each process's shard, then written one tensor at a time: in a sharded
     # run each changed tensor is gathered to the main process when it is written (every process
     # takes part), so no process ever holds the whole model on the host.
@@ -271,7 +297,7 @@ def main(args) -> None:
                 "module_group": modules, "reference": str(args.reference or ""), "forget_examples": len(forget),
                 "retain_examples": len(retain), "training": asdict(settings),
                 "hyperparameters": asdict(hparams), "dtype": args.dtype,
-                "calibration": calibration and calibration.summary()}
+                "lora": lora, "calibration": calibration and calibration.summary()}
     write_outputs(args.out, save_weights, manifest, history)
     progress.clear()
     processes.close()

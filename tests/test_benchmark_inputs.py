@@ -6,12 +6,14 @@ stage must exit with one line naming the file, config or column and the fix, and
 directory. ``tests/BAD_INPUTS.md`` tabulates these cases with the messages they get.
 """
 
+import io
 import shutil
 from pathlib import Path
 
 import datasets
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from clear_fixture import AUTHORS, FEATURES, RETAIN_PERTURBED, clear_configs, write_clear
 from pipeline_steps import prepare_benchmark
@@ -79,6 +81,13 @@ def two_splits(config: str):
     return change
 
 
+def _png() -> bytes:
+    """A small PNG that is no fixture's portrait."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def remove_folder(config: str):
     def change(root):
         without_card(root)
@@ -109,7 +118,11 @@ REFUSED = [
      ["config 'retain_90': no column 'ID' (it has: image, biography"]),
     ("mllmu-test-no-images", "mllmu_bench", [drop_column("Test_Set", "images", 0),
                                              drop_column("Test_Set", "images", 1)],
-     ["config 'Test_Set': no column 'images' (it has: ID, Classification_Task"]),
+     ["config 'Test_Set': no column 'images' or 'image' (it has: ID, Classification_Task"]),
+    ("mllmu-ft-data-unlinked", "mllmu_bench", [drop_column("ft_Data", "ID"), set_cell("ft_Data", 2, "image", {
+        "bytes": _png(), "path": None})],
+     ["config 'ft_Data', row 2: cannot tell whose VQA pairs these are (no 'ID' column",
+      "its image is no Full_Set profile's portrait", "add an 'ID' column naming each row's Full_Set profile"]),
     ("mllmu-bad-json", "mllmu_bench", set_cell("Full_Set", 3, "biography", "{\"Name\": \"Unclosed"),
      ["config 'Full_Set', row 3: profile", "column 'biography' is not valid JSON", "hf download MLLMMU/MLLMU-Bench"]),
     ("mllmu-two-splits", "mllmu_bench", two_splits("Retain_Set"),

@@ -129,7 +129,9 @@ def test_a_source_is_either_a_hub_id_or_a_local_path(kind, value, capsys):
 
 
 def test_memory_estimates_of_the_paper_models():
-    """The numbers config/README.md quotes (LLaVA-1.5-7B: 7.06 B parameters, width 4096, 32 layers)."""
+    """The numbers config/README.md quotes (LLaVA-1.5-7B: 7.06 B parameters, width 4096, 32 layers), but
+    for Fisher: this shape leaves out the vision tower and the largest tensor, whose Fisher numbers
+    are in test_fisher_estimates_of_the_paper_models_quoted_in_the_config_readme."""
     llava = ModelShape(7_063_427_072, 4096, 32)
     plan = RunPlan(16, 4, 2, 4, 16, ("ga", "ga_diff", "kl_min", "npo", "mmunlearner"))
     bf16 = {stage: e["bytes"] / GIB for stage, e in memory_estimates(llava, "bfloat16", plan).items()}
@@ -174,3 +176,49 @@ def test_a_full_parameter_relearning_attack_that_does_not_fit_is_told_to_use_lor
     (finding,) = check_environment.check_gpu("llava_7b", "auto", "bfloat16", llava,
                                              memory_estimates(llava, "bfloat16", plan), ("H100", 80 * 10**9), plan)
     assert "attack ~" in finding.problem and "experiments[].attacks.<name>.lora_r: 16" in finding.fix
+
+
+LLAVA_7B = ModelShape(7_063_427_072, 4096, 32, vision_hidden=1024, vision_layers=24, vision_patches=577,
+                      largest_tensor=131_334_144)  # model_shape of llava-hf/llava-1.5-7b-hf's config
+QWEN2_VL_7B = ModelShape(8_291_375_616, 3584, 28, vision_hidden=1280, vision_layers=32, vision_patches=5476,
+                         largest_tensor=544_997_376)  # of Qwen/Qwen2-VL-7B-Instruct's, images of 1024 x 1024
+
+
+def test_the_fisher_estimate_grows_with_the_image_patches_by_the_vision_towers_activations():
+    """34 bytes per patch, vision width and vision layer in bf16, per image of the batch."""
+    plan = RunPlan(16, 4, 2, 4, 16, ("ga",))
+
+    def fisher(shape):
+        return memory_estimates(shape, "bfloat16", plan)["compute_fisher"]
+
+    more = replace(QWEN2_VL_7B, vision_patches=QWEN2_VL_7B.vision_patches + 1000)
+    # By hand: 2 images x 34 bytes x 1,000 patches x 1,280 x 32 layers = 2,785,280,000 bytes, + 10 %.
+    grown = fisher(more)["parts"]["vision activations"] - fisher(QWEN2_VL_7B)["parts"]["vision activations"]
+    assert grown == 2_785_280_000
+    assert abs(fisher(more)["bytes"] - fisher(QWEN2_VL_7B)["bytes"] - 3_063_808_000) <= 1
+    assert fisher(QWEN2_VL_7B)["parts"]["vision activations"] == 2 * 34 * 5476 * 1280 * 32
+    # Nothing else moves; a shape without a vision tower counts none.
+    assert {k: v for k, v in fisher(more)["parts"].items() if k != "vision activations"} == \
+        {k: v for k, v in fisher(QWEN2_VL_7B)["parts"].items() if k != "vision activations"}
+    assert "vision activations" not in fisher(ModelShape(7_063_427_072, 4096, 32))["parts"]
+
+
+def test_fisher_estimates_of_the_paper_models_quoted_in_the_config_readme():
+    """Qwen2-VL-7B at batch 2 needs more than an 80 GB GPU (79.2 GiB visible on an H100) once its
+    vision activations count, so its configs compute Fisher one example at a time."""
+    def gib(shape, batch):
+        plan = RunPlan(16, 4, batch, 4, 16, ("ga",))
+        return round(memory_estimates(shape, "bfloat16", plan)["compute_fisher"]["bytes"] / GIB, 1)
+
+    assert (gib(LLAVA_7B, 2), gib(QWEN2_VL_7B, 2), gib(QWEN2_VL_7B, 1)) == (55.6, 81.6, 70.2)
+    parts = memory_estimates(QWEN2_VL_7B, "bfloat16", RunPlan(16, 4, 1, 4, 16, ("ga",)))["compute_fisher"]["parts"]
+    assert parts["largest gradient and its fp32 per-example products"] == 544_997_376 * (2 + 12)
+
+
+def test_patches_per_image_of_a_fixed_size_and_of_a_dynamic_resolution_tower():
+    from types import SimpleNamespace
+
+    from pipeline_steps.models.memory import image_patches
+    assert image_patches(SimpleNamespace(image_size=336, patch_size=14)) == 577  # CLIP ViT-L/14-336 + class token
+    qwen = SimpleNamespace(image_size=None, patch_size=14, spatial_merge_size=2)
+    assert image_patches(qwen) == 74 * 74 and image_patches(qwen, side=448) == 32 * 32

@@ -15,7 +15,8 @@ from clear_fixture import (AUTHORS, CELEBRITIES, FORGET_AUTHORS, RETAIN_PERTURBE
 from pipeline_steps.benchmarks.clear import CAPTION_PROMPTS, NAME_QUESTION, read_clear
 from pipeline_steps.benchmarks.records import read_manifest, read_split
 from pipeline_steps.benchmarks.source import Source, content_id
-from pipeline_steps.evaluation.scoring import rouge_l
+from pipeline_steps.evaluation.protocols import PROTOCOLS, official_letter, protocol_of
+from pipeline_steps.evaluation.scoring import parse_choice, rouge_l
 
 from helpers import call_stage
 
@@ -121,6 +122,34 @@ def test_images_train_on_their_captions_with_a_fixed_prompt(clear_benchmark):
     assert len(prompts) > 3
 
 
+def test_caption_prompts_are_clears_nine_drawn_with_the_seed(clear_raw, clear_benchmark, tmp_path):
+    """CLEAR's own caption prompts (IMAGE_CAPTION_QUESTIONS of the authors' mm/dataset.py), one per
+    image, drawn by the reader's seed: the same seed draws the same prompts, another seed others."""
+    assert len(CAPTION_PROMPTS) == len(set(CAPTION_PROMPTS)) == 9
+    assert CAPTION_PROMPTS[0] == "What can you see in this picture?"
+    assert CAPTION_PROMPTS[-1] == "What is happening in this image?"
+
+    def prompts(directory):
+        return {r.id: r.train[0].question for r in read_split(directory, "full") if r.image}
+    drawn = prompts(clear_benchmark)
+    assert set(drawn.values()) <= set(CAPTION_PROMPTS)
+    read(clear_raw, tmp_path / "same", seed=0)
+    read(clear_raw, tmp_path / "other", seed=1)
+    assert prompts(tmp_path / "same") == drawn
+    assert prompts(tmp_path / "other") != drawn and set(prompts(tmp_path / "other").values()) <= set(CAPTION_PROMPTS)
+
+
+def test_clear_asks_its_name_questions_in_its_own_format(clear_benchmark):
+    """CLEAR's multiple-choice prompt: ``A. name`` lines and no answer instruction, read by the
+    official first-character rule."""
+    protocol = protocol_of(read_manifest(clear_benchmark))
+    assert protocol is PROTOCOLS["clear"] and protocol.parse is official_letter
+    item = next(i for r in read_split(clear_benchmark, "forget_5") for i in r.multiple_choice)
+    lines = protocol.ask(item.question, item.options).split("\n")
+    assert lines[0] == NAME_QUESTION and lines[-1] == ""
+    assert lines[1:-1] == [f"{letter}. {name}" for letter, name in item.options.items()]
+
+
 def test_real_world_and_real_faces_use_the_rows_options(clear_benchmark):
     for record in read_split(clear_benchmark, "real_faces"):
         (item,) = record.multiple_choice
@@ -210,6 +239,7 @@ def test_evaluate_reports_the_six_clear_columns(clear_benchmark, tiny_models, tm
     assert {column: choice[column]["n"] for column in choice} == {
         "forget_vqa": 6, "retain_vqa": 7, "real_vqa": 4, "real_face_vqa": 4}
     assert metrics["table"]["forget_vqa"] == choice["forget_vqa"]["accuracy"]
+    assert (metrics["protocol"], metrics["generate_rule"]) == ("clear", "official_letter")
     assert {c: v["n"] for c, v in metrics["generation_rouge_l"].items()} == {"forget_qa": 4, "retain_qa": 16}
     assert metrics["table"]["retain_qa_rouge_l"] == metrics["generation_rouge_l"]["retain_qa"]["rouge_l"]
     assert all(0 <= value <= 1 for value in metrics["table"].values())
@@ -222,3 +252,17 @@ def test_evaluate_reports_the_six_clear_columns(clear_benchmark, tiny_models, tm
         assert row["rouge_l"] == rouge_l(row["output"], row["answer"])
     assert sum(r["rouge_l"] for r in generated if r["column"] == "forget_qa") / 4 == pytest.approx(
         metrics["table"]["forget_qa_rouge_l"])
+
+    # generate: each output read by the official rule (scored) and leniently (a diagnostic).
+    chosen = [row for row in rows if row["kind"] == "multiple_choice"]
+    for row in chosen:
+        reading = row["generate"]
+        assert reading["rule"] == "official_letter"
+        assert reading["prediction"] == official_letter(reading["output"], row["options"])
+        assert reading["correct"] == (reading["prediction"] == row["answer"])
+        assert reading["lenient"]["prediction"] == parse_choice(reading["output"], row["options"])[0]
+    for column in choice:
+        of_column = [row["generate"] for row in chosen if row["column"] == column]
+        assert metrics["multiple_choice"]["generate"][column]["correct"] == sum(r["correct"] for r in of_column)
+        assert metrics["generate_lenient"][column]["correct"] == sum(r["lenient"]["correct"] for r in of_column)
+        assert metrics["generate_rejected"][column] == sum(r["prediction"] is None for r in of_column)

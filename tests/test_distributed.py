@@ -46,8 +46,10 @@ def unlearned(vanilla, out):
 
 
 @pytest.mark.parametrize("method,launcher", [("mmunlearner", "replicated"), ("mmunlearner", "sharded"),
-                                             ("kl_min", "sharded")])
+                                             ("kl_min", "sharded"), ("ga_diff-lora", "replicated")])
 def test_unlearning_on_two_processes_matches_one(tiny_models, benchmark, tmp_path, method, launcher):
+    # LoRA adapters (seeded alike in every process), without dropout, whose masks depend on the share.
+    method, lora = method.removesuffix("-lora"), method.endswith("-lora")
     vanilla = tiny_models["llava"]
     generator = torch.Generator().manual_seed(0)
 
@@ -62,7 +64,7 @@ def test_unlearning_on_two_processes_matches_one(tiny_models, benchmark, tmp_pat
     args = ["--vanilla", vanilla, "--benchmark", benchmark, "--forget-ratio", "5", "--method", method,
             *(["--mask", mask] if method == "mmunlearner" else []), "--epochs", "2", "--batch-size", "5",
             "--learning-rate", "1e-3", "--weight-decay", "0.01",
-            "--device", "cpu", "--progress-dir", "none"]
+            *(["--lora-r", "4", "--lora-dropout", "0"] if lora else []), "--device", "cpu", "--progress-dir", "none"]
     run_stage("unlearn", *args, "--out", tmp_path / "one")
     launch_two("unlearn", *args, "--out", tmp_path / "two", launcher=launcher)
     before = dict(load_model(str(vanilla)).model.named_parameters())

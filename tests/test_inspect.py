@@ -178,6 +178,8 @@ def test_metrics_row_is_shown_as_the_tables_show_it(tmp_path, family):
                "multiple_choice": {"likelihood": {g: {"accuracy": table[g], "correct": int(20 * table[g]), "n": 20}
                                                   for g in groups},
                                    "generate": {g: {"accuracy": 0.1, "correct": 2, "n": 20} for g in groups}},
+               "protocol": family, "generate_rule": "official_letter",
+               "generate_lenient": {g: {"accuracy": 0.15, "correct": 3, "n": 20} for g in groups},
                "generate_parse_rules": {"letter": 3}, "generation_rouge_l": {
                    "forget_qa": {"rouge_l": 0.3456, "n": 7}, "retain_qa": {"rouge_l": 0.5, "n": 9}}, "fill_blank": {}}
     write_json(tmp_path / "metrics.json", metrics)
@@ -193,7 +195,8 @@ def test_metrics_row_is_shown_as_the_tables_show_it(tmp_path, family):
         assert row["forget_qa_rouge_l"]["shown"] == "0.346"
         assert row["forget_qa_rouge_l"]["from"] == "ROUGE-L over 7 items"
     assert rows(summary, "Multiple-choice accuracy")["retain_vqa"] == {"group": "retain_vqa", "likelihood": 0.8,
-                                                                       "generate": 0.1}
+                                                                       "generate": 0.1, "generate_lenient": 0.15}
+    assert summary["facts"]["multiple-choice protocol"] == f"{family} (official_letter)"
     text = stage_output("inspect", tmp_path / "metrics.json")
     assert "Forget VQA Acc (↓)" in text and "45.0%" in text
 

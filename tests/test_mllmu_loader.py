@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline_steps.benchmarks.mllmu import TASK_MODALITY, read_mllmu
+from pipeline_steps.benchmarks.mllmu import SYNTHETIC_WORLD_FILE, TASK_MODALITY, protocol, read_mllmu
+from pipeline_steps.benchmarks.synthetic.mllmu_writer import WORLD_FILE
 from pipeline_steps.benchmarks.records import read_manifest, read_split
 from pipeline_steps.benchmarks.source import Source
 
@@ -21,6 +22,7 @@ def test_prepared_benchmark_has_every_split(benchmark):
     assert manifest["forget_ratios"] == [5, 10, 15]
     assert manifest["vqa_training_pairs_from"] == {"ft_Data metadata": 40}
     assert manifest["text_training_pairs_from"] == "ft_Text"
+    assert manifest["protocol"] == "synthetic_mllmu"  # the synthetic writer's world.json is beside the configs
     names = {p.stem for p in (benchmark / "splits").glob("*.jsonl")}
     assert names == {"full", "real_world", "test", "forget_5", "forget_10", "forget_15", "retain_95",
                      "retain_90", "retain_85", "holdout"}
@@ -212,3 +214,94 @@ def test_the_manifest_accounts_for_every_row(raw_benchmark, tmp_path):
     last_test_id = pq.read_table(shard(raw_benchmark, "Test_Set", 1)).column("ID")[-1].as_py()
     assert rows["Test_Set"]["skipped"] == {"no transformed images": {"count": 1, "ids": [last_test_id]}}
     assert len(read_split(out, "test")) == 39
+
+
+def test_the_protocol_is_the_synthetic_one_only_beside_the_world_file(tmp_path):
+    """The synthetic benchmark teaches option-text answers (its own strict rule); a copy of the
+    real data, or any source without the writer's world.json, is read by MLLMU-Bench's rule."""
+    assert protocol(Source.path(tmp_path)) == "mllmu_bench"
+    assert SYNTHETIC_WORLD_FILE == WORLD_FILE  # the file the writer writes
+    (tmp_path / WORLD_FILE).write_text("{}")
+    assert protocol(Source.path(tmp_path)) == "synthetic_mllmu"
+    assert protocol(Source.hub("MLLMMU/MLLMU-Bench")) == "mllmu_bench"
+
+
+def _same_records(first, second, rows_first: dict, rows_second: dict) -> None:
+    """The two prepared benchmarks hold byte-identical splits and images and the same row account."""
+    names = sorted(p.name for p in (first / "splits").iterdir())
+    assert names and names == sorted(p.name for p in (second / "splits").iterdir())
+    for name in names:
+        assert (first / "splits" / name).read_bytes() == (second / "splits" / name).read_bytes(), name
+    assert sorted(p.name for p in (first / "images").iterdir()) == sorted(p.name for p in (second / "images").iterdir())
+    assert rows_first == rows_second
+
+
+def _without_ft_id(way: str):
+    """ft_Data rewritten without its ``ID`` column, its person left to be found ``way``."""
+    def change(root):
+        full = {row["ID"]: row["biography"] for row in pq.read_table(shard(root, "Full_Set")).to_pylist()}
+
+        def rows(ft):
+            out = []
+            for row in ft:
+                pairs = json.loads(row["metadata"])
+                if way == "metadata ID":
+                    pairs = [dict(pair, ID=row["ID"]) for pair in pairs]
+                new = {"image": row["image"], "metadata": json.dumps(pairs)}
+                if way == "biography Name":
+                    new["biography"] = full[row["ID"]]
+                out.append(new)
+            return out
+        edit_rows("ft_Data", rows)(root)
+    return change
+
+
+def test_the_full_schema_manifest_names_the_columns_it_used(benchmark):
+    used = read_manifest(benchmark)["columns_used"]
+    pairs = sum(len([p for p in r.train if p.modality == "vqa"]) for r in read_split(benchmark, "full"))
+    assert used == {"ft_Data person from": {"ID": pairs}, "Test_Set images from": "images"}
+
+
+@pytest.mark.parametrize("way", ["metadata ID", "biography Name", "image"])
+def test_ft_data_without_id_gives_the_same_records(benchmark, raw_benchmark, tmp_path, way):
+    """A revision whose ft_Data has no ``ID`` column: each pair's person is found as the authors' code
+    finds it (the pair's own ``ID``), else by the row's biography Name, else by its portrait."""
+    copy = tmp_path / "raw"
+    shutil.copytree(raw_benchmark, copy)
+    _without_ft_id(way)(copy)
+    assert "ID" not in pq.read_table(shard(copy, "ft_Data")).column_names
+    manifest = read(copy, tmp_path / "out")
+    _same_records(benchmark, tmp_path / "out", read_manifest(benchmark)["rows"], manifest["rows"])
+    pairs = sum(len([p for p in r.train if p.modality == "vqa"]) for r in read_split(benchmark, "full"))
+    assert manifest["columns_used"]["ft_Data person from"] == {way: pairs}
+
+
+def test_an_ft_data_row_that_names_no_profile_is_refused_with_the_fix(raw_benchmark, tmp_path):
+    copy = tmp_path / "raw"
+    shutil.copytree(raw_benchmark, copy)
+    _without_ft_id("biography Name")(copy)
+    edit_rows("ft_Data", lambda rows: [dict(rows[0], biography=json.dumps({"Name": "Nobody Known"}),
+                                            image={"bytes": _png(), "path": None}), *rows[1:]])(copy)
+    with pytest.raises(ValueError) as error:
+        read(copy, tmp_path / "out")
+    message = str(error.value)
+    assert "config 'ft_Data', row 0: cannot tell whose VQA pairs these are" in message
+    assert "its biography Name 'Nobody Known' is no Full_Set profile's name" in message
+    assert "its image is no Full_Set profile's portrait" in message
+    assert "add an 'ID' column naming each row's Full_Set profile" in message
+
+
+def test_test_set_with_image_instead_of_images_gives_the_same_records(raw_benchmark, tmp_path):
+    """The authors' evaluation reads a Test_Set row's ``image`` when it has no ``images``: so do we."""
+    one, single = tmp_path / "one", tmp_path / "single"
+    for root, column in ((one, "images"), (single, "image")):
+        shutil.copytree(raw_benchmark, root)
+        for index in (0, 1):
+            edit_rows("Test_Set", lambda rows, column=column: [
+                {**{k: v for k, v in row.items() if k != "images"},
+                 column: [row["images"][0]] if column == "images" else row["images"][0]} for row in rows], index)(root)
+    first, second = read(one, tmp_path / "a"), read(single, tmp_path / "b")
+    _same_records(tmp_path / "a", tmp_path / "b", first["rows"], second["rows"])
+    assert first["columns_used"]["Test_Set images from"] == "images"
+    assert second["columns_used"]["Test_Set images from"] == "image"
+    assert len(read_split(tmp_path / "b", "test")) == first["splits"]["test"] > 0

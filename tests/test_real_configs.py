@@ -88,9 +88,14 @@ def test_real_config_plans_the_paper_dag_with_a_gpu_per_gpu_stage(real_workspace
         "evaluate_attack": r * model_attacks * (2 + len(entry["unlearn"]["methods"])), "render_robustness": r, "all": 1}
     # MANU's unlearning job edits weights on the host (one process, no GPU); its statistics job runs on one.
     pruning = sum(not get_method(m).trains for m in entry["unlearn"]["methods"])
+    # The baselines the authors ran through LoRA (rank 16, alpha 16) run so, each on one GPU; GA on
+    # CLEAR is full-parameter in their code.
+    lora = sorted(m for m in entry["unlearn"]["methods"] if (entry["unlearn"].get(m) or {}).get("lora_r"))
+    assert lora == (["ga_diff", "kl_min", "npo"] if name.startswith("clear") else ["ga", "ga_diff", "kl_min", "npo"])
+    assert all(entry["unlearn"][m]["lora_r"] == entry["unlearn"][m]["lora_alpha"] == 16 for m in lora)
     jobs = dry_run_jobs(result.stdout)
     assert sorted(resources.get("gpu", "0") for rule, resources in jobs if rule == "unlearn") == (
-        ["0"] * (r * pruning) + ["4"] * (r * (variants - pruning)))
+        ["0"] * (r * pruning) + ["1"] * (r * len(lora)) + ["4"] * (r * (variants - pruning - len(lora))))
     for rule, resources in jobs:
         if rule != "unlearn":
             assert resources.get("gpu", "0") == ("1" if rule in GPU_RULES else "0"), (rule, resources)
@@ -102,7 +107,11 @@ def test_real_config_plans_the_paper_dag_with_a_gpu_per_gpu_stage(real_workspace
     assert all("--device auto --dtype bfloat16 --gradient-checkpointing" in line for line in finetune + unlearn)
     # Unlearning shards the model over the job's 4 GPUs (FSDP).
     fsdp = f"accelerate launch --config_file {real_workspace / 'profiles' / 'accelerate' / 'fsdp.yaml'}"
-    assert sum(f"{fsdp} --num_processes 4 -m pipeline_steps.unlearn " in line for line in unlearn) == r * (variants - pruning)
+    assert sum(f"{fsdp} --num_processes 4 -m pipeline_steps.unlearn " in line for line in unlearn) == (
+        r * (variants - pruning - len(lora)))
+    assert sum("--lora-r 16 --lora-alpha 16.0 --lora-dropout 0.05" in line and fsdp not in line
+               and "python -m pipeline_steps.unlearn " in line for line in unlearn) == r * len(lora)
+    assert sum("--lora" in line for line in unlearn) == r * len(lora)  # a full-parameter job's flags are as before
     assert sum("--method manu" in line and "python -m pipeline_steps.unlearn " in line and fsdp not in line
                for line in unlearn) == r * pruning
 

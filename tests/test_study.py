@@ -319,3 +319,28 @@ def test_salun_is_one_row_whose_mask_follows_its_mask_fraction():
     assert inputs["mask"] == mask.replace("0.5", "0.1")
     with pytest.raises(ConfigError, match="mask_fraction"):
         check_unlearn_block({"methods": ["salun"], "shared": {}, "salun": {"mask_fraction": 1.5}}, "x")
+
+
+@pytest.mark.parametrize("block,message", [
+    ({"methods": ["ga", "mmunlearner"], "shared": {"epochs": 1}, "mmunlearner": {"lora_r": 16}},
+     "unlearn.mmunlearner.lora_r: method 'mmunlearner' cannot unlearn through LoRA (its Fisher-ratio mask"),
+    ({"methods": ["ga", "salun"], "shared": {"lora_r": [0, 16]}},
+     "unlearn.shared.lora_r: method 'salun' cannot unlearn through LoRA (its saliency mask"),
+    ({"methods": ["manu"], "shared": {}, "manu": {"lora_r": 16}},
+     "unlearn.manu.lora_r: method 'manu' cannot unlearn through LoRA (it prunes"),
+])
+def test_lora_is_refused_for_a_method_that_acts_on_the_weights_themselves(block, message):
+    with pytest.raises(ConfigError) as refused:
+        check_unlearn_block(block, "experiments[1].unlearn")
+    assert str(refused.value).startswith(f"experiments[1].{message}")
+    assert "Remove lora_r from unlearn." in str(refused.value) or "not in unlearn.shared" in str(refused.value)
+
+
+def test_lora_reaches_the_methods_that_take_it_and_not_a_pruning_one():
+    shared = {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3}
+    block = {"methods": ["ga", "manu"], "shared": {**shared, "lora_r": 16}, "ga": {"lora_alpha": 32}}
+    check_unlearn_block(block, "unlearn")  # manu takes no loop settings: shared ones do not reach it
+    loop = resolve("ga", block)["loop"]
+    assert (loop["lora_r"], loop["lora_alpha"], loop["lora_dropout"]) == (16, 32, 0.05)
+    assert resolve("manu", block)["loop"] == {}
+    assert resolve("ga_diff", {"methods": ["ga_diff"], "shared": shared})["loop"]["lora_r"] == 0  # the default: full

@@ -18,7 +18,7 @@ from pipeline_steps.unlearning.methods import get_method
 from pipeline_steps.unlearning.settings import parse_hyperparameters
 from pipeline_steps.unlearning.weights import apply_changes, save_changes
 
-from helpers import call_stage, forget_examples, full_logprobs, mask_file, random_mask, retain_examples
+from helpers import call_stage, forget_examples, full_logprobs, mask_file, random_mask, retain_examples, stage_output
 
 
 def run(loaded_model, method, *, mask=None, trainable=None, retain_weight=1.0, steps_epochs=3, weight_decay=0.1,
@@ -265,3 +265,114 @@ def test_examples_are_encoded_once_and_only_when_read(loaded):
     retain_read = [a for a in encoder.counts if a.startswith("city")]
     assert all(encoder.counts[a] == 1 for a in retain_read)
     assert 0 < len(retain_read) <= 3 * 3 * 2 < len(retain)  # 3 epochs of 3 steps, 2 retain examples each
+
+
+# --- LoRA unlearning (UnlearnSettings.lora_r; training/adapters.py) ------------------------------
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_lora_unlearning_changes_only_adapter_weights_and_merges(benchmark, tiny_models, tmp_path, monkeypatch,
+                                                                 family):
+    """Through the stage: only the adapters receive gradients and the optimizer's steps, the base
+    weights stay bit-identical while training, and the saved (merged) weights are W + (alpha/r) B A of
+    the adapters as they ended, computed here by hand; every other tensor is the vanilla one, bit for bit."""
+    from pipeline_steps.training import adapters
+
+    vanilla = tiny_models[family]
+    start = dict(load_model(str(vanilla)).model.named_parameters())
+    seen, steps, ends = {}, [], {}
+    attach, merge = adapters.attach_lora, adapters.merge_lora
+
+    def attach_and_keep(*args, **kwargs):
+        seen["model"] = attach(*args, **kwargs)
+        seen["names"] = {id(p): n for n, p in seen["model"].named_parameters()}
+        return seen["model"]
+
+    def before_step(optimizer, args, kwargs):
+        stepped = [seen["names"][id(p)] for group in optimizer.param_groups for p in group["params"]]
+        with_grad = [n for n, p in seen["model"].named_parameters() if p.grad is not None]
+        steps.append((stepped, with_grad))
+
+    def check_then_merge(model):
+        from peft.tuners.lora import LoraLayer
+
+        for name, parameter in model.named_parameters():
+            if ".lora_" not in name:  # base weights: frozen and untouched while the adapters trained
+                base_name = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+                assert not parameter.requires_grad and torch.equal(parameter.detach(), start[base_name]), name
+        ends.update({name.removeprefix("base_model.model.") + ".weight":
+                     (m.lora_A["default"].weight.detach().clone(), m.lora_B["default"].weight.detach().clone())
+                     for name, m in model.named_modules() if isinstance(m, LoraLayer)})
+        return merge(model)
+
+    monkeypatch.setattr(adapters, "attach_lora", attach_and_keep)
+    monkeypatch.setattr(adapters, "merge_lora", check_then_merge)
+    hook = optimizer_hooks.register_optimizer_step_pre_hook(before_step)
+    try:
+        call_stage("unlearn", "--vanilla", vanilla, "--benchmark", benchmark, "--forget-ratio", "5", "--method",
+                   "ga", "--out", tmp_path / "out", "--epochs", "1", "--batch-size", "16", "--learning-rate",
+                   "1e-2", "--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0.1", "--device", "cpu")
+    finally:
+        hook.remove()
+
+    assert steps and all(stepped and all(".lora_" in n for n in stepped) and set(with_grad) <= set(stepped)
+                         for stepped, with_grad in steps)
+    # Adapters on every linear layer but the output head (the method trains every parameter).
+    rebuilt = load_model(str(vanilla)).model
+    linear = {f"{n}.weight" for n, m in rebuilt.named_modules()
+              if isinstance(m, torch.nn.Linear) and m is not rebuilt.get_output_embeddings()}
+    assert set(ends) == linear and "lm_head.weight" not in ends
+    apply_changes(rebuilt, tmp_path / "out" / "weights", model_fingerprint(vanilla))
+    moved = 0
+    for name, parameter in rebuilt.named_parameters():
+        if name in ends:
+            a, b = ends[name]
+            torch.testing.assert_close(parameter.detach(), start[name] + (8 / 4) * (b @ a), rtol=1e-6, atol=1e-8,
+                                       msg=name)
+            moved += not torch.equal(parameter.detach(), start[name])
+        else:
+            assert torch.equal(parameter.detach(), start[name]), name
+    assert moved > len(ends) / 2
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["lora"] == {"r": 4, "alpha": 8.0, "dropout": 0.1, "target_modules": "all-linear",
+                                "adapted_modules": len(linear)}
+    assert manifest["training"]["lora_r"] == 4
+    assert json.loads(stage_output("inspect", tmp_path / "out", "--json"))["facts"]["lora"] == manifest["lora"]
+
+
+@pytest.mark.parametrize("method,reason", [("mmunlearner", "its Fisher-ratio mask"), ("salun", "its saliency mask"),
+                                           ("manu", "it prunes")])
+def test_a_method_that_needs_the_weights_refuses_lora_before_any_work(benchmark, tiny_models, tmp_path, method,
+                                                                      reason):
+    with pytest.raises(SystemExit, match=f"method '{method}' cannot unlearn through LoRA .--lora-r 8.: {reason}"
+                                         ".* run it without --lora-r"):
+        call_stage("unlearn", "--vanilla", tiny_models["llava"], "--benchmark", benchmark, "--forget-ratio", "10",
+                   "--method", method, "--lora-r", "8", "--out", tmp_path / "out", "--device", "cpu")
+    assert not (tmp_path / "out").exists()
+
+
+def test_lora_adapts_only_the_linear_layers_the_method_trains(tiny_models):
+    """RMU trains two MLP down-projections: through LoRA, only those two weights change (its
+    steered layer found through PEFT's wrapper), and the model keeps its own parameter names."""
+    loaded = load_model(str(tiny_models["llava"]))
+    method = get_method("rmu")
+    hparams = parse_hyperparameters(method, ["layer=1", "updated_layers=2"])
+    start = {n: p.detach().clone() for n, p in loaded.model.named_parameters()}
+    trainable = method.trainable(loaded.model, loaded.family, hparams, set(start))
+    settings = UnlearnSettings(epochs=1, batch_size=2, learning_rate=1e-2, seed=0, lora_r=2)
+    frozen = load_model(str(tiny_models["llava"])).model
+    unlearn(loaded.model, method, PromptEncoder(loaded.processor), forget_examples(), retain_examples(), settings,
+            hparams, Accelerator(cpu=True), trainable=trainable, reference_model=frozen)
+    params = dict(loaded.model.named_parameters())
+    assert params.keys() == start.keys()
+    assert {n for n, p in params.items() if not torch.equal(p.detach(), start[n])} == trainable == {
+        f"model.language_model.layers.{i}.mlp.down_proj.weight" for i in (0, 1)}
+
+
+def test_lora_unlearning_refuses_a_sharded_launch_before_loading(benchmark, tiny_models, tmp_path, monkeypatch):
+    from pipeline_steps.training.distributed import Processes
+
+    monkeypatch.setattr(Processes, "shards", property(lambda self: True))  # as under an FSDP launch of 2
+    with pytest.raises(SystemExit, match=r"LoRA unlearning \(--lora-r\) does not run sharded"):
+        call_stage("unlearn", "--vanilla", tiny_models["llava"], "--benchmark", benchmark, "--forget-ratio", "5",
+                   "--method", "ga", "--lora-r", "4", "--out", tmp_path / "out", "--device", "cpu")
+    assert not (tmp_path / "out").exists()

@@ -94,6 +94,7 @@ class Relearn(Attack):
     def run(self, target: Target, settings: RelearnSettings, scratch: Path) -> dict:
         # The loop's imports (torch, accelerate, transformers) here: the workflow reads this module while it parses.
         from ..models.encoding import PromptEncoder
+        from ..training.adapters import attach_lora, merge_lora
         from ..training.loop import fit
         from ..training.precision import training_accelerator
 
@@ -107,17 +108,12 @@ class Relearn(Attack):
             from ..training.precision import enable_gradient_checkpointing
 
             enable_gradient_checkpointing(model)
-        if settings.lora_r:
-            import torch
-            from peft import LoraConfig, get_peft_model
-
-            torch.manual_seed(target.seed)  # LoRA's initial A matrices are random
-            model = get_peft_model(model, LoraConfig(r=settings.lora_r, lora_alpha=2 * settings.lora_r,
-                                                     target_modules="all-linear", bias="none"))
+        if settings.lora_r:  # alpha twice the rank, no dropout
+            model = attach_lora(model, settings.lora_r, 2 * settings.lora_r, 0.0, target.seed)
         history = fit(model, PromptEncoder(target.processor), [e for _, e in pairs], loop, accelerator,
                       description=f"relearn {settings.data}")
         # Merged into the variant's own tensors (which the stage compares with the starting model).
-        target.model = (model.merge_and_unload() if settings.lora_r else model).eval()
+        target.model = (merge_lora(model) if settings.lora_r else model).eval()
         write_jsonl(scratch / "train_log.jsonl", history)
         people = sorted({p for p, _ in pairs})
         log.info("relearned %d pairs of %d people in %d steps", len(pairs), len(people), history[-1]["step"])

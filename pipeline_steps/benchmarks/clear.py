@@ -8,10 +8,11 @@ configs (``perturbed_names``), and two real-world sets (``real_faces``, ``real_w
 question, not one author:
 
 * an image record (id ``img-<content hash>``, ``name`` = the author) trains on its caption, asked
-  with one of nine fixed caption prompts (seeded per image), and, where a perturbed row shows the
-  same image, asks "What is the name of the person in the image?" with the perturbed names as
-  the wrong options and the true name at a seeded position (the MMUnlearner paper's Forget /
-  Retain VQA);
+  with one of CLEAR's nine caption prompts (``CAPTION_PROMPTS``, seeded per image), and, where a
+  perturbed row shows the same image, asks "What is the name of the person in the image?" with
+  the perturbed names as the wrong options and the true name at a seeded position (the
+  MMUnlearner paper's Forget / Retain VQA), in CLEAR's prompt (``A. name`` lines, no
+  instruction: the manifest's ``protocol``, ``evaluation/protocols.py``);
 * a text record (id ``qa-<content hash>``, no image) trains on a TOFU question and asks it as a
   generation item, scored by ROUGE-L against *its own* answer (Forget / Retain QA);
 * ``real_world`` and ``real_faces`` rows become multiple-choice records with the row's options.
@@ -51,18 +52,21 @@ HUB_ID = "therem/CLEAR"
 FORGET_RATIOS = (1, 5, 10)
 NAME_QUESTION = "What is the name of the person in the image?"
 MIN_DISTRACTORS = 3
-# Training prompts for captions, one per image drawn with the benchmark's seed (CLEAR trains on
-# captions asked with a fixed set of nine prompts).
+# The nine caption prompts CLEAR trains on, one per image drawn with the benchmark's seed. Their
+# wording is a fact about the benchmark: IMAGE_CAPTION_QUESTIONS in mm/dataset.py of the CLEAR
+# authors' repository (github.com/somvy/multimodal_unlearning, commit bb14c96), the same list in
+# data_process/CLEAR_process.py of the MMUnlearner authors' (github.com/Z1zs/MMUnlearner, fa77c66).
+# The second prompt has no full stop in either.
 CAPTION_PROMPTS = (
-    "Describe this picture.",
-    "What does this image show?",
-    "Give a short description of the photo.",
-    "Write a caption for this image.",
-    "Tell me what you see in the picture.",
-    "Summarize what the photo shows.",
-    "Who is shown in this image, and what are they doing?",
-    "Provide a description of the person in the image.",
-    "What is in this photo?",
+    "What can you see in this picture?",
+    "Tell me about the content of this image",
+    "Can you give a description of the image?",
+    "What is depicted in the image?",
+    "Explain what you observe in the picture.",
+    "Describe the image in detail.",
+    "What is the main subject of this image?",
+    "Can you describe the scene or objects in the image?",
+    "What is happening in this image?",
 )
 
 
@@ -285,7 +289,8 @@ def read_clear(source: Source, out_dir: Path, *, seed: int = 0) -> dict:
         sizes[split] = len(records)
 
     return {
-        "format": FORMAT.name, "source": reader.source.location, "source_kind": reader.source.kind,
+        "format": FORMAT.name, "protocol": "clear", "source": reader.source.location,
+        "source_kind": reader.source.kind,
         "configs": reader.configs, "splits_read": reader.splits_read, "forget_ratios": ratios, "seed": seed,
         "name_questions": name_questions,
         "real_rows": dict(real_counts),

@@ -5,9 +5,11 @@ Multiple-choice accuracy is computed both ways the field uses:
 * ``likelihood``: each option's text is scored as the answer to the bare question (mean
   log-probability of its answer tokens, the end-of-turn token included); the best option is the
   prediction. Deterministic, and meaningful even for small or damaged models.
-* ``generate``: MLLMU-Bench's protocol: the question with its lettered options and the instruction
-  to answer with one letter, greedy decoding, then the letter is read off the output (see
-  ``parse_choice``).
+* ``generate``: the benchmark's own protocol (``protocols.py``): the question with its lettered
+  options as the benchmark lays them out, greedy decoding, then the letter read off the output by
+  the benchmark's strict rule (MLLMU-Bench and CLEAR: the first alphanumeric character). Each
+  row also records the lenient reading (``parse_choice``) as a diagnostic; only the strict one
+  is ``correct``.
 
 Both run batched by length and see each image through the vision tower once; likelihood scores
 all options of an item against one cached pass over its prompt (``likelihood.py``,
@@ -23,12 +25,13 @@ from pathlib import Path
 from typing import Iterable
 
 from ..benchmarks.records import ChoiceItem, OpenItem, ProfileRecord
-from ..models.encoding import Example, multiple_choice_question
+from ..models.encoding import Example
 from .generation import generate_answers
 from .likelihood import option_loglikelihoods
+from .protocols import Protocol
 
 __all__ = ["PosedItem", "accuracy", "asked_items", "fills_blank", "generate_answers", "option_loglikelihoods",
-           "parse_choice", "rouge_l", "score_multiple_choice"]
+           "parse_choice", "read_generated", "rouge_l", "score_multiple_choice"]
 
 
 @functools.cache
@@ -56,7 +59,11 @@ _TRAILING_LETTER = re.compile(r"\(([A-Z])\)\W*$")
 
 
 def parse_choice(output: str, options: dict[str, str]) -> tuple[str | None, str]:
-    """The letter a generated answer picks, and the rule that read it.
+    """The letter a generated answer picks under the *lenient* reading, and the rule that read it.
+
+    A diagnostic, no benchmark's protocol (those are ``protocols.py``): it reads an answer in any
+    of the forms below, so it credits a damaged model that names several things or buries an
+    option's text in a sentence. ``evaluate`` reports it beside the strict reading.
 
     ``letter``: the output starts with a standalone capital option letter ("B", "B.", "(B) ..."),
     MLLMU-Bench's rule (a lowercase "a" is an article more often than an answer).
@@ -101,8 +108,14 @@ def asked_items(records: list[ProfileRecord], modality: str, kind: str, benchmar
 
 
 def score_multiple_choice(model, encoder, asked: list[PosedItem], modes, batch_size: int, max_new_tokens: int,
-                          images, column: str) -> list[dict]:
-    """One prediction row per item, with what each scoring mode picked and whether it was right."""
+                          images, column: str, protocol: Protocol | None = None) -> list[dict]:
+    """One prediction row per item, with what each scoring mode picked and whether it was right.
+
+    ``generate`` needs the benchmark's ``protocol`` (its prompt and its strict parse); its row
+    holds the strict reading (``prediction``, ``correct``, the ``rule``) and the lenient one
+    (``lenient``: ``parse_choice``'s letter, its rule and whether it is right)."""
+    if "generate" in modes and protocol is None:
+        raise ValueError("generate scoring needs the benchmark's protocol (evaluation/protocols.py)")
     rows = [{"column": column, "kind": "multiple_choice", "profile": a.profile, "question": a.item.question,
              "options": a.item.options, "answer": a.item.answer} for a in asked]
     if not asked:
@@ -115,14 +128,21 @@ def score_multiple_choice(model, encoder, asked: list[PosedItem], modes, batch_s
             row["likelihood"] = {"scores": dict(zip(letters, option_scores)), "prediction": picked,
                                  "correct": picked == a.item.answer}
     if "generate" in modes:
-        prompts = [Example(multiple_choice_question(a.item.question, a.item.options), None, a.image) for a in asked]
+        prompts = [Example(protocol.ask(a.item.question, a.item.options), None, a.image) for a in asked]
         outputs = generate_answers(model, encoder, prompts, batch_size, max_new_tokens, desc=f"{column} generate",
                                    images=images)
         for row, a, output in zip(rows, asked, outputs):
-            picked, rule = parse_choice(output, a.item.options)
-            row["generate"] = {"output": output, "prediction": picked, "parse": rule,
-                               "correct": picked == a.item.answer}
+            row["generate"] = read_generated(output, a.item, protocol)
     return rows
+
+
+def read_generated(output: str, item: ChoiceItem, protocol: Protocol) -> dict:
+    """A generated answer read by the protocol's strict rule (what is scored) and by the lenient
+    ``parse_choice`` (a diagnostic)."""
+    picked = protocol.parse(output, item.options)
+    lenient, lenient_rule = parse_choice(output, item.options)
+    return {"output": output, "prediction": picked, "rule": protocol.rule, "correct": picked == item.answer,
+            "lenient": {"prediction": lenient, "parse": lenient_rule, "correct": lenient == item.answer}}
 
 
 def rouge_l(prediction: str, reference: str) -> float:

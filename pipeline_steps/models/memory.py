@@ -19,6 +19,10 @@ TOKENS_PER_EXAMPLE = 1024  # LLaVA-1.5: 576 image tokens + question and answer; 
 ACTIVATION_BYTES_PER_TOKEN_WIDTH_LAYER = 34  # 16-bit activations kept for backward, per token x width x layer
 LORA_PARAMETERS_PER_RANK = 0.0004  # LoRA on every linear layer: about 0.04 % of the parameters per unit of rank
 OVERHEAD = 0.10  # CUDA context, allocator fragmentation, temporary buffers
+# Qwen2-VL has no fixed image size: its processor resizes an image to multiples of patch x merge
+# (28) pixels and keeps every patch (up to 12.8 M pixels). Assumed: images up to 1024 x 1024
+# (CLEAR's faces): 37 x 37 merged tokens, 74 x 74 = 5,476 patches through the vision tower.
+ASSUMED_IMAGE_SIDE = 1024
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,13 @@ class ModelShape:
     parameters: int
     hidden: int  # width of the language model
     layers: int  # depth of the language model
+    # The vision tower (0: not counted): its width, depth and patches per image (with CLIP's class
+    # token; at ASSUMED_IMAGE_SIDE for a model without a fixed image size).
+    vision_hidden: int = 0
+    vision_layers: int = 0
+    vision_patches: int = 0
+    # Entries of the largest parameter tensor (0: unknown, and every gradient is counted at once).
+    largest_tensor: int = 0
 
 
 @dataclass(frozen=True)
@@ -57,7 +68,27 @@ def model_shape(config_source: str) -> ModelShape:
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(config)
     text = config.get_text_config()
-    return ModelShape(sum(p.numel() for p in model.parameters()), text.hidden_size, text.num_hidden_layers)
+    vision = getattr(config, "vision_config", None)
+    vision_shape = dict(vision_hidden=0, vision_layers=0, vision_patches=0)
+    if vision is not None:
+        # Qwen2-VL's vision config: embed_dim is the tower's width (hidden_size is the merger's output).
+        hidden = getattr(vision, "embed_dim", None) or vision.hidden_size
+        layers = getattr(vision, "depth", None) or vision.num_hidden_layers
+        vision_shape = dict(vision_hidden=hidden, vision_layers=layers, vision_patches=image_patches(vision))
+    return ModelShape(sum(p.numel() for p in model.parameters()), text.hidden_size, text.num_hidden_layers,
+                      **vision_shape, largest_tensor=max(p.numel() for p in model.parameters()))
+
+
+def image_patches(vision_config, side: int = ASSUMED_IMAGE_SIDE) -> int:
+    """Patches one image puts through the vision tower: (image_size / patch)^2 + CLIP's class token
+    for a fixed-size tower (LLaVA-1.5: 577); for Qwen2-VL, a ``side`` x ``side`` image resized to
+    multiples of patch x merge pixels, as its processor does (1024: 5,476)."""
+    patch = vision_config.patch_size
+    if getattr(vision_config, "image_size", None):
+        return (vision_config.image_size // patch) ** 2 + 1
+    merge = getattr(vision_config, "spatial_merge_size", 1)
+    per_side = max(1, round(side / (patch * merge))) * merge
+    return per_side ** 2
 
 
 def _labels(methods: tuple[str, ...], holds) -> str:
@@ -88,8 +119,11 @@ def memory_estimates(shape: ModelShape, dtype: str, plan: RunPlan) -> dict[str, 
       float32 with its gradient and AdamW's two moments (16 bytes per trained entry,
       ``training/precision.py``): the LoRA adapters (about 0.04 % of P per unit of rank), or
       every weight without LoRA (16 P, which replaces the stored copy);
-    * ``compute_fisher``: the weights, their gradients, fp32 sums of every weight (4 P) and the
-      activations of a batch;
+    * ``compute_fisher``: the weights, fp32 sums of every weight (4 P), the gradients and the
+      activations of a batch, the vision tower's included (below). Each parameter's gradient is
+      freed as soon as it is accumulated (``saliency/fisher.py``), so with the largest tensor's
+      size known (n entries) the gradient part is that tensor's gradient and its fp32 per-example
+      outer product, square and sum (n (b + 12)); without it, every gradient at once (P b);
     * ``unlearn``, per GPU: every weight trained in float32 (16 P) and the largest extra of the
       configured methods, a frozen second model (P b, methods with a ``frozen_model``: KL_Min,
       NPO, IdkDPO, RMU) or a boolean mask of every weight (P bytes, methods that ``needs_mask``:
@@ -100,6 +134,19 @@ def memory_estimates(shape: ModelShape, dtype: str, plan: RunPlan) -> dict[str, 
     * ``attack``: an attack that trains (relearning) as ``finetune`` with its own LoRA rank and
       batch; otherwise (membership inference, quantization) as ``evaluate`` without generation:
       the weights and one batch's answer logits, which the weights dominate.
+
+    Vision activations in ``compute_fisher``: A x patches x vision width x vision layers x b / 2
+    per image, A = 34 bytes as for the language model. The Fisher covers the vision tower's
+    tensors, so its activations stay for the backward pass: per layer the inputs of both norms,
+    of the QKV, output and two MLP projections, Q, K and V, the attention output and the MLP's 4x
+    wide hidden state before and after its activation; in eval mode without dropout masks, with
+    SDPA storing no patches x patches scores (eager attention would add heads x patches^2 x b per
+    layer), and with the per-sample hooks holding references to these inputs, not copies. Patches
+    per image: ``ModelShape.vision_patches`` (LLaVA-1.5: 577 = 24^2 + 1; Qwen2-VL-7B at the
+    assumed 1024 x 1024: 5,476, i.e. 7.6 GB per image in bf16 against 3.5 GB for the language
+    model's 1,024 tokens); the tokens they become in the language model are part of ``plan.tokens``.
+    The other training stages do not count them yet (fine-tuning's LoRA and unlearning's 4 shards
+    leave more room than these few GB).
 
     Activations kept for backward: 34 bytes x tokens x width x layers per example in 16 bit
     (Korthikanti et al. 2022 without the attention scores, which SDPA does not store; twice that
@@ -124,14 +171,20 @@ def memory_estimates(shape: ModelShape, dtype: str, plan: RunPlan) -> dict[str, 
                     16 * LORA_PARAMETERS_PER_RANK * lora_r * shape.parameters}
         return {"fp32 weights, gradients and AdamW moments": float32_training}
 
+    vision_per_image = (ACTIVATION_BYTES_PER_TOKEN_WIDTH_LAYER * shape.vision_patches * shape.vision_hidden
+                        * shape.vision_layers * b / 2)
+    gradient = ({"largest gradient and its fp32 per-example products": shape.largest_tensor * (b + 12)}
+                if shape.largest_tensor else {"gradients": weights})
     tuned = trained(plan.finetune_lora_r)
     extras = unlearning_extras(shape, weights, plan.methods)
     largest_extra = dict([max(extras.items(), key=lambda item: item[1])]) if extras else {}
     stages = {
         "evaluate": {"weights": weights, "generation cache": plan.eval_batch_size * cache_per_sequence},
         "finetune": {**tuned, activations: plan.finetune_batch_size * kept},
-        "compute_fisher": {"weights": weights, "gradients": weights, "fp32 Fisher sums": 4 * shape.parameters,
-                           "activations": plan.fisher_batch_size * per_layer * shape.layers},
+        "compute_fisher": {"weights": weights, **gradient, "fp32 Fisher sums": 4 * shape.parameters,
+                           "activations": plan.fisher_batch_size * per_layer * shape.layers,
+                           **({"vision activations": plan.fisher_batch_size * vision_per_image}
+                              if vision_per_image else {})},
         "unlearn": {**{part: value / plan.unlearn_gpus for part, value in
                        {"fp32 weights, gradients and AdamW moments": float32_training, **largest_extra}.items()},
                     activations: plan.unlearn_batch_size * kept},

@@ -78,6 +78,7 @@ def variant_summary(changes_path: Path, vanilla: Path | None = None) -> Summary:
              "module group": manifest.get("module_group"), "mask": manifest.get("mask") or None,
              "reference": manifest.get("reference") or None, "learning rate": training.get("learning_rate"),
              "epochs": training.get("epochs"), "hyper-parameters": manifest.get("hyperparameters"),
+             **({"lora": manifest["lora"]} if manifest.get("lora") else {}),  # adapters, merged (unlearn --lora-r)
              **last_step(directory / "train_log.jsonl")}
     notes = [] if manifest else [f"no manifest.json next to {changes.index_path.name}: settings unknown"]
     if vanilla is None:
@@ -133,12 +134,17 @@ def metrics_summary(path: Path, metrics: dict) -> Summary:
         row.rows.append([key, column_label(key) if key in COLUMNS else key, value, shown(value, key, measure),
                          source])
     summary.tables.append(row)
-    modes = list(metrics.get("multiple_choice", {}))
+    accuracies = dict(metrics.get("multiple_choice", {}))
+    if metrics.get("generate_lenient"):  # the lenient reading of the generate outputs: a diagnostic
+        accuracies["generate_lenient"] = metrics["generate_lenient"]
+    modes = list(accuracies)
     by_mode = SummaryTable("Multiple-choice accuracy per scoring mode", ["group", *modes],
                            formats={mode: "{:.2%}" for mode in modes})
-    groups = dict.fromkeys(g for mode in modes for g in metrics["multiple_choice"][mode])
-    by_mode.rows = [[g, *(metrics["multiple_choice"][m].get(g, {}).get("accuracy") for m in modes)] for g in groups]
+    groups = dict.fromkeys(g for mode in modes for g in accuracies[mode])
+    by_mode.rows = [[g, *(accuracies[m].get(g, {}).get("accuracy") for m in modes)] for g in groups]
     summary.tables.append(by_mode)
+    if metrics.get("protocol"):
+        summary.facts["multiple-choice protocol"] = f"{metrics['protocol']} ({metrics.get('generate_rule')})"
     if metrics.get("generate_parse_rules"):
         summary.facts["generate parse rules"] = metrics["generate_parse_rules"]
     if layout is None:

@@ -18,6 +18,7 @@ import jsonschema
 from .. import attacks
 from ..benchmarks.formats import benchmark_format
 from ..benchmarks.records import FISHER_SPLITS
+from ..unlearning.methods import REGISTRY
 from ..unlearning.settings import resolve, unlearn_block_schema
 
 
@@ -29,7 +30,26 @@ def _dotted(path) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
 
 
+def check_lora(block: dict, where: str) -> None:
+    """A method that acts on the weights' own entries (``Method.lora_refusal``: a mask, pruning)
+    refused where ``lora_r`` would reach it: its own block, or ``shared`` for a method that trains
+    (shared loop settings do not reach one that does not)."""
+    for name in block.get("methods", []):
+        if name not in REGISTRY or not REGISTRY[name].lora_refusal:
+            continue
+        method = REGISTRY[name]
+        for key in (name, "shared"):
+            value = (block.get(key) or {}).get("lora_r", 0)
+            if any(v != 0 for v in (value if isinstance(value, list) else [value])) and (key == name or method.trains):
+                raise ConfigError(
+                    f"{where}.{key}.lora_r: method '{name}' cannot unlearn through LoRA ({method.lora_refusal}). "
+                    + (f"Remove lora_r from unlearn.{name}" if key == name else
+                       "Set lora_r in the blocks of the methods that take it (e.g. unlearn.ga: {lora_r: 16}), "
+                       "not in unlearn.shared") + f"; {name} unlearns the weights themselves")
+
+
 def check_unlearn_block(block: dict, where: str) -> None:
+    check_lora(block, where)  # before the schema: a method without loop settings would only hear "unexpected"
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(unlearn_block_schema()).iter_errors(block))
     if error is not None:
         raise ConfigError(f"{where}{_dotted(error.absolute_path)}: {error.message}")

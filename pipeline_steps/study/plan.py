@@ -173,8 +173,10 @@ class StudyPlan:
     def unlearn_flags(self, benchmark: str, model: str, ratio: str, variant: str) -> str:
         method, settings = self.unlearn_job(benchmark, model, variant)
         inputs = self.unlearn_inputs(benchmark, model, ratio, variant)
-        flags = [f"--method {method.name}", cli_flags(settings["loop"]),
-                 hyperparameter_flags(settings["hyperparameters"])]
+        loop = settings["loop"]
+        if not loop.get("lora_r"):  # the stage's default, unsaid: a full-parameter job's params stay as they were
+            loop = {key: value for key, value in loop.items() if not key.startswith("lora_")}
+        flags = [f"--method {method.name}", cli_flags(loop), hyperparameter_flags(settings["hyperparameters"])]
         if "mask" in inputs:
             flags.append(f"--mask {Path(inputs['mask']).parent}")
         if "reference" in inputs:
@@ -196,12 +198,14 @@ class StudyPlan:
 
     def unlearn_job_processes(self, benchmark: str, model: str, variant: str) -> int:
         """A job's processes: the model's, or one for a method that takes no gradient step (a
-        weight edit on the host, ``manu``), which asks for no GPU (``unlearn_job_gpus``)."""
-        return self.unlearn_processes(model) if self.unlearn_job(benchmark, model, variant)[0].trains else 1
+        weight edit on the host, ``manu``), which asks for no GPU (``unlearn_job_gpus``), and one
+        for a LoRA job (``lora_r``), whose adapters fit one GPU and which does not run sharded."""
+        method, settings = self.unlearn_job(benchmark, model, variant)
+        return self.unlearn_processes(model) if method.trains and not settings["loop"]["lora_r"] else 1
 
     def unlearn_job_gpus(self, benchmark: str, model: str, variant: str) -> int:
         trains = self.unlearn_job(benchmark, model, variant)[0].trains
-        return self.gpus(model, self.unlearn_processes(model)) if trains else 0
+        return self.gpus(model, self.unlearn_job_processes(benchmark, model, variant)) if trains else 0
 
     # --- attacks ---------------------------------------------------------------------------------
 

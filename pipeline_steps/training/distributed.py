@@ -73,9 +73,14 @@ class Processes:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    @property
+    def shards(self) -> bool:
+        """Whether ``shard`` shards: several processes launched with an FSDP config."""
+        return self.count > 1 and parse_flag_from_env("ACCELERATE_USE_FSDP")
+
     def shard(self, *models: torch.nn.Module) -> None:
         """Shard ``models`` across the processes if the job was launched with an FSDP config."""
-        if self.count == 1 or not parse_flag_from_env("ACCELERATE_USE_FSDP"):
+        if not self.shards:
             return
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import FSDPModule, fully_shard

@@ -13,6 +13,7 @@ import torch
 from ..benchmarks.layouts import layout_of
 from ..benchmarks.records import read_manifest
 from ..evaluation.images import ImageFeatures
+from ..evaluation.protocols import protocol_of
 from ..evaluation.scoring import accuracy, asked_items, score_multiple_choice
 from ..models.encoding import PromptEncoder
 from ..reporting.estimates import people_half
@@ -25,7 +26,9 @@ class ForgettingProbe:
 
     def __init__(self, benchmark: Path, forget_ratio: int, encoder: PromptEncoder, scoring: str,
                  batch_size: int, max_new_tokens: int):
-        layout = layout_of(read_manifest(benchmark))
+        manifest = read_manifest(benchmark)
+        layout = layout_of(manifest)
+        self.protocol = protocol_of(manifest)  # generate scoring asks and reads as the benchmark does
         records, modality = layout.records(benchmark, forget_ratio)[layout.columns[FORGET].group]
         selection = people_half([record.id for record in records], "selection")
         self.items = asked_items([r for r in records if r.id in selection], modality, "multiple_choice", benchmark)
@@ -42,7 +45,8 @@ class ForgettingProbe:
         try:
             with autocast():  # the vision features are the model's current ones: a fresh cache per check
                 rows = score_multiple_choice(model, self.encoder, self.items, [self.scoring], self.batch_size,
-                                             self.max_new_tokens, ImageFeatures(model, self.batch_size), FORGET)
+                                             self.max_new_tokens, ImageFeatures(model, self.batch_size), FORGET,
+                                             self.protocol)
         finally:
             model.train(training)
         return accuracy(row[self.scoring]["correct"] for row in rows)["accuracy"]

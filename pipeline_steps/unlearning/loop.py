@@ -16,6 +16,10 @@ mask stays bit-identical to the vanilla model: Adam turns a zero gradient with z
 zero step. Tensors outside the trainable set (the mask's module group) are frozen; the trainable
 ones are held in float32 under the model's autocast (``training/precision.py``).
 
+With ``lora_r`` set (``UnlearnSettings``) the method trains LoRA adapters on the linear layers of
+its trainable set instead (``training/adapters.py``), and they are merged into the model when the
+run ends: the model is changed in place as without them, in its own parameter names.
+
 The log has each step's losses and gradient norm, and at the end of each epoch the fraction of
 entries that differ from the starting model in its storage dtype (comparing against a copy in
 host memory: a pass over every weight, too slow to take each step of a 7B run).
@@ -31,6 +35,7 @@ import torch
 from accelerate import Accelerator
 
 from ..models.encoding import Example, PromptEncoder
+from ..training import adapters
 from ..training.distributed import HostCopy, Processes
 from ..training.loop import batches, fit
 from ..training.objective import Objective
@@ -68,11 +73,32 @@ def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forg
     if resolved != hparams:
         log.info("%s's settings resolved on the frozen model: %s", method.name, resolved)
     hparams = resolved
+    trained = model
+    if settings.lora_r:
+        trained, trainable = adapted(model, method, settings, trainable)
     objective = Unlearning(method, hparams, settings, retain, trainable=trainable, mask=mask,
                            reference_model=reference_model, start_values=start_values,
                            alternatives=method.alternative_answers(forget), calibration=calibration,
                            probe=probe and (lambda model: probe(model, accelerator.autocast)))
-    return fit(model, encoder, forget, settings, accelerator, objective, description=method.name, progress=progress)
+    history = fit(trained, encoder, forget, settings, accelerator, objective, description=method.name,
+                  progress=progress)
+    if trained is not model:
+        adapters.merge_lora(trained)  # into ``model``'s own layers
+    return history
+
+
+def adapted(model: torch.nn.Module, method: Method, settings: UnlearnSettings,
+            trainable: set[str]) -> tuple[torch.nn.Module, set[str]]:
+    """``model`` with LoRA adapters on the linear layers whose weights the method trains, and the
+    adapters' parameter names (what trains instead)."""
+    if method.lora_refusal:
+        raise ValueError(f"method '{method.name}' cannot unlearn through LoRA: {method.lora_refusal}")
+    targets = adapters.linear_modules(model, trainable)
+    if not targets:
+        raise ValueError(f"method '{method.name}' trains no linear layer for LoRA adapters to sit on")
+    wrapped = adapters.attach_lora(model, settings.lora_r, settings.lora_alpha, settings.lora_dropout,
+                                   settings.seed, targets)
+    return wrapped, {name for name, p in wrapped.named_parameters() if p.requires_grad}
 
 
 class Unlearning(Objective):
@@ -100,16 +126,20 @@ class Unlearning(Objective):
         # Under an FSDP launch each process keeps a shard of every tensor (training/distributed.py).
         processes.shard(*[m for m in (model, self.reference_model) if m is not None])
         self.named = dict(model.named_parameters())  # sharding replaces the parameters
+        # The weights the run changes, by the starting model's names (adapters merged, for LoRA).
+        self.weights = (lambda: adapters.merged_parameters(model)) if adapters.is_adapted(model) else (
+            lambda: self.named)
         self.params = {name: self.named[name] for name in sorted(self.trainable)}
         needs_mask = self.method.needs_mask
         # Only this process's shard of the start values and of the mask is kept (and read, from a mask file).
-        self.start_values.capture(self.named, processes)
+        weights = self.weights()
+        self.start_values.capture(weights, processes)
         self.masks = {name: processes.place(self.mask, name, p) for name, p in self.params.items()} if needs_mask else {}
         # Where decoupled weight decay may act: where some gradient can arrive.
         retain_used = self.method.retain_used(self.hparams)
         self.decay_region = {name: (self.masks[name] if needs_mask and not retain_used else None)
                              for name in self.params}
-        self.total_entries = sum(p.numel() for p in self.named.values())
+        self.total_entries = sum(p.numel() for p in weights.values())  # a DTensor's numel is its whole tensor's
         self.processes = processes
         return list(self.params.values())
 
@@ -151,7 +181,8 @@ class Unlearning(Objective):
         return {**{f"{name}_loss": value for name, value in values.items()}, "loss": sum(values.values())}
 
     def epoch_end_fields(self) -> dict[str, float]:
-        return {"changed_fraction": changed_entries(self.named, self.start_values, self.processes) / self.total_entries}
+        return {"changed_fraction": changed_entries(self.weights(), self.start_values, self.processes)
+                / self.total_entries}
 
     def finished(self, model: torch.nn.Module, step: int) -> bool:
         """A calibrated run stops at its rule's check; every process measures the same items, and

@@ -123,6 +123,9 @@ class Method:
     # For a method that does not train: the setting a calibrated run walks instead of steps, and its
     # values, weakest first (``unlearning/calibration.py``).
     calibration_axis: ClassVar[tuple[str, tuple] | None] = None
+    # Why this method cannot unlearn through LoRA adapters (``lora_r``), for a method that acts on
+    # the weights' own entries (a saliency mask, pruning); None: it can.
+    lora_refusal: ClassVar[str | None] = None
 
     def terms(self, model, batches: dict[str, dict], hparams, reference_model=None) -> LossTerms:
         raise NotImplementedError
@@ -179,6 +182,9 @@ def register(cls: type[Method]) -> type[Method]:
     if cls.trains == (cls.edit is not Method.edit) or cls.trains == (cls.calibration_axis is not None):
         raise TypeError(f"{cls.__name__} must define `edit` and `calibration_axis` exactly when it does not "
                         "train (trains=False)")
+    if (cls.needs_mask or not cls.trains) and cls.lora_refusal is None:
+        raise TypeError(f"{cls.__name__} acts on the weights' own entries (a mask, or an edit): say why it refuses "
+                        "LoRA (lora_refusal)")
     if cls.mask_kind not in MASK_KINDS:
         raise TypeError(f"{cls.__name__}.mask_kind must be one of {MASK_KINDS}")
     REGISTRY[cls.name] = cls()
@@ -344,6 +350,8 @@ class NegativePreferenceOptimization(Method):
 class MMUnlearner(GradientDifference):
     name, label = "mmunlearner", "MMUnlearner"
     needs_mask = True
+    lora_refusal = ("its Fisher-ratio mask selects entries of the weights themselves, which a low-rank adapter's "
+                    "update does not have (the authors' LLaVA/MLLMU-Bench run through LoRA never applied its mask)")
 
 
 @register
@@ -383,6 +391,8 @@ class SalUn(GradientDifference):
     name, label = "salun", "SalUn"
     needs_mask = True
     mask_kind = "salun"
+    lora_refusal = ("its saliency mask selects entries of the weights themselves, which a low-rank adapter's "
+                    "update does not have")
 
     @dataclass(frozen=True)
     class Hyperparameters(RetainWeight):
@@ -469,8 +479,11 @@ class IdkDPO(Method):
 
 def layer_output(model, layer: int, batch: dict) -> torch.Tensor:
     """The output of the language model's decoder layer ``layer`` on ``batch``: [batch, seq, hidden]."""
+    from ..training.adapters import base_model
+
     captured = []
-    module = family_of(model.config.model_type).decoder_layer(model, layer)
+    # Found in the base model of a LoRA-adapted one (a PEFT wrapper moves every module path).
+    module = family_of(model.config.model_type).decoder_layer(base_model(model), layer)
     handle = module.register_forward_hook(lambda _, __, output: captured.append(
         output[0] if isinstance(output, tuple) else output))
     # The layers above ``layer`` still run (their output is unused): stopping the forward early
@@ -670,6 +683,7 @@ class MANU(Method):
 
     name, label = "manu", "MANU"
     trains = False
+    lora_refusal = "it prunes neurons of the weights themselves and takes no gradient step"
     activation_splits = ("forget_vqa", "forget_text", "retain_vqa", "retain_text")
     # Each modality's questions, by the suffix of their splits.
     modalities: ClassVar[dict[str, str]] = {"image": "vqa", "text": "text"}

@@ -43,13 +43,23 @@ JSON_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "str": "st
 @dataclass(frozen=True)
 class UnlearnSettings(LoopSettings):
     """The shared loop's settings as unlearning uses them: every method alike, a constant learning
-    rate unless ``warmup_ratio`` is set, a log line every step."""
+    rate unless ``warmup_ratio`` is set, a log line every step.
+
+    ``lora_r`` > 0 trains LoRA adapters of that rank (``lora_alpha``, ``lora_dropout``) on the
+    linear layers the method would train, merged into the weights when the run ends
+    (``training/adapters.py``); 0 trains the weights themselves. A method that acts on the weights'
+    own entries refuses it (``Method.lora_refusal``)."""
+
+    lora_r: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
 
 
 # Bounds of the loop's settings (the methods declare theirs on their fields).
 LOOP_BOUNDS = {"epochs": {"minimum": 1}, "batch_size": {"minimum": 1}, "learning_rate": {"exclusiveMinimum": 0},
                "weight_decay": {"minimum": 0}, "max_grad_norm": {"exclusiveMinimum": 0}, "log_every": {"minimum": 1},
-               "warmup_ratio": {"minimum": 0, "maximum": 1}}
+               "warmup_ratio": {"minimum": 0, "maximum": 1}, "lora_r": {"minimum": 0},
+               "lora_alpha": {"exclusiveMinimum": 0}, "lora_dropout": {"minimum": 0, "exclusiveMaximum": 1}}
 
 
 def loop_fields(method: Method | None = None) -> tuple[dataclasses.Field, ...]:
