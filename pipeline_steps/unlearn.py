@@ -40,7 +40,7 @@ from .models.loading import load_model, model_fingerprint
 from .saliency.tensor_files import TensorFile
 from .storage import atomic_directory, write_json, write_jsonl
 from .training.adapters import ALL_LINEAR, linear_modules, lora_record
-from .training.distributed import Processes
+from .training.distributed import HostCopy, Processes
 from .training.examples import split_examples
 from .training.precision import TRAINING_DTYPES, enable_gradient_checkpointing, training_accelerator
 from .training.progress import add_progress_arguments, examples_digest, job_progress
@@ -48,7 +48,7 @@ from .unlearning.calibration import Calibration
 from .unlearning.loop import UnlearnSettings, check_all_per_epoch, unlearn
 from .unlearning.methods import REGISTRY, get_method
 from .unlearning.settings import RETAIN_SCHEDULES, describe_hyperparameters, parse_hyperparameters
-from .unlearning.weights import save_changes
+from .unlearning.weights import save_changes, write_changes
 
 log = logging.getLogger("unlearn")
 
@@ -128,9 +128,10 @@ def calibration_for(args, encoder: PromptEncoder, device: str) -> tuple[Calibrat
     return Calibration(target, args.tolerance, args.check_every), probe
 
 
-def load_mask(mask_dir: Path, model, fingerprint: str, method, hparams) -> tuple[dict, str]:
-    """The mask as {parameter name: bool tensor} and its module group; refused unless it fits the
-    model and is the method's kind of mask (SalUn's at its ``mask_fraction``, or a Fisher-ratio one)."""
+def load_mask(mask_dir: Path, model, fingerprint: str, method, hparams) -> tuple[TensorFile, str]:
+    """The mask, as a mapping {parameter name: bool tensor} read from disk when asked (a process of a
+    sharded run reads only its rows of each tensor), and its module group; refused unless it fits
+    the model and is the method's kind of mask (SalUn's at its ``mask_fraction``, or a Fisher-ratio one)."""
     try:
         stored = TensorFile(mask_dir / "mask")
     except FileNotFoundError:
@@ -154,7 +155,7 @@ def load_mask(mask_dir: Path, model, fingerprint: str, method, hparams) -> tuple
         if tuple(parameter.shape) != stored.spec(name)[1]:
             raise StageError(f"mask tensor '{name}' has shape {list(stored.spec(name)[1])}, the model's "
                              f"{list(parameter.shape)}")
-    return {name: stored.get(name) for name in parameters}, stored.metadata["modules"]
+    return stored, stored.metadata["modules"]
 
 
 def lora_targets(model, trainable: set[str]) -> str | list[str]:
@@ -164,13 +165,12 @@ def lora_targets(model, trainable: set[str]) -> str | list[str]:
     return ALL_LINEAR if targets == linear_modules(model) else targets
 
 
-def write_outputs(out: Path, final, start_values: dict, manifest: dict, log_records: list[dict]) -> None:
-    """The job's three files, appearing together: the changed tensors, the manifest (with their
-    counts) and the log."""
+def write_outputs(out: Path, save_weights, manifest: dict, log_records: list[dict]) -> None:
+    """The job's three files, appearing together: the changed tensors (``save_weights(stem, metadata)``
+    writes them and returns their counts), the manifest (with the counts) and the log."""
     with atomic_directory(out) as scratch:
-        counts = save_changes(final, start_values, scratch / "weights",
-                              {"kind": "unlearned_changes", "method": manifest["method"],
-                               "vanilla_fingerprint": manifest["vanilla_fingerprint"]})
+        counts = save_weights(scratch / "weights", {"kind": "unlearned_changes", "method": manifest["method"],
+                                                    "vanilla_fingerprint": manifest["vanilla_fingerprint"]})
         write_json(scratch / "manifest.json", {**manifest, **counts})
         write_jsonl(scratch / "train_log.jsonl", log_records)
 
@@ -218,7 +218,9 @@ def edit_without_training(args, method, hparams, fingerprint: str) -> None:
                 "neuron_importance": str(args.neuron_importance), "module_group": "language", "training": None,
                 "hyperparameters": asdict(hparams), "dtype": args.dtype,
                 "calibration": calibration and calibration.summary()}
-    write_outputs(args.out, dict(loaded.model.named_parameters()), start_values, manifest, records)
+    final = dict(loaded.model.named_parameters())
+    write_outputs(args.out, lambda stem, metadata: save_changes(final, start_values, stem, metadata), manifest,
+                  records)
 
 
 def main(args) -> None:
@@ -273,7 +275,8 @@ def main(args) -> None:
                                lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                                retain_schedule=args.retain_schedule)
     # On the host (a 7B copy would cost 14 GB of GPU): compared against at epoch ends and when saving.
-    start_values = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters()}
+    # Only this process's part of each tensor (its shard, in a sharded run), taken once sharded.
+    start_values = HostCopy(model)
     log.info("%s: %d forget and %d retain examples, %d trainable tensors (module group %s)", args.method,
              len(forget), len(retain), len(trainable), modules)
     encoder = PromptEncoder(loaded.processor)
@@ -286,8 +289,19 @@ def main(args) -> None:
     # LoRA's adapters are merged into ``model`` by now: its weights are saved as a full run's are.
     lora = lora_record(settings.lora_r, settings.lora_alpha, settings.lora_dropout, lora_targets(model, trainable),
                        len(linear_modules(model, trainable))) if settings.lora_r else None
-    final = processes.whole_parameters(model, {name: value.dtype for name, value in start_values.items()})
+    # What changed, counted on each process's shard, then written one tensor at a time: in a sharded
+    # run each changed tensor is gathered to the main process when it is written (every process
+    # takes part), so no process ever holds the whole model on the host.
+    named = dict(model.named_parameters())
+    changed = start_values.changed(named, processes)
+    specs = {name: (start_values.dtypes[name], tuple(parameter.shape)) for name, parameter in named.items()}
+
+    def save_weights(stem, metadata):
+        return write_changes(specs, changed, lambda name: start_values.whole_pair(name, named[name], processes),
+                             stem, metadata)
+
     if not processes.is_main:
+        save_weights(None, {})
         processes.close()
         return
     manifest = {"method": args.method, "vanilla": str(args.vanilla), "vanilla_fingerprint": fingerprint,
@@ -296,7 +310,7 @@ def main(args) -> None:
                 "retain_examples": len(retain), "training": asdict(settings),
                 "hyperparameters": asdict(hparams), "dtype": args.dtype,
                 "lora": lora, "calibration": calibration and calibration.summary()}
-    write_outputs(args.out, final, start_values, manifest, history)
+    write_outputs(args.out, save_weights, manifest, history)
     progress.clear()
     processes.close()
 

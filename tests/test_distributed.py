@@ -96,6 +96,68 @@ def test_unlearning_on_two_processes_matches_one(tiny_models, benchmark, tmp_pat
     assert json.loads((tmp_path / "two" / "manifest.json").read_text())["changed_tensors"] > 0
 
 
+SHARD_PROBE = """
+import json, os, sys
+sys.path.insert(0, {repo!r})
+import torch
+from accelerate import Accelerator
+from pipeline_steps.models.loading import load_model
+from pipeline_steps.saliency.tensor_files import TensorFile
+from pipeline_steps.training.distributed import HostCopy, Processes, local
+
+class CountedFile(TensorFile):  # counts the mask entries read from disk
+    read = 0
+    def read_flat(self, name, start, count):
+        CountedFile.read += count
+        return super().read_flat(name, start, count)
+
+processes = Processes(Accelerator(cpu=True))
+model = load_model({vanilla!r}, dtype="bfloat16").model
+whole = {{name: p.detach().clone() for name, p in model.named_parameters()}}
+start = HostCopy(model)
+processes.shard(model)
+named = dict(model.named_parameters())
+start.capture(named, processes)
+mask = CountedFile({mask!r})
+placed = {{name: processes.place(mask, name, p) for name, p in named.items()}}
+mask_read = CountedFile.read  # before the checks below read whole tensors
+for name, parameter in named.items():  # each part is this process's rows, and gathers back to the whole
+    first, last = processes.rows(parameter)
+    assert torch.equal(start[name], whole[name][first:last]), name
+    assert torch.equal(local(placed[name]), mask.get(name)[first:last]), name
+    gathered = start.whole_pair(name, parameter, processes)
+    assert gathered is None if not processes.is_main else (torch.equal(gathered[0], whole[name])
+                                                           and torch.equal(gathered[1], whole[name])), name
+with open(os.path.join({out!r}, f"rank{{processes.rank}}.json"), "w") as handle:
+    json.dump({{"start_bytes": start.nbytes(), "mask_bytes": sum(local(m).numel() for m in placed.values()),
+               "mask_read": mask_read, "model_bytes": sum(t.numel() * 2 for t in whole.values()),
+               "entries": sum(t.numel() for t in whole.values())}}, handle)
+processes.close()
+"""
+
+
+def test_each_sharded_process_keeps_only_its_shard_of_the_start_weights_and_the_mask(tiny_models, tmp_path):
+    """Not timed: the bytes each of two sharded processes holds in its host copy of the start weights
+    (``HostCopy``) and reads and keeps of the mask, against the whole model's."""
+    vanilla = tiny_models["llava"]
+    mask_file(tmp_path / "mask", load_model(str(vanilla)).model, model_fingerprint(vanilla))
+    script = tmp_path / "probe.py"
+    script.write_text(SHARD_PROBE.format(repo=str(REPO), vanilla=str(vanilla), mask=str(tmp_path / "mask" / "mask"),
+                                         out=str(tmp_path)))
+    result = subprocess.run([*ACCELERATE, "--main_process_port", str(free_port()), *LAUNCHERS["sharded"], str(script)],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    model_bytes, entries = ranks[0]["model_bytes"], ranks[0]["entries"]
+    # Together the two hold every byte once; each about half (dim 0 split as torch.chunk: rank 0
+    # holds the odd rows), never the whole.
+    assert sum(r["start_bytes"] for r in ranks) == model_bytes
+    assert sum(r["mask_bytes"] for r in ranks) == sum(r["mask_read"] for r in ranks) == entries
+    for rank in ranks:
+        assert 0.4 * model_bytes < rank["start_bytes"] < 0.6 * model_bytes
+        assert 0.4 * entries < rank["mask_read"] == rank["mask_bytes"] < 0.6 * entries
+
+
 def test_fisher_on_two_processes_matches_one(tiny_models, benchmark, tmp_path):
     # The forget split's image pairs: 17 batches of 4, so the processes get 9 and 8 of them.
     args = ["--model", tiny_models["qwen2_vl"], "--benchmark", benchmark, "--forget-ratio", "10", "--split",

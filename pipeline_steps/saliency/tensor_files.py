@@ -5,8 +5,9 @@ A Fisher diagonal of a 7B model is 28 GB in fp32 and a mask 7 GB, so neither is 
 * ``write_tensors`` takes the names, dtypes and shapes up front and a function producing one
   tensor at a time, or one flat chunk of a tensor at a time; it writes each shard's header first
   and then the bytes in order, so memory holds one chunk whatever the model size.
-* ``TensorFile`` reads a tensor, or a flat range of its elements, with plain file reads (no memory
-  map, so reading a large file does not inflate the process's resident memory).
+* ``TensorFile`` reads a tensor, a flat range of its elements or a range of its rows, with plain
+  file reads (no memory map, so reading a large file does not inflate the process's resident
+  memory); it reads as a mapping of names to tensors, each read when asked for.
 
 The layout is Hugging Face's sharded-checkpoint layout: ``<stem>.safetensors.index.json`` maps
 each tensor to its shard and carries the metadata; a collection that fits one shard is written as
@@ -94,7 +95,7 @@ def write_tensors(stem: Path | str, specs: dict[str, tuple[torch.dtype, tuple[in
                 for chunk in produced:
                     if chunk.dtype != dtype:
                         raise ValueError(f"a chunk of tensor '{name}' is {chunk.dtype}, declared {dtype}")
-                    handle.write(chunk.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+                    handle.write(chunk.detach().to("cpu").contiguous().view(torch.uint8).numpy())  # no bytes copy
                     written += chunk.numel()
                 if written != math.prod(shape):
                     raise ValueError(f"tensor '{name}' got {written} elements, declared {math.prod(shape)}")
@@ -158,6 +159,22 @@ class TensorFile:
         if len(data) != count * size:
             raise ValueError(f"tensor '{name}' of {shard} is truncated")
         return torch.frombuffer(data, dtype=torch.uint8).view(dtype) if data else torch.empty(0, dtype=dtype)
+
+    def read_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start`` to ``stop`` (along dim 0) of a tensor, read alone: a process of a sharded
+        run reads its shard of a mask this way, never the whole tensor."""
+        dtype, shape = self.spec(name)
+        row = math.prod(shape[1:])
+        return self.read_flat(name, start * row, (stop - start) * row).reshape((stop - start, *shape[1:]))
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.get(name)
+
+    def __iter__(self):
+        return iter(self._shard_of)
+
+    def __len__(self) -> int:
+        return len(self._shard_of)
 
     def nbytes(self) -> int:
         return sum(os.path.getsize(shard) for shard in set(self._shard_of.values()))

@@ -27,6 +27,14 @@ gradient and optimizer moment. Gradients are then reduce-scattered in every back
 two backward passes stay correct because masking is elementwise: each process multiplies its
 shard of the summed forget gradient by the same shard of the mask before the retain gradient is
 added to it, which equals masking every process's gradient before summing.
+
+On the host, a sharded process keeps only its part too: of the start weights (``HostCopy``, the
+rows of each tensor its shard holds, in the storage dtype, compared against at epoch ends and
+when writing) and of the mask (read from its file row-wise, ``Processes.place``), and the changes
+are written one tensor at a time, each gathered to the main process only then
+(``unlearning/weights.py``'s ``write_changes``): 0.75 bytes per parameter per process at 4
+processes, against 3 (and 5 on the main process) when every process kept whole copies
+(``perf/host_memory.py``, ``docs/performance.md``).
 """
 
 from __future__ import annotations
@@ -91,13 +99,34 @@ class Processes:
         self.sharded = True
         log.info("sharded %d model(s) over %d processes (FSDP2)", len(models), self.count)
 
-    def like(self, tensor: torch.Tensor, parameter: torch.Tensor) -> torch.Tensor:
-        """``tensor`` (shaped like the whole parameter) placed as ``parameter``: on its device, and
-        cut into the same shard when the parameter is sharded."""
-        if isinstance(parameter, DTensor):
-            return distribute_tensor(tensor.to(parameter.device), parameter.device_mesh, parameter.placements,
-                                     src_data_rank=None)
-        return tensor.to(parameter.device)
+    def rows(self, parameter: torch.Tensor) -> tuple[int, int] | None:
+        """The rows (a range of dim 0) of the whole ``parameter`` that this process holds, or None
+        when it holds all of it (FSDP2 shards every tensor along dim 0, as ``torch.chunk``)."""
+        if not isinstance(parameter, DTensor):
+            return None
+        from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+        shape, offset = compute_local_shape_and_global_offset(parameter.shape, parameter.device_mesh,
+                                                              parameter.placements)
+        if tuple(shape[1:]) != tuple(parameter.shape[1:]) or any(offset[1:]):
+            raise ValueError(f"a shard of shape {shape} at {offset} is not a range of rows of {tuple(parameter.shape)}")
+        return offset[0], offset[0] + shape[0]
+
+    def place(self, source, name: str, parameter: torch.Tensor) -> torch.Tensor:
+        """``source[name]`` (shaped like the whole parameter) placed as ``parameter``: on its device
+        and, when the parameter is sharded, only this process's rows, read as such (never whole)
+        when ``source`` can read rows (``saliency.tensor_files.TensorFile.read_rows``)."""
+        span = self.rows(parameter)
+        if span is None:
+            return source[name].to(parameter.device)
+        part = source.read_rows(name, *span) if hasattr(source, "read_rows") else source[name][span[0]:span[1]]
+        return self.placed_part(part, parameter)
+
+    def placed_part(self, part: torch.Tensor, parameter: torch.Tensor) -> torch.Tensor:
+        """This process's ``part`` of a tensor shaped like the sharded ``parameter``, as a DTensor
+        placed like it, on the parameter's device."""
+        return DTensor.from_local(part.to(parameter.device).contiguous(), parameter.device_mesh,
+                                  parameter.placements, shape=parameter.shape, stride=parameter.stride())
 
     def sum_gradients(self, parameters) -> None:
         if self.count == 1 or self.sharded:  # sharded: FSDP reduce-scattered them in backward
@@ -106,16 +135,6 @@ class Processes:
             if parameter.grad is None:
                 parameter.grad = torch.zeros_like(parameter)
             dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
-
-    def whole_parameters(self, model: torch.nn.Module, dtypes: dict[str, torch.dtype]) -> dict[str, torch.Tensor]:
-        """Every parameter whole, on the host in ``dtypes[name]``, on the main process (empty on the
-        others, which only take part in gathering the shards)."""
-        values = {}
-        for name, parameter in model.named_parameters():
-            value = whole(parameter.detach())
-            if self.is_main:
-                values[name] = value.to("cpu", dtypes[name])
-        return values
 
     def close(self) -> None:
         """End the process group (gloo aborts at exit otherwise)."""
@@ -127,3 +146,75 @@ class Processes:
 def whole(tensor: torch.Tensor) -> torch.Tensor:
     """The whole of a possibly sharded tensor (gathering it is a collective call: every process makes it)."""
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """This process's part of a possibly sharded tensor (all of it when not sharded)."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+class HostCopy:
+    """A host copy of a model's parameters in their storage dtypes, of only the part of each that
+    this process holds: its rows when the model is sharded (1/N of every tensor), all of it
+    otherwise. Unlearning compares against it at epoch ends and when writing what changed.
+
+    Made before training (``HostCopy(model)`` records the storage dtypes, before the trained tensors
+    are upcast), filled by ``capture`` once the model is sharded; or from a whole copy already
+    held (``HostCopy.of``), which ``capture`` cuts down to this process's rows."""
+
+    def __init__(self, model: torch.nn.Module | None = None):
+        self.dtypes = {name: p.dtype for name, p in model.named_parameters()} if model is not None else {}
+        self.parts: dict[str, torch.Tensor] = {}
+        self.captured = False
+
+    @classmethod
+    def of(cls, values: dict[str, torch.Tensor]) -> "HostCopy":
+        copy = cls()
+        copy.dtypes = {name: value.dtype for name, value in values.items()}
+        copy.parts = {name: value.to("cpu") for name, value in values.items()}
+        return copy
+
+    def capture(self, parameters: dict[str, torch.Tensor], processes: "Processes") -> None:
+        """Keep this process's part of every parameter (once; later calls, a resumed run's, keep it)."""
+        if self.captured:
+            return
+        with torch.no_grad():
+            for name, parameter in parameters.items():
+                if name in self.parts:  # a whole copy given up front: keep its rows
+                    span = processes.rows(parameter)
+                    part = self.parts[name] if span is None else self.parts[name][span[0]:span[1]]
+                    self.parts[name] = part.clone() if span is not None else part
+                else:
+                    self.parts[name] = local(parameter.detach()).to("cpu", self.dtypes[name], copy=True)
+        self.captured = True
+
+    def nbytes(self) -> int:
+        return sum(part.numel() * part.element_size() for part in self.parts.values())
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.parts[name]
+
+    def changed(self, parameters: dict[str, torch.Tensor], processes: "Processes") -> dict[str, int]:
+        """Per tensor, how many entries of ``parameters`` differ from the copy once cast to the storage
+        dtype, over all processes (a collective call when sharded: every process makes it)."""
+        names = list(parameters)
+        with torch.no_grad():
+            counts = torch.tensor([int((local(parameters[n].detach()).to("cpu", self.dtypes[n]) != self.parts[n]).sum())
+                                   for n in names], dtype=torch.int64)
+        if any(isinstance(parameter, DTensor) for parameter in parameters.values()):  # each counted its shard
+            counts = counts.to(processes.device)
+            dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+        return dict(zip(names, counts.tolist()))
+
+    def whole_pair(self, name: str, parameter: torch.Tensor, processes: "Processes"):
+        """(the whole parameter, its whole start value), both on the host in the storage dtype, on the
+        main process; None on the others. Sharded, both are gathered (a collective call), one tensor
+        at a time."""
+        with torch.no_grad():
+            if not isinstance(parameter, DTensor):
+                return (parameter.detach().to("cpu", self.dtypes[name]), self.parts[name]) if processes.is_main else None
+            value = parameter.detach().full_tensor()
+            start = processes.placed_part(self.parts[name], parameter).full_tensor()
+        if not processes.is_main:
+            return None
+        return value.to("cpu", self.dtypes[name]), start.to("cpu")

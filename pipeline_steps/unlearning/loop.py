@@ -70,7 +70,7 @@ from accelerate import Accelerator
 
 from ..models.encoding import Example, PromptEncoder
 from ..training import adapters
-from ..training.distributed import Processes, whole
+from ..training.distributed import HostCopy, Processes
 from ..training.loop import batches, fit
 from ..training.objective import Objective
 from ..training.progress import Progress
@@ -85,11 +85,12 @@ def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forg
             retain: Sequence[Example], settings: UnlearnSettings, hparams, accelerator: Accelerator,
             *, trainable: set[str], mask: dict[str, torch.Tensor] | None = None,
             reference_model: torch.nn.Module | None = None, progress: Progress | None = None,
-            start_values: dict[str, torch.Tensor] | None = None, calibration: Calibration | None = None,
+            start_values: HostCopy | dict[str, torch.Tensor] | None = None, calibration: Calibration | None = None,
             probe=None) -> list[dict]:
     """Unlearn in place; return the per-step log. With ``progress``, resumable as ``fit``.
 
-    ``start_values`` is the model's starting state on the host, if the caller already holds one.
+    ``start_values`` is the model's starting state on the host (a ``HostCopy``, filled with this
+    process's part of every tensor once the model is sharded, or a whole copy the caller holds).
     With a ``calibration`` and its ``probe`` (``forgetting_probe.ForgettingProbe``), the run stops
     at the calibration's rule (``unlearning/calibration.py``), which records its checks."""
     if method.needs_mask and mask is None:
@@ -99,8 +100,8 @@ def unlearn(model: torch.nn.Module, method: Method, encoder: PromptEncoder, forg
     if settings.retain_schedule != "one_per_step" and not method.uses_retain:
         raise ValueError(f"method '{method.name}' has no retain term: retain_schedule "
                          f"'{settings.retain_schedule}' does not apply to it")
-    if start_values is None:
-        start_values = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters()}
+    if not isinstance(start_values, HostCopy):  # before the trained tensors are upcast: the storage dtypes
+        start_values = HostCopy(model) if start_values is None else HostCopy.of(start_values)
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name in trainable)
     # Before the frozen model is sharded, and on the whole forget set: every process, and a resumed
@@ -169,7 +170,7 @@ class Unlearning(Objective):
 
     def __init__(self, method: Method, hparams, settings: UnlearnSettings, retain: Sequence[Example], *,
                  trainable: set[str], mask: dict[str, torch.Tensor] | None,
-                 reference_model: torch.nn.Module | None, start_values: dict[str, torch.Tensor],
+                 reference_model: torch.nn.Module | None, start_values: HostCopy,
                  alternatives: dict[str, list[Example]] | None = None, calibration: Calibration | None = None,
                  probe: Callable[[torch.nn.Module], float] | None = None, forget: Sequence[Example] | None = None):
         self.method, self.hparams, self.settings = method, hparams, settings
@@ -194,12 +195,15 @@ class Unlearning(Objective):
             lambda: self.named)
         self.params = {name: self.named[name] for name in sorted(self.trainable)}
         needs_mask = self.method.needs_mask
-        self.masks = {name: processes.like(self.mask[name], p) for name, p in self.params.items()} if needs_mask else {}
+        # Only this process's shard of the start values and of the mask is kept (and read, from a mask file).
+        weights = self.weights()
+        self.start_values.capture(weights, processes)
+        self.masks = {name: processes.place(self.mask, name, p) for name, p in self.params.items()} if needs_mask else {}
         # Where decoupled weight decay may act: where some gradient can arrive.
         retain_used = self.method.retain_used(self.hparams)
         self.decay_region = {name: (self.masks[name] if needs_mask and not retain_used else None)
                              for name in self.params}
-        self.total_entries = sum(p.numel() for p in self.start_values.values())
+        self.total_entries = sum(p.numel() for p in weights.values())  # a DTensor's numel is its whole tensor's
         self.processes = processes
         return list(self.params.values())
 
@@ -264,7 +268,8 @@ class Unlearning(Objective):
         return fields if count is None else {**fields, "retain_batches": count}
 
     def epoch_end_fields(self) -> dict[str, float]:
-        return {"changed_fraction": changed_entries(self.weights(), self.start_values) / self.total_entries}
+        return {"changed_fraction": changed_entries(self.weights(), self.start_values, self.processes)
+                / self.total_entries}
 
     def finished(self, model: torch.nn.Module, step: int) -> bool:
         """A calibrated run stops at its rule's check; every process measures the same items, and
@@ -297,8 +302,7 @@ class Unlearning(Objective):
             self.calibration.checks, self.calibration.stopped_at = saved["checks"], saved["stopped_at"]
 
 
-@torch.no_grad()
-def changed_entries(parameters: dict[str, torch.Tensor], start_values: dict[str, torch.Tensor]) -> int:
-    """How many entries differ from ``start_values`` once cast to its (storage) dtype."""
-    return sum(int((whole(p.detach()).to("cpu", start_values[n].dtype) != start_values[n]).sum())
-               for n, p in parameters.items())
+def changed_entries(parameters: dict[str, torch.Tensor], start_values: HostCopy, processes: Processes) -> int:
+    """How many entries differ from ``start_values`` once cast to its (storage) dtype (each process
+    compares its shard; a collective call when sharded)."""
+    return sum(start_values.changed(parameters, processes).values())
