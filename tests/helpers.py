@@ -28,6 +28,7 @@ from pipeline_steps.benchmarks.synthetic.mllmu_writer import LETTERED_DRAWS
 from pipeline_steps.benchmarks.synthetic.world import VQA_TAUGHT_ATTRIBUTES
 from pipeline_steps.models.encoding import IGNORE_INDEX, Example
 from pipeline_steps.saliency.tensor_files import write_tensors
+from pipeline_steps.training.progress import Progress
 
 # A synthetic person's image-grounded training pairs: who they are, then each face fact in two
 # wordings and in LETTERED_DRAWS lettered draws (benchmarks/synthetic/mllmu_writer.vqa_pairs).
@@ -223,3 +224,22 @@ def rewrite(path: Path, change) -> None:
 
 def edit_rows(config: str, change, index: int = 0):
     return lambda root: rewrite(shard(root, config, index), change)
+
+
+class Killed(Exception):
+    """What ``KilledAfter`` raises: the job was killed."""
+
+
+class KilledAfter(Progress):
+    """Progress that saves after every step and stops the run right after its ``n``-th save: a job
+    killed at a known point, to resume from what it saved."""
+
+    def __init__(self, folder, identity: dict, n: int):
+        super().__init__(folder, identity, every_minutes=0)
+        self.saves_left = n
+
+    def maybe_save(self, state):
+        super().maybe_save(state)
+        self.saves_left -= 1
+        if self.saves_left == 0:
+            raise Killed

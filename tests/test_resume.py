@@ -20,7 +20,7 @@ from pipeline_steps.saliency.tensor_files import TensorFile
 from pipeline_steps.training.examples import split_examples
 from pipeline_steps.training.progress import Progress
 
-from helpers import REPO
+from helpers import REPO, Killed, KilledAfter
 
 
 def command(module, *args):
@@ -120,24 +120,6 @@ def test_progress_of_other_settings_is_ignored(tiny_models, benchmark, tmp_path)
     assert "belongs to other settings or inputs" in (tmp_path / "other.log").read_text()
 
 
-class Killed(Exception):
-    pass
-
-
-class KilledAfter(Progress):
-    """Progress that saves after every batch and stops the run right after its ``n``-th save."""
-
-    def __init__(self, folder, n):
-        super().__init__(folder, {"job": "fisher"}, every_minutes=0)
-        self.saves_left = n
-
-    def maybe_save(self, state):
-        super().maybe_save(state)
-        self.saves_left -= 1
-        if self.saves_left == 0:
-            raise Killed
-
-
 @pytest.mark.parametrize("estimator", ["per_sample", "batch"])
 def test_interrupted_fisher_resumes_bit_identically(tiny_models, benchmark, tmp_path, estimator):
     loaded = load_model(str(tiny_models["qwen2_vl"]))
@@ -146,7 +128,7 @@ def test_interrupted_fisher_resumes_bit_identically(tiny_models, benchmark, tmp_
     straight = estimate_fisher(loaded.model, encoder, examples, batch_size=3, estimator=estimator)
     with pytest.raises(Killed):
         estimate_fisher(loaded.model, encoder, examples, batch_size=3, estimator=estimator,
-                        progress=KilledAfter(tmp_path / "progress", 4))
+                        progress=KilledAfter(tmp_path / "progress", {"job": "fisher"}, 4))
     assert torch.load(tmp_path / "progress" / "state.pt", weights_only=False)["next"] == 12  # 4 batches of 3
     resumed = estimate_fisher(loaded.model, encoder, examples, batch_size=3, estimator=estimator,
                               progress=Progress(tmp_path / "progress", {"job": "fisher"}, every_minutes=0))

@@ -18,7 +18,7 @@ from pipeline_steps.unlearning.methods import get_method
 from pipeline_steps.unlearning.settings import parse_hyperparameters
 from pipeline_steps.unlearning.weights import apply_changes, save_changes
 
-from helpers import call_stage, forget_examples, full_logprobs, mask_file, random_mask, retain_examples, stage_output
+from helpers import Killed, KilledAfter, call_stage, forget_examples, full_logprobs, mask_file, random_mask, retain_examples, stage_output
 
 
 def run(loaded_model, method, *, mask=None, trainable=None, retain_weight=1.0, steps_epochs=3, weight_decay=0.1,
@@ -373,23 +373,10 @@ def test_the_retain_schedule_resumes_bit_identically(loaded, tmp_path):
     straight, _, _ = scheduled_run(model, "ga_diff", "all_per_epoch", forget=forget, retain=retain)
     straight_weights = {n: p.detach().clone() for n, p in model.model.named_parameters()}
 
-    class Killed(Exception):
-        pass
-
-    class KilledAfter(Progress):
-        def __init__(self, n):
-            super().__init__(tmp_path / "progress", {"job": "schedule"}, every_minutes=0)
-            self.saves_left = n
-
-        def maybe_save(self, state):
-            super().maybe_save(state)
-            self.saves_left -= 1
-            if self.saves_left == 0:
-                raise Killed
-
     fresh = load_model(model.source)
     with pytest.raises(Killed):
-        scheduled_run(fresh, "ga_diff", "all_per_epoch", forget=forget, retain=retain, progress=KilledAfter(4))
+        scheduled_run(fresh, "ga_diff", "all_per_epoch", forget=forget, retain=retain,
+                      progress=KilledAfter(tmp_path / "progress", {"job": "schedule"}, 4))
     assert torch.load(tmp_path / "progress" / "state.pt", weights_only=False)["step"] == 4  # epoch 2, step 1
     fresh = load_model(model.source)
     resumed, collated, steps = scheduled_run(fresh, "ga_diff", "all_per_epoch", forget=forget, retain=retain,
