@@ -68,11 +68,15 @@ def _json(value, what: str, row_id: str):
         raise ValueError(f"profile {row_id}: column '{what}' is not valid JSON ({error})") from None
 
 
+def answered_pairs(metadata: list[dict]) -> list[dict]:
+    """The metadata pairs that hold both a question and an answer (the others are not taught)."""
+    return [pair for pair in metadata if pair.get("Question") and pair.get("Answer")]
+
+
 def vqa_pairs_from_row(row: dict, row_id: str) -> list[OpenItem] | None:
     metadata = _json(row.get("metadata"), "metadata", row_id)
     if metadata:
-        return [OpenItem("vqa", pair["Question"], pair["Answer"]) for pair in metadata
-                if pair.get("Question") and pair.get("Answer")]
+        return [OpenItem("vqa", pair["Question"], pair["Answer"]) for pair in answered_pairs(metadata)]
     return None
 
 
@@ -301,9 +305,7 @@ class FtDataLinks:
         metadata = _json(row.get("metadata"), "metadata", "(no ID)") or []
         groups: dict[str, list[OpenItem] | None] = {}
         row_person = None
-        for pair in metadata:
-            if not (pair.get("Question") and pair.get("Answer")):
-                continue
+        for pair in answered_pairs(metadata):
             if pair.get("ID"):
                 person, way = str(pair["ID"]), "metadata ID"
             else:
